@@ -1,0 +1,3 @@
+from speechnas.cli import app
+
+app()

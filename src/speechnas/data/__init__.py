@@ -1,0 +1,1 @@
+"""Speech data: manifests, audio, the synthetic corpus, features, tokens and batching."""

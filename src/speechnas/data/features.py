@@ -1,0 +1,173 @@
+"""Acoustic features in PyTorch: log-mel filterbank and MFCC, plus training augmentation.
+
+Framing uses no centre padding: frame ``t`` covers samples ``[t*hop, t*hop + n_fft)``. A frame
+therefore never sees padding, so an utterance gets the same features alone or inside a padded
+batch, and the numpy port used by the standalone transcriber can match them exactly.
+
+The mel matrix and DCT are written here because torchaudio has no build for the PyTorch that
+the CPU install pins, and librosa would pull a large stack for two small matrices.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+import soxr
+import torch
+
+FeatureKind = Literal["fbank", "mfcc"]
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureConfig:
+    """How waveforms become feature frames."""
+
+    kind: FeatureKind = "fbank"
+    sample_rate: int = 16000
+    n_mels: int = 80
+    n_mfcc: int = 40
+    win_ms: float = 25.0
+    hop_ms: float = 10.0
+    f_min: float = 20.0
+    f_max: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("fbank", "mfcc"):
+            raise ValueError(f"features.kind: {self.kind!r} is not one of 'fbank', 'mfcc'")
+        if self.kind == "mfcc" and not 0 < self.n_mfcc <= self.n_mels:
+            raise ValueError(f"features.n_mfcc: {self.n_mfcc} must be in 1..n_mels={self.n_mels}")
+        if self.hop_ms <= 0 or self.win_ms < self.hop_ms:
+            raise ValueError(
+                f"features: need 0 < hop_ms <= win_ms, got {self.hop_ms}/{self.win_ms}"
+            )
+
+    @property
+    def dim(self) -> int:
+        return self.n_mfcc if self.kind == "mfcc" else self.n_mels
+
+    @property
+    def hop(self) -> int:
+        return round(self.sample_rate * self.hop_ms / 1000)
+
+    @property
+    def win(self) -> int:
+        return round(self.sample_rate * self.win_ms / 1000)
+
+    @property
+    def n_fft(self) -> int:
+        return 1 << (self.win - 1).bit_length()
+
+    def num_frames(self, num_samples: int) -> int:
+        return (
+            max(0, 1 + (num_samples - self.n_fft) // self.hop) if num_samples >= self.n_fft else 0
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _hz_to_mel(f: np.ndarray) -> np.ndarray:
+    return 2595.0 * np.log10(1.0 + f / 700.0)
+
+
+def _mel_to_hz(m: np.ndarray) -> np.ndarray:
+    return 700.0 * (10.0 ** (m / 2595.0) - 1.0)
+
+
+def mel_matrix(cfg: FeatureConfig) -> np.ndarray:
+    """Triangular HTK-mel filters, shape (n_fft // 2 + 1, n_mels), float32."""
+    f_max = cfg.f_max or cfg.sample_rate / 2
+    mels = np.linspace(_hz_to_mel(np.array(cfg.f_min)), _hz_to_mel(np.array(f_max)), cfg.n_mels + 2)
+    edges = _mel_to_hz(mels)
+    bins = np.linspace(0, cfg.sample_rate / 2, cfg.n_fft // 2 + 1)
+    lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    up = (bins[None, :] - lo) / (mid - lo)
+    down = (hi - bins[None, :]) / (hi - mid)
+    return np.maximum(0.0, np.minimum(up, down)).T.astype(np.float32)
+
+
+def dct_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """Orthonormal DCT-II, shape (n_in, n_out), float32."""
+    n = np.arange(n_in)[:, None]
+    k = np.arange(n_out)[None, :]
+    m = np.cos(math.pi / n_in * (n + 0.5) * k) * math.sqrt(2.0 / n_in)
+    m[:, 0] /= math.sqrt(2.0)
+    return m.astype(np.float32)
+
+
+def window(cfg: FeatureConfig) -> np.ndarray:
+    """Hann window of ``win`` samples centred in ``n_fft``."""
+    w = np.hanning(cfg.win + 2)[1:-1]
+    left = (cfg.n_fft - cfg.win) // 2
+    return np.pad(w, (left, cfg.n_fft - cfg.win - left)).astype(np.float32)
+
+
+class FeatureExtractor(torch.nn.Module):
+    """Waveforms (B, N) at ``cfg.sample_rate`` → features (B, T, D)."""
+
+    def __init__(self, cfg: FeatureConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.register_buffer("window", torch.from_numpy(window(cfg)), persistent=False)
+        self.register_buffer("mel", torch.from_numpy(mel_matrix(cfg)), persistent=False)
+        dct = dct_matrix(cfg.n_mels, cfg.n_mfcc) if cfg.kind == "mfcc" else None
+        self.register_buffer(
+            "dct", None if dct is None else torch.from_numpy(dct), persistent=False
+        )
+
+    @torch.no_grad()
+    def forward(
+        self, wave: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Args: wave (B, N) float, lengths (B,) samples. Returns feats (B, T, D), frames (B,)."""
+        if wave.dim() == 1:
+            wave = wave[None]
+        cfg = self.cfg
+        if lengths is None:
+            lengths = torch.full((wave.shape[0],), wave.shape[1], dtype=torch.long)
+        if wave.shape[1] < cfg.n_fft:
+            wave = torch.nn.functional.pad(wave, (0, cfg.n_fft - wave.shape[1]))
+        frames = wave.unfold(1, cfg.n_fft, cfg.hop)  # (B, T, n_fft)
+        spec = torch.fft.rfft(frames * self.window, dim=-1)
+        power = spec.real.square() + spec.imag.square()  # (B, T, F)
+        feats = torch.log(torch.clamp(power @ self.mel, min=1e-10))
+        if self.dct is not None:
+            feats = feats @ self.dct
+        n = torch.clamp(1 + (lengths - cfg.n_fft).div(cfg.hop, rounding_mode="floor"), min=0)
+        return feats, n
+
+
+def speed_perturb(wave: np.ndarray, sample_rate: int, factor: float) -> np.ndarray:
+    """Play ``wave`` ``factor`` times faster (pitch moves with it, as in Kaldi's recipe)."""
+    if factor == 1.0:
+        return wave
+    return soxr.resample(wave, sample_rate * factor, sample_rate).astype(np.float32)
+
+
+@dataclass(frozen=True, slots=True)
+class SpecAugmentConfig:
+    """Frequency and time masking (SpecAugment's LD-like policy scaled to short utterances)."""
+
+    freq_masks: int = 2
+    freq_width: int = 15
+    time_masks: int = 2
+    time_width_ratio: float = 0.05
+    max_time_width: int = 40
+
+
+def spec_augment(feats: torch.Tensor, cfg: SpecAugmentConfig, rng: np.random.Generator) -> None:
+    """Masks ``feats`` (T, D) in place with the mean value."""
+    t, d = feats.shape
+    fill = feats.mean()
+    for _ in range(cfg.freq_masks):
+        w = int(rng.integers(0, cfg.freq_width + 1))
+        f0 = int(rng.integers(0, max(1, d - w)))
+        feats[:, f0 : f0 + w] = fill
+    max_w = min(cfg.max_time_width, int(cfg.time_width_ratio * t))
+    for _ in range(cfg.time_masks):
+        w = int(rng.integers(0, max_w + 1))
+        t0 = int(rng.integers(0, max(1, t - w)))
+        feats[t0 : t0 + w, :] = fill

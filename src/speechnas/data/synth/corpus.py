@@ -1,0 +1,293 @@
+"""The built-in synthetic corpus: eSpeak NG speech with many voices, noise, reverb and channels.
+
+Every choice (text, voice, prosody, effects) is drawn in the parent process from generators
+seeded by ``(seed, split, index)``; worker processes only render. The corpus is therefore the
+same for a seed whatever the number of workers, and it is rebuilt only when its config changes.
+
+Voice variants are split three ways, so ``dev`` and the ``test*`` splits are spoken by voices
+never heard in training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import multiprocessing as mp
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soxr
+from tqdm import tqdm
+
+from speechnas.data.audio import write_flac
+from speechnas.data.manifest import write_manifest
+from speechnas.data.synth.effects import EffectConfig, apply_effects, sample_effects
+from speechnas.data.synth.espeak import Espeak, Voice, list_variants
+from speechnas.data.synth.text import make_text
+from speechnas.data.utterance import Utterance
+
+log = logging.getLogger(__name__)
+
+GENERATOR_VERSION = 2  # bump when rendering changes, so cached corpora are rebuilt
+
+# Accents of each language that eSpeak NG ships; every split uses all of them.
+LANGUAGE_VOICES: dict[str, tuple[str, ...]] = {
+    "en": (
+        "en-us", "en", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-gb-x-gbclan",
+        "en-gb-x-gbcwmd",
+    ),
+    "de": ("de",),
+    "es": ("es", "es-419"),
+    "fr": ("fr", "fr-be"),
+}  # fmt: skip
+
+SPLITS = ("train", "dev", "test", "test-noisy", "test-tel")
+
+_CLEAN_ISH = EffectConfig(
+    noise_prob=0.6,
+    snr_db=(5.0, 30.0),
+    noise_kinds=("white", "pink", "brown", "babble"),
+    reverb_prob=0.3,
+    rt60=(0.15, 0.7),
+    telephone_prob=0.1,
+)
+DEFAULT_EFFECTS: dict[str, EffectConfig] = {
+    "train": _CLEAN_ISH,
+    "dev": _CLEAN_ISH,
+    "test": _CLEAN_ISH,
+    "test-noisy": dataclasses.replace(_CLEAN_ISH, noise_prob=1.0, snr_db=(0.0, 10.0)),
+    "test-tel": dataclasses.replace(
+        _CLEAN_ISH, noise_prob=0.3, snr_db=(15.0, 30.0), telephone_prob=1.0
+    ),
+}
+# which voice group speaks each split
+_VOICE_GROUP = {
+    "train": "train",
+    "dev": "dev",
+    "test": "test",
+    "test-noisy": "test",
+    "test-tel": "test",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ProsodyRange:
+    rate: tuple[int, int] = (130, 230)  # words per minute
+    pitch: tuple[int, int] = (20, 80)
+    pitch_range: tuple[int, int] = (10, 90)
+    word_gap: tuple[int, int] = (0, 8)  # x 10 ms
+
+
+@dataclass(frozen=True, slots=True)
+class CorpusConfig:
+    """What to generate. ``sizes`` maps split name → number of utterances."""
+
+    task: str = "digits"
+    lang: str = "en"
+    seed: int = 0
+    sample_rate: int = 16000
+    sizes: dict[str, int] = field(
+        default_factory=lambda: {
+            "train": 6000, "dev": 400, "test": 600, "test-noisy": 600, "test-tel": 600,
+        }
+    )  # fmt: skip
+    voice_split: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    prosody: ProsodyRange = field(default_factory=ProsodyRange)
+    babble_pool: int = 48
+
+    def __post_init__(self) -> None:
+        if self.lang not in LANGUAGE_VOICES:
+            raise ValueError(f"lang: {self.lang!r} is not one of {sorted(LANGUAGE_VOICES)}")
+        unknown = sorted(set(self.sizes) - set(SPLITS))
+        if unknown:
+            raise ValueError(f"sizes: unknown split(s) {unknown}; allowed: {list(SPLITS)}")
+        if any(n < 0 for n in self.sizes.values()):
+            raise ValueError(f"sizes: counts must be >= 0, got {self.sizes}")
+
+    @property
+    def name(self) -> str:
+        return f"{self.task}-{self.lang}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "generator_version": GENERATOR_VERSION}
+
+    def digest(self) -> str:
+        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class CorpusInfo:
+    folder: Path
+    manifests: dict[str, Path]
+    stats: dict[str, Any]
+    cached: bool
+
+
+def voice_groups(seed: int, split: tuple[float, float, float]) -> dict[str, list[str]]:
+    """Disjoint sets of eSpeak variants for train / dev / test."""
+    variants = list(list_variants())
+    order = np.random.default_rng([seed, 101]).permutation(len(variants))
+    n_train = round(split[0] * len(variants))
+    n_dev = round(split[1] * len(variants))
+    names = [variants[i] for i in order]
+    return {
+        "train": names[:n_train],
+        "dev": names[n_train : n_train + n_dev],
+        "test": names[n_train + n_dev :],
+    }
+
+
+def _split_id(split: str) -> int:
+    return SPLITS.index(split)
+
+
+def _draw_voice(rng: np.random.Generator, cfg: CorpusConfig, variants: list[str]) -> Voice:
+    p = cfg.prosody
+    return Voice(
+        language=str(rng.choice(LANGUAGE_VOICES[cfg.lang])),
+        variant=str(rng.choice(variants)),
+        rate=int(rng.integers(p.rate[0], p.rate[1] + 1)),
+        pitch=int(rng.integers(p.pitch[0], p.pitch[1] + 1)),
+        pitch_range=int(rng.integers(p.pitch_range[0], p.pitch_range[1] + 1)),
+        word_gap=int(rng.integers(p.word_gap[0], p.word_gap[1] + 1)),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    split: str
+    index: int
+    text: str
+    voice: Voice
+    effects: dict[str, Any]
+    gain: float
+    espeak_seed: int
+    path: str
+
+
+def _plan(cfg: CorpusConfig, folder: Path) -> list[_Job]:
+    groups = voice_groups(cfg.seed, cfg.voice_split)
+    jobs = []
+    for split in SPLITS:
+        for i in range(cfg.sizes.get(split, 0)):
+            rng = np.random.default_rng([cfg.seed, _split_id(split), i])
+            text = make_text(cfg.task, rng, cfg.lang)
+            voice = _draw_voice(rng, cfg, groups[_VOICE_GROUP[split]])
+            effects = sample_effects(rng, DEFAULT_EFFECTS[split])
+            gain = float(rng.uniform(0.25, 0.95))
+            espeak_seed = int(rng.integers(2**31))
+            path = str(folder / split / f"{split}-{i:06d}.flac")
+            jobs.append(_Job(split, i, text, voice, effects, gain, espeak_seed, path))
+    return jobs
+
+
+_babble: dict[str, list[np.ndarray]] = {}
+
+
+def _speak(text: str, voice: Voice, sample_rate: int, seed: int) -> np.ndarray:
+    engine = Espeak.get()
+    x = engine.synthesize(text, voice, seed=seed)
+    return soxr.resample(x, engine.sample_rate, sample_rate).astype(np.float32)
+
+
+def _init_worker(cfg: CorpusConfig) -> None:
+    """Each worker speaks the same babble pools (one per voice group) from the seed."""
+    groups = voice_groups(cfg.seed, cfg.voice_split)
+    for group, variants in groups.items():
+        pool = []
+        for j in range(cfg.babble_pool):
+            rng = np.random.default_rng([cfg.seed, 202, len(group), j])
+            text = make_text("phrases" if cfg.lang == "en" else cfg.task, rng, cfg.lang)
+            voice = _draw_voice(rng, cfg, variants)
+            pool.append(_speak(text, voice, cfg.sample_rate, int(rng.integers(2**31))))
+        _babble[group] = pool
+
+
+def _render(args: tuple[CorpusConfig, _Job]) -> tuple[str, int, float]:
+    cfg, job = args
+    x = _speak(job.text, job.voice, cfg.sample_rate, job.espeak_seed)
+    if x.size == 0:
+        raise RuntimeError(f"eSpeak NG produced no audio for {job.text!r} ({job.voice.name})")
+    rng = np.random.default_rng([cfg.seed, _split_id(job.split), job.index, 1])
+    x = apply_effects(x, cfg.sample_rate, job.effects, rng, _babble[_VOICE_GROUP[job.split]])
+    peak = float(np.max(np.abs(x))) or 1.0
+    x = (x * (job.gain / peak)).astype(np.float32)
+    write_flac(Path(job.path), x, cfg.sample_rate)
+    return job.split, job.index, x.size / cfg.sample_rate
+
+
+def _run(cfg: CorpusConfig, jobs: list[_Job], workers: int) -> Iterator[tuple[str, int, float]]:
+    if workers <= 1:
+        _init_worker(cfg)
+        yield from map(_render, ((cfg, j) for j in jobs))
+        return
+    ctx = mp.get_context("spawn")  # eSpeak's global state must not be shared through fork
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(cfg,)) as pool:
+        yield from pool.imap(_render, ((cfg, j) for j in jobs), chunksize=16)
+
+
+def build_corpus(
+    cfg: CorpusConfig,
+    root: str | Path = "corpora",
+    *,
+    workers: int = 2,
+    force: bool = False,
+    show_progress: bool = True,
+) -> CorpusInfo:
+    """Generates ``root/<task>-<lang>`` unless a corpus of the same config is already there."""
+    folder = Path(root) / cfg.name
+    stamp = folder / "corpus.json"
+    manifests = {s: folder / f"{s}.jsonl" for s in SPLITS if cfg.sizes.get(s, 0) > 0}
+    if not force and stamp.is_file():
+        meta = json.loads(stamp.read_text())
+        if meta.get("digest") == cfg.digest() and all(p.is_file() for p in manifests.values()):
+            log.info("corpus %s is up to date (config %s)", folder, cfg.digest())
+            return CorpusInfo(folder, manifests, meta["stats"], cached=True)
+    if folder.exists():
+        shutil.rmtree(folder)
+    for split in manifests:
+        (folder / split).mkdir(parents=True)
+    jobs = _plan(cfg, folder)
+    start = time.perf_counter()
+    durations: dict[str, dict[int, float]] = {s: {} for s in manifests}
+    bar = tqdm(total=len(jobs), desc=f"synth {cfg.name}", disable=not show_progress)
+    for split, index, seconds in _run(cfg, jobs, workers):
+        durations[split][index] = seconds
+        bar.update(1)
+    bar.close()
+    elapsed = time.perf_counter() - start
+    for split, path in manifests.items():
+        utts = [
+            Utterance(
+                id=f"{split}-{j.index:06d}",
+                audio_path=Path(j.path),
+                text=j.text,
+                duration=round(durations[split][j.index], 4),
+                speaker=j.voice.variant,
+                lang=cfg.lang,
+            )
+            for j in jobs
+            if j.split == split
+        ]
+        write_manifest(path, utts)
+    stats = {
+        "utterances": len(jobs),
+        "seconds_to_build": elapsed,
+        "utterances_per_second": len(jobs) / elapsed,
+        "workers": workers,
+        "hours": {s: sum(d.values()) / 3600 for s, d in durations.items()},
+        "counts": {s: len(d) for s, d in durations.items()},
+        "voices": {g: len(v) for g, v in voice_groups(cfg.seed, cfg.voice_split).items()},
+    }
+    meta = {"digest": cfg.digest(), "config": cfg.to_dict(), "stats": stats}
+    stamp.write_text(json.dumps(meta, indent=1))
+    log.info("built %s: %d utterances in %.1f s", folder, len(jobs), elapsed)
+    return CorpusInfo(folder, manifests, stats, cached=False)

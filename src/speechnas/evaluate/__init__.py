@@ -1,0 +1,1 @@
+"""Evaluation: error rates, decoding over a corpus."""

@@ -1,0 +1,79 @@
+"""Checkpoints that load without executing code.
+
+A checkpoint is a folder: ``model.safetensors`` (weights), ``meta.json`` (everything needed to
+rebuild the model and its input pipeline: model, feature and tokenizer config, the training
+config, seed and versions) and, for resumable ones, ``state.pt`` (optimizer, scheduler, sampler,
+counters) read back with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from speechnas.data.features import FeatureConfig
+from speechnas.data.tokenizer import Tokenizer, tokenizer_from_dict
+from speechnas.nn.model import ASRModel, ModelConfig
+
+
+def save_checkpoint(
+    folder: Path,
+    model: ASRModel,
+    meta: dict[str, Any],
+    state: dict[str, Any] | None = None,
+) -> None:
+    """Writes atomically: a kill mid-save leaves the previous checkpoint intact."""
+    folder = Path(folder)
+    tmp = folder.with_name(folder.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    weights = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    save_file(weights, str(tmp / "model.safetensors"))
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
+    if state is not None:
+        torch.save(state, tmp / "state.pt")
+    old = folder.with_name(folder.name + ".old")
+    if folder.exists():
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(folder, old)
+    os.replace(tmp, folder)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+@dataclass
+class LoadedModel:
+    model: ASRModel
+    tokenizer: Tokenizer
+    features: FeatureConfig
+    meta: dict[str, Any]
+
+
+def load_model(folder: str | Path) -> LoadedModel:
+    """Rebuilds the model of a checkpoint folder for inference (eval mode)."""
+    folder = Path(folder)
+    for name in ("model.safetensors", "meta.json"):
+        if not (folder / name).is_file():
+            raise ValueError(f"{folder} is not a speechnas checkpoint: {name} is missing")
+    meta = json.loads((folder / "meta.json").read_text())
+    tokenizer = tokenizer_from_dict(meta["tokenizer"])
+    features = FeatureConfig(**meta["features"])
+    model = ASRModel(
+        ModelConfig(**meta["model"]), feat_dim=features.dim, vocab_size=tokenizer.vocab_size
+    )
+    model.load_state_dict(load_file(str(folder / "model.safetensors")))
+    model.eval()
+    return LoadedModel(model=model, tokenizer=tokenizer, features=features, meta=meta)
+
+
+def load_state(folder: Path) -> dict[str, Any]:
+    return torch.load(Path(folder) / "state.pt", weights_only=True)

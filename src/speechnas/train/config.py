@@ -1,0 +1,171 @@
+"""The training configuration: one frozen dataclass per section, validated when loaded."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from speechnas.data.dataset import AugmentConfig
+from speechnas.data.features import FeatureConfig, SpecAugmentConfig
+from speechnas.nn.model import ModelConfig, preset
+
+
+@dataclass(frozen=True, slots=True)
+class DataConfig:
+    """Where the corpora are: a JSONL manifest or a Kaldi data dir per entry."""
+
+    train: str = ""
+    dev: str = ""
+    test: dict[str, str] = field(default_factory=dict)
+    skip_invalid: bool = False
+    fraction: float = 1.0  # fidelity: share of the training utterances used (a seeded subset)
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.fraction <= 1.0:
+            raise ValueError(f"data.fraction: {self.fraction} is not in (0, 1]")
+
+
+@dataclass(frozen=True, slots=True)
+class TokenizerConfig:
+    kind: str = "char"
+    vocab_size: int = 128
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("char", "bpe"):
+            raise ValueError(f"tokenizer.kind: {self.kind!r} is not one of 'char', 'bpe'")
+
+
+@dataclass(frozen=True, slots=True)
+class OptimConfig:
+    lr: float = 2e-3
+    weight_decay: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.98)
+    warmup_steps: int = 400
+    clip_norm: float = 5.0
+    max_batch_seconds: float = 240.0
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0 or self.max_batch_seconds <= 0 or self.clip_norm <= 0:
+            raise ValueError("optim: lr, clip_norm and max_batch_seconds must be positive")
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetConfig:
+    """When training stops: whichever limit comes first."""
+
+    max_minutes: float | None = None  # wall-clock minutes of training (evaluation excluded)
+    max_epochs: int = 100
+    max_steps: int | None = None
+    patience: int | None = 5  # epochs without a better dev WER before stopping
+    eval_at_minutes: tuple[float, ...] = ()  # extra test-set evaluations at these marks
+    checkpoint_every_minutes: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class TrainConfig:
+    seed: int = 0
+    threads: int = 2
+    output_dir: str = "runs/train"
+    data: DataConfig = field(default_factory=DataConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def _build(cls: type, value: Any, where: str) -> Any:
+    """Builds dataclass ``cls`` from a mapping, naming the offending key on a mistake."""
+    if value is None:
+        return None
+    if not dataclasses.is_dataclass(cls):
+        return _coerce(cls, value, where)
+    if isinstance(value, cls):
+        return value
+    if not isinstance(value, dict):
+        raise ValueError(f"{where}: expected a mapping, got {type(value).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(value) - names)
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(names)}")
+    kwargs = {k: _coerce(hints[k], v, f"{where}.{k}" if where else k) for k, v in value.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as e:
+        raise ValueError(f"{where or 'config'}: {e}") from None
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return None if value is None else _coerce(args[0], value, where)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, where)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ValueError(f"{where}: expected a list, got {value!r}")
+        inner = typing.get_args(tp)[0]
+        return tuple(_coerce(inner, v, where) for v in value)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}: expected a mapping, got {value!r}")
+        return {str(k): str(v) for k, v in value.items()}
+    if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, str, bool) and not isinstance(value, tp):
+        raise ValueError(f"{where}: expected {tp.__name__}, got {value!r}")
+    return value
+
+
+def config_from_dict(d: dict[str, Any]) -> TrainConfig:
+    d = dict(d)
+    model = d.get("model")
+    if isinstance(model, dict) and "preset" in model:  # a named size, optionally overridden
+        model = dict(model)
+        base = preset(model.pop("preset")).to_dict()
+        d["model"] = {**base, **model}
+    return _build(TrainConfig, d, "")
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"config file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not valid YAML: {e}") from None
+    try:
+        return config_from_dict(raw)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+
+
+__all__ = [
+    "AugmentConfig",
+    "BudgetConfig",
+    "DataConfig",
+    "FeatureConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "SpecAugmentConfig",
+    "TokenizerConfig",
+    "TrainConfig",
+    "config_from_dict",
+    "load_config",
+]

@@ -1,0 +1,387 @@
+"""The trainer: AdamW with warm-up, clipping, budgets, early stopping, checkpoints and resume.
+
+Training is deterministic on the CPU for a given config and seed: the sampler's order and every
+augmentation depend on (seed, epoch, index), and the dropout generator is re-seeded from
+(seed, step) before each step, so a run resumed from a checkpoint continues exactly as the
+uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from speechnas.data.dataset import SpeechDataset
+from speechnas.data.manifest import load_corpus
+from speechnas.data.sampler import DurationBatchSampler
+from speechnas.data.synth.text import normalize_text
+from speechnas.data.tokenizer import Tokenizer, build_tokenizer
+from speechnas.data.utterance import Utterance
+from speechnas.evaluate.decode import evaluate_dataset
+from speechnas.nn.model import ASRModel
+from speechnas.train.checkpoint import load_state, save_checkpoint
+from speechnas.train.config import TrainConfig
+from speechnas.versions import versions
+
+log = logging.getLogger(__name__)
+
+
+class Diverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    best_dev_wer: float
+    epochs: int
+    steps: int
+    train_seconds: float
+    audio_seconds: float
+    stop_reason: str
+    parameters: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+    marks: list[dict[str, Any]] = field(default_factory=list)
+    test: dict[str, dict[str, float]] = field(default_factory=dict)
+    skipped: dict[str, list[str]] = field(default_factory=dict)  # manifest → problems
+
+    @property
+    def throughput(self) -> float:
+        """Seconds of training audio processed per second of training."""
+        return self.audio_seconds / max(self.train_seconds, 1e-9)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["output_dir"] = str(self.output_dir)
+        d["throughput"] = self.throughput
+        return d
+
+
+def load_utterances(
+    path: str, *, skip_invalid: bool, skipped: dict[str, list[str]] | None = None
+) -> list[Utterance]:
+    """Loads a corpus and normalises its texts the way the tokenizer and the scorer see them.
+
+    Entries dropped under ``skip_invalid`` are recorded in ``skipped[path]``.
+    """
+    report = load_corpus(path, skip_invalid=skip_invalid)
+    if skipped is not None and report.skipped:
+        skipped[path] = [str(p) for p in report.skipped]
+    return [dataclasses.replace(u, text=normalize_text(u.text)) for u in report.utterances]
+
+
+def _subset(utts: list[Utterance], fraction: float, seed: int) -> list[Utterance]:
+    if fraction >= 1.0:
+        return utts
+    n = max(1, round(len(utts) * fraction))
+    keep = np.sort(np.random.default_rng([seed, 7]).permutation(len(utts))[:n])
+    return [utts[i] for i in keep]
+
+
+def _cmvn(dataset: SpeechDataset, limit: int = 400) -> tuple[torch.Tensor, torch.Tensor]:
+    """Global mean and std of the features of up to ``limit`` training utterances."""
+    idx = np.random.default_rng([dataset.seed, 11]).permutation(len(dataset))[:limit]
+    total = torch.zeros(dataset.features.dim, dtype=torch.float64)
+    sq = torch.zeros_like(total)
+    frames = 0
+    for i in idx.tolist():
+        f, _ = dataset.extractor(torch.from_numpy(dataset.audio(i)))
+        f = f[0].double()
+        total += f.sum(0)
+        sq += f.square().sum(0)
+        frames += f.shape[0]
+    mean = total / frames
+    std = (sq / frames - mean.square()).clamp(min=1e-8).sqrt()
+    return mean.float(), std.float()
+
+
+def _lr_lambda(warmup: int) -> Callable[[int], float]:
+    """Linear warm-up to the peak, then inverse-square-root decay (no total step count needed,
+    so a wall-clock budget can stop training at any point of the schedule)."""
+
+    def f(step: int) -> float:
+        step = max(step, 1)
+        return min(step / warmup, math.sqrt(warmup / step))
+
+    return f
+
+
+class Trainer:
+    """Trains the model a :class:`TrainConfig` describes.
+
+    ``on_mark`` is called at each ``budget.eval_at_minutes`` mark with the minutes and the test
+    results; the search later uses the same hooks for fidelity decisions.
+    """
+
+    def __init__(self, cfg: TrainConfig, *, show_progress: bool = True) -> None:
+        self.cfg = cfg
+        self.out = Path(cfg.output_dir)
+        self.show_progress = show_progress
+        d = cfg.data
+        if not d.train or not d.dev:
+            raise ValueError("data.train and data.dev must name a manifest or a Kaldi data dir")
+        self.skipped: dict[str, list[str]] = {}
+        load = functools.partial(load_utterances, skip_invalid=d.skip_invalid, skipped=self.skipped)
+        train = _subset(load(d.train), d.fraction, cfg.seed)
+        dev = load(d.dev)
+        self.tokenizer: Tokenizer = build_tokenizer(
+            cfg.tokenizer.kind, [u.text for u in train], vocab_size=cfg.tokenizer.vocab_size
+        )
+        self.train_set = SpeechDataset(
+            train, self.tokenizer, cfg.features, augment=cfg.augment, seed=cfg.seed
+        )
+        self.dev_set = SpeechDataset(dev, self.tokenizer, cfg.features, seed=cfg.seed)
+        self.test_sets = {
+            name: SpeechDataset(load(p), self.tokenizer, cfg.features, seed=cfg.seed)
+            for name, p in d.test.items()
+        }
+        torch.manual_seed(cfg.seed)
+        self.model = ASRModel(
+            cfg.model, feat_dim=cfg.features.dim, vocab_size=self.tokenizer.vocab_size
+        )
+        self.sampler = DurationBatchSampler(
+            self.train_set.durations(), max_seconds=cfg.optim.max_batch_seconds, seed=cfg.seed
+        )
+        o = cfg.optim
+        decay = [p for n, p in self.model.named_parameters() if p.dim() > 1]
+        no_decay = [p for n, p in self.model.named_parameters() if p.dim() <= 1]
+        self.optimizer = torch.optim.AdamW(
+            [
+                {"params": decay, "weight_decay": o.weight_decay},
+                {"params": no_decay, "weight_decay": 0},
+            ],
+            lr=o.lr,
+            betas=o.betas,
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, _lr_lambda(o.warmup_steps)
+        )
+        self.step = 0
+        self.train_seconds = 0.0
+        self.audio_seconds = 0.0
+        self.best_wer = math.inf
+        self.bad_epochs = 0
+        self.history: list[dict[str, Any]] = []
+        self.marks: list[dict[str, Any]] = []
+
+    # ----------------------------------------------------------------------------- state
+    def meta(self) -> dict[str, Any]:
+        return {
+            "model": self.cfg.model.to_dict(),
+            "features": self.cfg.features.to_dict(),
+            "tokenizer": self.tokenizer.to_dict(),
+            "config": self.cfg.to_dict(),
+            "seed": self.cfg.seed,
+            "versions": versions(),
+            "step": self.step,
+            "epoch": self.sampler.epoch,
+            "best_dev_wer": self.best_wer,
+        }
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "step": self.step,
+            "train_seconds": self.train_seconds,
+            "audio_seconds": self.audio_seconds,
+            "best_wer": self.best_wer,
+            "bad_epochs": self.bad_epochs,
+            "history": json.dumps(self.history),
+            "marks": json.dumps(self.marks),
+        }
+
+    def save(self) -> None:
+        save_checkpoint(self.out / "last", self.model, self.meta(), self.state())
+
+    def try_resume(self) -> bool:
+        folder = self.out / "last"
+        if not (folder / "state.pt").is_file():
+            return False
+        from safetensors.torch import load_file
+
+        meta = json.loads((folder / "meta.json").read_text())
+        if meta["config"] != json.loads(json.dumps(self.cfg.to_dict(), default=str)):
+            raise ValueError(
+                f"{folder} was written by a different config; use another output_dir "
+                "or delete it to start afresh"
+            )
+        self.model.load_state_dict(load_file(str(folder / "model.safetensors")))
+        st = load_state(folder)
+        self.optimizer.load_state_dict(st["optimizer"])
+        self.scheduler.load_state_dict(st["scheduler"])
+        self.sampler.load_state_dict(st["sampler"])
+        self.step = int(st["step"])
+        self.train_seconds = float(st["train_seconds"])
+        self.audio_seconds = float(st["audio_seconds"])
+        self.best_wer = float(st["best_wer"])
+        self.bad_epochs = int(st["bad_epochs"])
+        self.history = json.loads(st["history"])
+        self.marks = json.loads(st["marks"])
+        log.info("resumed from %s at epoch %d step %d", folder, self.sampler.epoch, self.step)
+        return True
+
+    # ----------------------------------------------------------------------------- loop
+    def _train_step(self, indices: list[int]) -> float:
+        torch.manual_seed(self.cfg.seed * 1_000_003 + self.step)  # dropout, resumable
+        batch = self.train_set.batch(indices)
+        loss = self.model.loss(batch.feats, batch.feat_lens, batch.tokens, batch.token_lens)
+        if not torch.isfinite(loss):
+            raise Diverged(f"loss is {loss.item()} at step {self.step}")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.clip_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        self.audio_seconds += batch.seconds
+        return loss.item()
+
+    def evaluate_tests(self) -> dict[str, dict[str, float]]:
+        out = {}
+        for name, ds in self.test_sets.items():
+            ev = evaluate_dataset(self.model, ds)
+            out[name] = {**ev.rates.to_dict(), "rtf": ev.rtf}
+        return out
+
+    def _budget_left(self) -> bool:
+        b = self.cfg.budget
+        if b.max_minutes is not None and self.train_seconds >= b.max_minutes * 60:
+            return False
+        return not (b.max_steps is not None and self.step >= b.max_steps)
+
+    def _check_marks(self) -> None:
+        for m in self.cfg.budget.eval_at_minutes:
+            done = {x["minutes"] for x in self.marks}
+            if m not in done and self.train_seconds >= m * 60:
+                results = {"dev": evaluate_dataset(self.model, self.dev_set).rates.to_dict()}
+                results.update(self.evaluate_tests())
+                self.marks.append({"minutes": m, "step": self.step, "results": results})
+                log.info("at %.1f min: %s", m, {k: round(v["wer"], 4) for k, v in results.items()})
+
+    def fit(self, *, resume: bool = True) -> TrainResult:
+        cfg = self.cfg
+        torch.set_num_threads(cfg.threads)
+        torch.use_deterministic_algorithms(True)
+        self.out.mkdir(parents=True, exist_ok=True)
+        if not (resume and self.try_resume()):
+            self.model.set_cmvn(*_cmvn(self.train_set))
+        log.info(
+            "training %d parameters on %d utterances (%.1f h), dev %d, tests %s",
+            self.model.num_parameters(),
+            len(self.train_set),
+            sum(self.train_set.durations()) / 3600,
+            len(self.dev_set),
+            list(self.test_sets),
+        )
+        stop_reason = "max_epochs"
+        last_save = self.train_seconds
+        self.model.train()
+        while self.sampler.epoch < cfg.budget.max_epochs:
+            if not self._budget_left():
+                stop_reason = "budget"
+                break
+            epoch = self.sampler.epoch
+            self.train_set.set_epoch(epoch)
+            total = len(self.sampler)
+            bar = tqdm(
+                total=total,
+                initial=self.sampler.consumed,
+                desc=f"epoch {epoch + 1}",
+                disable=not self.show_progress,
+                leave=False,
+                dynamic_ncols=True,
+            )
+            losses: list[float] = []
+            for indices in self.sampler:
+                start = time.perf_counter()
+                losses.append(self._train_step(indices))
+                self.train_seconds += time.perf_counter() - start
+                bar.update(1)
+                bar.set_postfix(loss=f"{losses[-1]:.3f}", min=f"{self.train_seconds / 60:.1f}")
+                self._check_marks()
+                if self.train_seconds - last_save >= cfg.budget.checkpoint_every_minutes * 60:
+                    self.save()
+                    last_save = self.train_seconds
+                if not self._budget_left():
+                    break
+            bar.close()
+            epoch_done = self.sampler.epoch > epoch
+            if self._end_of_epoch(epoch, losses, complete=epoch_done):
+                stop_reason = "early_stopping"
+                break
+            if not epoch_done:
+                stop_reason = "budget"
+                break
+        self._check_marks()  # a mark that coincides with the end of the budget
+        self.save()
+        return self._finish(stop_reason)
+
+    def _end_of_epoch(self, epoch: int, losses: list[float], *, complete: bool) -> bool:
+        """Scores dev, keeps the best model, and says whether early stopping fires."""
+        ev = evaluate_dataset(self.model, self.dev_set)
+        wer = ev.rates.wer
+        row = {
+            "epoch": epoch + 1,
+            "complete": complete,
+            "step": self.step,
+            "minutes": self.train_seconds / 60,
+            "loss": float(np.mean(losses)) if losses else float("nan"),
+            "lr": self.scheduler.get_last_lr()[0],
+            "dev_wer": wer,
+            "dev_cer": ev.rates.cer,
+        }
+        self.history.append(row)
+        improved = wer < self.best_wer
+        if improved:
+            self.best_wer, self.bad_epochs = wer, 0
+            save_checkpoint(self.out / "best", self.model, self.meta())
+        else:
+            self.bad_epochs += 1
+        log.info(
+            "epoch %d  step %d  %.1f min  loss %.3f  dev WER %.2f%%  CER %.2f%%%s",
+            row["epoch"], self.step, row["minutes"], row["loss"], 100 * wer,
+            100 * ev.rates.cer, "  (best)" if improved else "",
+        )  # fmt: skip
+        self.save()
+        p = self.cfg.budget.patience
+        return p is not None and self.bad_epochs >= p
+
+    def _finish(self, stop_reason: str) -> TrainResult:
+        from speechnas.train.checkpoint import load_model
+
+        best = load_model(self.out / "best").model if (self.out / "best").exists() else self.model
+        tests = {}
+        for name, ds in self.test_sets.items():
+            ev = evaluate_dataset(best, ds)
+            tests[name] = {**ev.rates.to_dict(), "rtf": ev.rtf}
+        result = TrainResult(
+            output_dir=self.out,
+            best_dev_wer=self.best_wer,
+            epochs=self.sampler.epoch,
+            steps=self.step,
+            train_seconds=self.train_seconds,
+            audio_seconds=self.audio_seconds,
+            stop_reason=stop_reason,
+            parameters=self.model.num_parameters(),
+            history=self.history,
+            marks=self.marks,
+            test=tests,
+            skipped=self.skipped,
+        )
+        payload = {**result.to_dict(), "config": self.cfg.to_dict(), "versions": versions()}
+        (self.out / "result.json").write_text(json.dumps(payload, indent=1, default=str))
+        return result

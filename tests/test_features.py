@@ -1,0 +1,69 @@
+import numpy as np
+import pytest
+import torch
+
+from speechnas.data.features import (
+    FeatureConfig,
+    FeatureExtractor,
+    SpecAugmentConfig,
+    mel_matrix,
+    spec_augment,
+    speed_perturb,
+)
+
+
+def _sine(freq: float, seconds: float = 1.0, sr: int = 16000) -> torch.Tensor:
+    t = torch.arange(int(seconds * sr)) / sr
+    return torch.sin(2 * torch.pi * freq * t)
+
+
+def test_frame_count_and_shapes() -> None:
+    cfg = FeatureConfig()
+    feats, n = FeatureExtractor(cfg)(_sine(440.0)[None])
+    assert feats.shape == (1, cfg.num_frames(16000), 80)
+    assert int(n[0]) == feats.shape[1] == 1 + (16000 - 512) // 160
+    mfcc, _ = FeatureExtractor(FeatureConfig(kind="mfcc", n_mfcc=13))(_sine(440.0)[None])
+    assert mfcc.shape[-1] == 13
+
+
+def test_sine_energy_lands_in_the_right_mel_band() -> None:
+    cfg = FeatureConfig()
+    feats, _ = FeatureExtractor(cfg)(_sine(1000.0)[None])
+    band = int(feats[0].mean(0).argmax())
+    centres = np.linspace(0, 8000, cfg.n_fft // 2 + 1) @ mel_matrix(cfg) / mel_matrix(cfg).sum(0)
+    assert abs(centres[band] - 1000.0) < 60.0
+
+
+def test_batched_equals_alone_for_padded_utterances() -> None:
+    fx = FeatureExtractor(FeatureConfig())
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(16000, generator=g), torch.randn(9000, generator=g)
+    batch = torch.zeros(2, 16000)
+    batch[0], batch[1, :9000] = a, b
+    feats, n = fx(batch, torch.tensor([16000, 9000]))
+    alone, _ = fx(b[None])
+    assert int(n[1]) == alone.shape[1]
+    torch.testing.assert_close(feats[1, : n[1]], alone[0])
+
+
+def test_bad_config_names_the_field() -> None:
+    with pytest.raises(ValueError, match=r"features\.kind"):
+        FeatureConfig(kind="spectrogram")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="n_mfcc"):
+        FeatureConfig(kind="mfcc", n_mfcc=100, n_mels=40)
+
+
+def test_speed_perturbation_changes_duration() -> None:
+    x = _sine(300.0).numpy()
+    assert abs(len(speed_perturb(x, 16000, 1.1)) - 16000 / 1.1) <= 2
+    assert abs(len(speed_perturb(x, 16000, 0.9)) - 16000 / 0.9) <= 2
+
+
+def test_spec_augment_masks_and_is_seeded() -> None:
+    base = torch.randn(200, 80)
+    a, b = base.clone(), base.clone()
+    cfg = SpecAugmentConfig(freq_masks=2, freq_width=10, time_masks=2, time_width_ratio=0.1)
+    spec_augment(a, cfg, np.random.default_rng(5))
+    spec_augment(b, cfg, np.random.default_rng(5))
+    torch.testing.assert_close(a, b)
+    assert (a != base).any()

@@ -1,0 +1,112 @@
+"""End-to-end training on the tiny real corpus: determinism, resume after kill -9, budgets."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import yaml
+from conftest import tiny_config
+from safetensors.torch import load_file
+
+from speechnas.data.synth.corpus import CorpusInfo
+from speechnas.train.checkpoint import load_model, load_state
+from speechnas.train.trainer import Trainer
+
+
+def _scores(tests: dict[str, dict[str, float]]) -> dict[str, tuple[float, float]]:
+    """Error rates only: RTF is a timing and differs between any two runs."""
+    return {k: (v["wer"], v["cer"]) for k, v in tests.items()}
+
+
+def test_training_learns_writes_results_and_checkpoints(
+    tiny_corpus: CorpusInfo, tmp_path: Path
+) -> None:
+    cfg = tiny_config(tiny_corpus, tmp_path / "run", max_epochs=4)
+    result = Trainer(cfg, show_progress=False).fit()
+    losses = [h["loss"] for h in result.history]
+    assert len(losses) == 4 and losses[-1] < losses[0]
+    assert result.stop_reason == "max_epochs" and result.throughput > 0
+    saved = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert saved["config"]["seed"] == 3 and "torch" in saved["versions"]
+    assert set(saved["test"]) == {"test"} and saved["test"]["test"]["wer"] >= 0.0
+    loaded = load_model(tmp_path / "run" / "best")
+    assert loaded.meta["seed"] == 3 and loaded.tokenizer.vocab_size == loaded.model.vocab_size
+    state = load_state(tmp_path / "run" / "last")  # weights_only loading: no code runs
+    assert state["step"] == result.steps
+
+
+def test_same_config_and_seed_give_identical_results(
+    tiny_corpus: CorpusInfo, tmp_path: Path
+) -> None:
+    results = []
+    for name in ("a", "b"):
+        cfg = tiny_config(tiny_corpus, tmp_path / name, max_epochs=2)
+        results.append(Trainer(cfg, show_progress=False).fit())
+    a, b = (load_file(str(tmp_path / n / "last" / "model.safetensors")) for n in ("a", "b"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert _scores(results[0].test) == _scores(results[1].test)
+    assert results[0].history == [
+        {**h, "minutes": results[0].history[i]["minutes"]} for i, h in enumerate(results[1].history)
+    ]
+
+
+def test_step_budget_and_data_fraction(tiny_corpus: CorpusInfo, tmp_path: Path) -> None:
+    cfg = tiny_config(tiny_corpus, tmp_path / "r", max_steps=3, max_epochs=50)
+    cfg = cfg.replace(data=dataclasses.replace(cfg.data, fraction=0.5))
+    trainer = Trainer(cfg, show_progress=False)
+    assert len(trainer.train_set) == 24
+    result = trainer.fit()
+    assert result.steps == 3 and result.stop_reason == "budget"
+
+
+def _run_train(cfg_path: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "speechnas", "train", "--config", str(cfg_path)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def test_resume_after_kill_matches_uninterrupted_run(
+    tiny_corpus: CorpusInfo, tmp_path: Path
+) -> None:
+    ref = Trainer(tiny_config(tiny_corpus, tmp_path / "ref", max_epochs=6), show_progress=False)
+    ref_result = ref.fit()
+
+    cfg = tiny_config(tiny_corpus, tmp_path / "killed", max_epochs=6, checkpoint_every_minutes=0.0)
+    cfg_path = tmp_path / "killed.yaml"
+    cfg_path.write_text(yaml.safe_dump(json.loads(json.dumps(cfg.to_dict()))))
+    proc = _run_train(cfg_path)
+    state_file = tmp_path / "killed" / "last" / "state.pt"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # wait until a checkpoint mid-way exists, then kill -9
+        if state_file.exists():
+            try:
+                if 4 <= load_state(state_file.parent)["step"] < ref_result.steps - 2:
+                    break
+            except Exception:  # written at this very moment; look again
+                pass
+        if proc.poll() is not None:
+            raise AssertionError(f"training ended before the kill: {proc.stderr.read()!r}")
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = load_state(state_file.parent)["step"]
+    assert killed_at < ref_result.steps
+
+    resumed = Trainer(cfg, show_progress=False).fit(resume=True)
+    assert resumed.steps == ref_result.steps
+    a = load_file(str(tmp_path / "ref" / "last" / "model.safetensors"))
+    b = load_file(str(tmp_path / "killed" / "last" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert _scores(resumed.test) == _scores(ref_result.test)
