@@ -89,3 +89,15 @@ def test_noisy_split_is_noisier(tiny_corpus: CorpusInfo) -> None:
         return float(np.median(out))
 
     assert floor_db("test-noisy") > floor_db("test") + 3.0
+
+
+def test_open_vocabulary_phrases(tmp_path: Path) -> None:
+    from speechnas.data.synth.text import load_words
+
+    info = build_corpus(
+        CorpusConfig(task="phrases", sizes={"train": 5, "test": 3}, babble_pool=3), tmp_path,
+        workers=1, show_progress=False,
+    )  # fmt: skip
+    vocab = set(load_words("en"))
+    utts = load_manifest(info.manifests["train"]).utterances
+    assert all(set(u.text.split()) <= vocab and len(u.text.split()) >= 3 for u in utts)

@@ -41,6 +41,7 @@ def test_training_learns_writes_results_and_checkpoints(
     assert loaded.meta["seed"] == 3 and loaded.tokenizer.vocab_size == loaded.model.vocab_size
     state = load_state(tmp_path / "run" / "last")  # weights_only loading: no code runs
     assert state["step"] == result.steps
+    assert (tmp_path / "run" / "training.png").stat().st_size > 10_000
 
 
 def test_same_config_and_seed_give_identical_results(
@@ -110,3 +111,17 @@ def test_resume_after_kill_matches_uninterrupted_run(
     b = load_file(str(tmp_path / "killed" / "last" / "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert _scores(resumed.test) == _scores(ref_result.test)
+
+
+def test_mfcc_features_and_bpe_tokens_train_too(tiny_corpus: CorpusInfo, tmp_path: Path) -> None:
+    from speechnas.data.features import FeatureConfig
+    from speechnas.train.config import TokenizerConfig
+
+    cfg = tiny_config(tiny_corpus, tmp_path / "bpe", max_epochs=1).replace(
+        features=FeatureConfig(kind="mfcc", n_mels=40, n_mfcc=20),
+        tokenizer=TokenizerConfig(kind="bpe", vocab_size=24),
+    )
+    result = Trainer(cfg, show_progress=False).fit()
+    loaded = load_model(tmp_path / "bpe" / "best")
+    assert loaded.features.dim == 20 and loaded.meta["tokenizer"]["kind"] == "bpe"
+    assert result.steps > 0

@@ -31,6 +31,7 @@ from speechnas.data.tokenizer import Tokenizer, build_tokenizer
 from speechnas.data.utterance import Utterance
 from speechnas.evaluate.decode import evaluate_dataset
 from speechnas.nn.model import ASRModel
+from speechnas.report.plots import plot_training
 from speechnas.train.checkpoint import load_state, save_checkpoint
 from speechnas.train.config import TrainConfig
 from speechnas.versions import versions
@@ -384,4 +385,6 @@ class Trainer:
         )
         payload = {**result.to_dict(), "config": self.cfg.to_dict(), "versions": versions()}
         (self.out / "result.json").write_text(json.dumps(payload, indent=1, default=str))
+        if self.history:
+            plot_training(self.history, self.marks, self.out / "training.png")
         return result
