@@ -52,6 +52,7 @@ class Tree:
             for i in range(len(self.choices) + 1)
         ]
         self._memo: dict[tuple[object, ...], int] = {}
+        self._wmemo: dict[tuple[object, ...], list[int]] = {}
 
     def allows(self, i: int, v: object) -> bool:
         return self.choices[i].allows(v)
@@ -94,13 +95,16 @@ class Tree:
 
     def weights(self, i: int, state: State) -> list[int]:
         """For active controlling choice `i`: the completions under each of its values."""
-        name = self.choices[i].name
-        out = []
-        for v in self.choices[i].values:
-            nxt = {**state, name: v}
-            ok = self.failed_constraint(i, nxt) is None
-            out.append(self.completions(i + 1, nxt) if ok else 0)
-        return out
+        key = (i, *(state.get(n) for n in self._live[i]))
+        hit = self._wmemo.get(key)
+        if hit is None:
+            hit = []
+            for v in self.choices[i].values:
+                nxt = {**state, self.choices[i].name: v}
+                ok = self.failed_constraint(i, nxt) is None
+                hit.append(self.completions(i + 1, nxt) if ok else 0)
+            self._wmemo[key] = hit
+        return list(hit)
 
     def pick(self, i: int, state: State, rng: random.Random, *, exclude: object = None) -> Scalar:
         """A value for controlling choice `i`, weighted by completions (uniform over archs)."""

@@ -78,11 +78,8 @@ class Choice:
             return False
 
     def condition_text(self) -> str:
-        """The activation condition as text, e.g. "encoder in ['conformer'] and layers active"."""
-        parts = [f"{p} in {fmt_values(vs)}" for p, vs in self.when.items()]
-        if self.per_layer is not None and self.per_layer not in self.when:
-            parts.append(f"{self.per_layer} active")
-        return " and ".join(parts)
+        """The `when` condition as text, e.g. "encoder in ['conformer']" ("" if always)."""
+        return " and ".join(f"{p} in {fmt_values(vs)}" for p, vs in self.when.items())
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"name": self.name, "values": list(self.values)}

@@ -33,6 +33,8 @@ class SearchSpace:
         constraints: Sequence[Constraint] = (),
         doc: str = "",
     ) -> None:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"search space name: {name!r} must be a non-empty string")
         self.name = name
         self.doc = doc
         self.choices: tuple[Choice, ...] = tuple(choices)
@@ -182,11 +184,13 @@ class SearchSpace:
         raise ValueError(f"{field}: {v!r}{note} is not one of {fmt_values(c.values)}")
 
     def _why_inactive(self, c: Choice, state: State) -> str:
-        got = ", ".join(f"{p}={state[p]!r}" if p in state else f"{p} inactive" for p in c.when)
-        cond = c.condition_text()
-        if c.per_layer is not None and c.per_layer not in state:
-            got = ", ".join(filter(None, [got, f"{c.per_layer} inactive"]))
-        return f"{cond}; got {got}"
+        conds = [c.condition_text()] if c.when else []
+        got = [f"{p}={state[p]!r}" if p in state else f"{p} inactive" for p in c.when]
+        if c.per_layer is not None:
+            conds.append(f"{c.per_layer} active")
+            if c.per_layer not in state:
+                got.append(f"{c.per_layer} inactive")
+        return f"{' and '.join(conds)}; got {', '.join(got)}"
 
     def is_valid(self, arch: Mapping[str, Any]) -> bool:
         try:
