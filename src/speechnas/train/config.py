@@ -46,9 +46,9 @@ class OptimConfig:
     lr: float = 2e-3
     weight_decay: float = 1e-3
     betas: tuple[float, float] = (0.9, 0.98)
-    warmup_steps: int = 400
+    warmup_steps: int = 150
     clip_norm: float = 5.0
-    max_batch_seconds: float = 240.0
+    max_batch_seconds: float = 120.0
 
     def __post_init__(self) -> None:
         if self.lr <= 0 or self.max_batch_seconds <= 0 or self.clip_norm <= 0:

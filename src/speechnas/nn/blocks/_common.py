@@ -1,0 +1,108 @@
+"""Shared pieces of the encoder blocks: argument checks, config coercion, masked convolution."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import fields, is_dataclass
+from typing import Any, TypeVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+C = TypeVar("C")
+
+
+def check_positive(owner: str, name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{owner}.{name}: expected a positive integer, got {value!r}")
+
+
+def check_non_negative(owner: str, name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{owner}.{name}: expected an integer >= 0, got {value!r}")
+
+
+def check_choice(owner: str, name: str, value: object, allowed: Iterable[object]) -> None:
+    allowed = list(allowed)
+    if value not in allowed:
+        raise ValueError(f"{owner}.{name}: {value!r} is not one of {allowed}")
+
+
+def check_dropout(owner: str, value: object) -> None:
+    if not isinstance(value, int | float) or not 0.0 <= value < 1.0:
+        raise ValueError(f"{owner}.dropout: {value!r} is not in [0, 1)")
+
+
+def check_heads(owner: str, d_model: int, heads: int) -> None:
+    check_positive(owner, "heads", heads)
+    if d_model % heads:
+        raise ValueError(f"{owner}.heads: {heads} does not divide d_model={d_model}")
+
+
+def check_window(owner: str, attention: str, window: int | None) -> None:
+    """`window` is required with local attention and meaningless (so rejected) otherwise."""
+    if attention == "local":
+        check_positive(owner, "window", window)
+    elif window is not None:
+        raise ValueError(f"{owner}.window: {window!r} is only valid with attention='local'")
+
+
+def check_streaming(owner: str, chunk: int | None, left_chunks: int | None) -> None:
+    if chunk is not None:
+        check_positive(owner, "chunk", chunk)
+    if left_chunks is not None:
+        check_non_negative(owner, "left_chunks", left_chunks)
+
+
+def as_configs(cls: type[C], items: Sequence[C | Mapping[str, Any]], owner: str) -> list[C]:
+    """Each item as a `cls` dataclass: instances pass through, mappings become `cls(**item)`."""
+    assert is_dataclass(cls)
+    if isinstance(items, Mapping | str) or len(items) == 0:
+        raise ValueError(f"{owner}.layer_cfgs: expected a non-empty sequence of layer configs")
+    names = [f.name for f in fields(cls)]
+    out: list[C] = []
+    for i, item in enumerate(items):
+        if isinstance(item, cls):
+            out.append(item)
+        elif isinstance(item, Mapping):
+            unknown = sorted(set(item) - set(names))
+            if unknown:
+                raise ValueError(
+                    f"{owner}.layer_cfgs[{i}]: unknown keys {unknown}; valid keys are {names}"
+                )
+            out.append(cls(**item))
+        else:
+            raise TypeError(
+                f"{owner}.layer_cfgs[{i}]: expected {cls.__name__} or a dict, "
+                f"got {type(item).__name__}"
+            )
+    return out
+
+
+def zero_padding(x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+    """x (B, T, D), pad (B, T) True on padding → x with padded frames set to 0."""
+    return x.masked_fill(pad[..., None], 0.0)
+
+
+class DepthwiseConv1d(nn.Module):
+    """Depthwise conv over time on channels-last input, padded frames read as zeros.
+
+    `causal=True` pads only on the left (dilation * (kernel - 1) frames), so output t depends on
+    inputs <= t; otherwise the padding is split evenly (the extra frame on the right).
+    """
+
+    def __init__(self, channels: int, kernel: int, *, causal: bool = False, dilation: int = 1):
+        super().__init__()
+        check_positive("DepthwiseConv1d", "kernel", kernel)
+        check_positive("DepthwiseConv1d", "dilation", dilation)
+        span = dilation * (kernel - 1)
+        self.left = span if causal else span // 2
+        self.right = span - self.left
+        self.conv = nn.Conv1d(channels, channels, kernel, dilation=dilation, groups=channels)
+
+    def forward(self, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        """x (B, T, C), pad (B, T) → (B, T, C)."""
+        y = zero_padding(x, pad).transpose(1, 2)  # (B, C, T)
+        y = F.pad(y, (self.left, self.right))
+        return self.conv(y).transpose(1, 2)

@@ -1,0 +1,53 @@
+"""The loop shared by the attention-based stacks: positions in, masks once, layers, padding out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from speechnas.nn.blocks._common import check_positive, check_streaming, zero_padding
+from speechnas.nn.blocks.attention import PositionalInput, attention_mask
+from speechnas.nn.conformer import padding_mask
+
+
+class AttentionStack(nn.Module):
+    """(B, T, d_model), lengths (B,) → (B, T, d_model), lengths (B,).
+
+    Each layer is called as `layer(x, pad, mask)` with pad (B, T) True on padding and mask
+    (B, T, T) True where attention is allowed. Absolute positions are added once at the input
+    when `absolute`; `chunk` restricts attention to the own chunk plus `left_chunks` before it.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        layers: Sequence[nn.Module],
+        *,
+        absolute: bool,
+        chunk: int | None,
+        left_chunks: int | None,
+        final_norm: bool,
+    ) -> None:
+        super().__init__()
+        owner = type(self).__name__
+        check_positive(owner, "d_model", d_model)
+        check_streaming(owner, chunk, left_chunks)
+        self.in_dim = d_model
+        self.out_dim = d_model
+        self.chunk = chunk
+        self.left_chunks = left_chunks
+        self.pos = PositionalInput(d_model, absolute=absolute)
+        self.layers = nn.ModuleList(layers)
+        self.norm = nn.LayerNorm(d_model) if final_norm else nn.Identity()
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, T, d_model), lengths (B,) → y (B, T, d_model), lengths (B,)."""
+        t = x.shape[1]
+        pad = padding_mask(lengths, t)
+        mask = attention_mask(lengths, t, chunk=self.chunk, left_chunks=self.left_chunks)
+        x = self.pos(x)
+        for layer in self.layers:
+            x = layer(x, pad, mask)
+        return zero_padding(self.norm(x), pad), lengths

@@ -1,0 +1,139 @@
+"""1-D depthwise-separable convolution encoder (ContextNet / QuartzNet family)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from speechnas.nn.blocks._common import (
+    DepthwiseConv1d,
+    as_configs,
+    check_choice,
+    check_dropout,
+    check_positive,
+    zero_padding,
+)
+from speechnas.nn.conformer import padding_mask
+
+
+@dataclass(frozen=True, slots=True)
+class SeparableConvLayerConfig:
+    """One residual block: depthwise conv (`kernel`, `dilation`), pointwise, LN, SiLU, [SE]."""
+
+    kernel: int = 5
+    dilation: int = 1
+    se: bool = False
+    se_reduction: int = 8
+    dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        owner = "SeparableConvLayerConfig"
+        for name in ("kernel", "dilation", "se_reduction"):
+            check_positive(owner, name, getattr(self, name))
+        check_choice(owner, "se", self.se, (True, False))
+        check_dropout(owner, self.dropout)
+
+
+class SqueezeExcite(nn.Module):
+    """Channel gates from the mean over valid frames: (B, T, C), pad (B, T) → (B, T, C).
+
+    Non-causal: one mean per utterance over its `lengths` frames. Causal: the running mean of
+    frames 0..t, so a gate never looks ahead. Either way padding does not enter the mean.
+    """
+
+    def __init__(self, channels: int, reduction: int, *, causal: bool) -> None:
+        super().__init__()
+        hidden = max(1, channels // reduction)
+        self.fc1 = nn.Linear(channels, hidden)
+        self.fc2 = nn.Linear(hidden, channels)
+        self.causal = causal
+
+    def forward(self, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        valid = zero_padding(x, pad)
+        if self.causal:
+            count = torch.arange(1, x.shape[1] + 1, device=x.device, dtype=x.dtype)
+            mean = valid.cumsum(dim=1) / count[:, None]  # (B, T, C)
+        else:
+            count = (~pad).sum(dim=1).clamp(min=1).to(x.dtype)
+            mean = valid.sum(dim=1, keepdim=True) / count[:, None, None]  # (B, 1, C)
+        return x * torch.sigmoid(self.fc2(F.silu(self.fc1(mean))))
+
+
+class SeparableConvLayer(nn.Module):
+    """x + Dropout([SE](SiLU(LN(Pointwise(DepthwiseConv(x)))))). (B, T, D) → (B, T, D)."""
+
+    def __init__(
+        self,
+        d_model: int,
+        *,
+        kernel: int,
+        dilation: int,
+        se: bool,
+        se_reduction: int,
+        dropout: float,
+        causal: bool = False,
+    ) -> None:
+        super().__init__()
+        SeparableConvLayerConfig(
+            kernel=kernel, dilation=dilation, se=se, se_reduction=se_reduction, dropout=dropout
+        )  # validates the arguments
+        self.dw = DepthwiseConv1d(d_model, kernel, causal=causal, dilation=dilation)
+        self.pw = nn.Linear(d_model, d_model)
+        self.norm = nn.LayerNorm(d_model)
+        self.se = SqueezeExcite(d_model, se_reduction, causal=causal) if se else None
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        """x (B, T, D), pad (B, T) → (B, T, D)."""
+        y = F.silu(self.norm(self.pw(self.dw(x, pad))))
+        if self.se is not None:
+            y = self.se(y, pad)
+        return x + self.drop(y)
+
+
+class SeparableConvStack(nn.Module):
+    """Residual separable-conv blocks: (B, T, d_model), lengths → (B, T, d_model), lengths.
+
+    `causal=True` (streaming) pads every conv on the left only and uses running-mean SE, so an
+    output frame never depends on later input frames.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        layer_cfgs: Sequence[SeparableConvLayerConfig | Mapping[str, Any]],
+        *,
+        causal: bool = False,
+    ) -> None:
+        super().__init__()
+        check_positive("SeparableConvStack", "d_model", d_model)
+        cfgs = as_configs(SeparableConvLayerConfig, layer_cfgs, "SeparableConvStack")
+        self.in_dim = d_model
+        self.out_dim = d_model
+        self.causal = causal
+        self.layer_cfgs = tuple(cfgs)
+        self.layers = nn.ModuleList(
+            SeparableConvLayer(
+                d_model,
+                kernel=c.kernel,
+                dilation=c.dilation,
+                se=c.se,
+                se_reduction=c.se_reduction,
+                dropout=c.dropout,
+                causal=causal,
+            )
+            for c in cfgs
+        )
+        self.norm = nn.LayerNorm(d_model)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, T, d_model), lengths (B,) → y (B, T, d_model), lengths (B,)."""
+        pad = padding_mask(lengths, x.shape[1])
+        for layer in self.layers:
+            x = layer(x, pad)
+        return zero_padding(self.norm(x), pad), lengths
