@@ -105,7 +105,7 @@ class SpeechDataset:
             x = speed_perturb(x, self.features.sample_rate, factor)
         feats, _ = self.extractor(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
         feats = feats[0]
-        if aug is not None and aug.spec_augment is not None:
+        if aug is not None and aug.spec_augment is not None and self.features.kind != "waveform":
             spec_augment(feats, aug.spec_augment, rng)
         tokens = torch.tensor(self.tokenizer.encode(self.utterances[index].text), dtype=torch.long)
         return feats, tokens
@@ -123,5 +123,5 @@ class SpeechDataset:
             token_lens=token_lens,
             texts=[self.utterances[i].text for i in indices],
             ids=[self.utterances[i].id for i in indices],
-            seconds=float(feat_lens.sum()) * self.features.hop_ms / 1000.0,
+            seconds=float(feat_lens.sum()) / self.features.frame_rate,
         )

@@ -18,7 +18,7 @@ import numpy as np
 import soxr
 import torch
 
-FeatureKind = Literal["fbank", "mfcc"]
+FeatureKind = Literal["fbank", "mfcc", "waveform"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,8 +35,10 @@ class FeatureConfig:
     f_max: float | None = None
 
     def __post_init__(self) -> None:
-        if self.kind not in ("fbank", "mfcc"):
-            raise ValueError(f"features.kind: {self.kind!r} is not one of 'fbank', 'mfcc'")
+        if self.kind not in ("fbank", "mfcc", "waveform"):
+            raise ValueError(
+                f"features.kind: {self.kind!r} is not one of 'fbank', 'mfcc', 'waveform'"
+            )
         if self.kind == "mfcc" and not 0 < self.n_mfcc <= self.n_mels:
             raise ValueError(f"features.n_mfcc: {self.n_mfcc} must be in 1..n_mels={self.n_mels}")
         if self.hop_ms <= 0 or self.win_ms < self.hop_ms:
@@ -46,7 +48,12 @@ class FeatureConfig:
 
     @property
     def dim(self) -> int:
-        return self.n_mfcc if self.kind == "mfcc" else self.n_mels
+        return {"mfcc": self.n_mfcc, "fbank": self.n_mels, "waveform": 1}[self.kind]
+
+    @property
+    def frame_rate(self) -> float:
+        """Frames per second of audio ("waveform" frames are samples)."""
+        return self.sample_rate if self.kind == "waveform" else 1000.0 / self.hop_ms
 
     @property
     def hop(self) -> int:
@@ -128,6 +135,8 @@ class FeatureExtractor(torch.nn.Module):
         cfg = self.cfg
         if lengths is None:
             lengths = torch.full((wave.shape[0],), wave.shape[1], dtype=torch.long)
+        if cfg.kind == "waveform":  # a learnable frontend in the model takes the samples
+            return wave[..., None], lengths
         if wave.shape[1] < cfg.n_fft:
             wave = torch.nn.functional.pad(wave, (0, cfg.n_fft - wave.shape[1]))
         frames = wave.unfold(1, cfg.n_fft, cfg.hop)  # (B, T, n_fft)

@@ -10,7 +10,7 @@ import torch
 from speechnas.data.dataset import SpeechDataset
 from speechnas.data.sampler import DurationBatchSampler
 from speechnas.evaluate.metrics import ErrorRates, error_rates
-from speechnas.nn.model import ASRModel, greedy_ctc
+from speechnas.nn.model import SpeechRecognizer
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,9 +27,9 @@ class Evaluation:
 
 @torch.no_grad()
 def evaluate_dataset(
-    model: ASRModel, dataset: SpeechDataset, *, max_batch_seconds: float = 300.0
+    model: SpeechRecognizer, dataset: SpeechDataset, *, max_batch_seconds: float = 300.0
 ) -> Evaluation:
-    """Greedy CTC decoding of every utterance; WER/CER against the dataset's texts."""
+    """Decodes every utterance (greedy); WER/CER against the dataset's texts."""
     was_training = model.training
     model.eval()
     sampler = DurationBatchSampler(
@@ -40,10 +40,10 @@ def evaluate_dataset(
     for indices in sampler:
         batch = dataset.batch(indices)
         start = time.perf_counter()
-        log_probs, lengths = model(batch.feats, batch.feat_lens)
+        decoded = model.decode(batch.feats, batch.feat_lens)
         compute += time.perf_counter() - start
         audio += batch.seconds
-        for i, ids in zip(indices, greedy_ctc(log_probs, lengths), strict=True):
+        for i, ids in zip(indices, decoded, strict=True):
             hyps[i] = dataset.tokenizer.decode(ids)
     model.train(was_training)
     refs = [u.text for u in dataset.utterances]

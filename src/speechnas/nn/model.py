@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -11,6 +11,23 @@ from torch import nn
 
 from speechnas.data.tokenizer import BLANK
 from speechnas.nn.conformer import ConformerEncoder
+
+
+class SpeechRecognizer(Protocol):
+    """What the trainer and the evaluator need of a model."""
+
+    vocab_size: int
+
+    def loss(
+        self, feats: torch.Tensor, lengths: torch.Tensor, tokens: torch.Tensor,
+        token_lens: torch.Tensor,
+    ) -> torch.Tensor: ...  # fmt: skip
+
+    def decode(
+        self, feats: torch.Tensor, lengths: torch.Tensor, *, beam: int = 1
+    ) -> list[list[int]]: ...
+
+    def set_cmvn(self, mean: torch.Tensor, std: torch.Tensor) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +130,13 @@ class ASRModel(nn.Module):
             zero_infinity=True,
         )
         return loss / feats.shape[0]
+
+    @torch.no_grad()
+    def decode(
+        self, feats: torch.Tensor, lengths: torch.Tensor, *, beam: int = 1
+    ) -> list[list[int]]:
+        """Greedy CTC token ids per utterance (the baseline has no beam search)."""
+        return greedy_ctc(*self(feats, lengths))
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

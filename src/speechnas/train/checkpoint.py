@@ -17,15 +17,18 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from speechnas.data.features import FeatureConfig
 from speechnas.data.tokenizer import Tokenizer, tokenizer_from_dict
-from speechnas.nn.model import ASRModel, ModelConfig
+from speechnas.nn.build import create_model
+from speechnas.nn.model import ModelConfig
+from speechnas.space.arch import Arch
 
 
 def save_checkpoint(
     folder: Path,
-    model: ASRModel,
+    model: nn.Module,
     meta: dict[str, Any],
     state: dict[str, Any] | None = None,
 ) -> None:
@@ -52,7 +55,7 @@ def save_checkpoint(
 
 @dataclass
 class LoadedModel:
-    model: ASRModel
+    model: nn.Module
     tokenizer: Tokenizer
     features: FeatureConfig
     meta: dict[str, Any]
@@ -67,8 +70,12 @@ def load_model(folder: str | Path) -> LoadedModel:
     meta = json.loads((folder / "meta.json").read_text())
     tokenizer = tokenizer_from_dict(meta["tokenizer"])
     features = FeatureConfig(**meta["features"])
-    model = ASRModel(
-        ModelConfig(**meta["model"]), feat_dim=features.dim, vocab_size=tokenizer.vocab_size
+    arch = meta.get("arch")
+    model = create_model(
+        arch=None if arch is None else Arch.from_json(arch),
+        model=ModelConfig(**meta["model"]),
+        features=features,
+        vocab_size=tokenizer.vocab_size,
     )
     model.load_state_dict(load_file(str(folder / "model.safetensors")))
     model.eval()

@@ -79,6 +79,10 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
+    # An architecture (Arch JSON) from a search space; when set it replaces `model` and decides
+    # the input features (its frontend), and `space` names the space that validates it.
+    arch: dict[str, Any] | None = None
+    space: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -124,6 +128,8 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise ValueError(f"{where}: expected a mapping, got {value!r}")
+        if typing.get_args(tp)[1] is Any:
+            return dict(value)
         return {str(k): str(v) for k, v in value.items()}
     if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)

@@ -30,8 +30,9 @@ from speechnas.data.synth.text import normalize_text
 from speechnas.data.tokenizer import Tokenizer, build_tokenizer
 from speechnas.data.utterance import Utterance
 from speechnas.evaluate.decode import evaluate_dataset
-from speechnas.nn.model import ASRModel
+from speechnas.nn.build import create_model, feature_config
 from speechnas.report.plots import plot_training
+from speechnas.space import Arch, load_space
 from speechnas.train.checkpoint import load_state, save_checkpoint
 from speechnas.train.config import TrainConfig
 from speechnas.versions import versions
@@ -91,6 +92,13 @@ def _subset(utts: list[Utterance], fraction: float, seed: int) -> list[Utterance
     return [utts[i] for i in keep]
 
 
+def _arch(cfg: TrainConfig) -> Arch | None:
+    if cfg.arch is None:
+        return None
+    arch = Arch.from_json(cfg.arch)
+    return load_space(cfg.space).validate(arch) if cfg.space else arch
+
+
 def _cmvn(dataset: SpeechDataset, limit: int = 400) -> tuple[torch.Tensor, torch.Tensor]:
     """Global mean and std of the features of up to ``limit`` training utterances."""
     idx = np.random.default_rng([dataset.seed, 11]).permutation(len(dataset))[:limit]
@@ -140,17 +148,22 @@ class Trainer:
         self.tokenizer: Tokenizer = build_tokenizer(
             cfg.tokenizer.kind, [u.text for u in train], vocab_size=cfg.tokenizer.vocab_size
         )
+        self.arch = _arch(cfg)
+        self.features = cfg.features if self.arch is None else feature_config(self.arch)
         self.train_set = SpeechDataset(
-            train, self.tokenizer, cfg.features, augment=cfg.augment, seed=cfg.seed
+            train, self.tokenizer, self.features, augment=cfg.augment, seed=cfg.seed
         )
-        self.dev_set = SpeechDataset(dev, self.tokenizer, cfg.features, seed=cfg.seed)
+        self.dev_set = SpeechDataset(dev, self.tokenizer, self.features, seed=cfg.seed)
         self.test_sets = {
-            name: SpeechDataset(load(p), self.tokenizer, cfg.features, seed=cfg.seed)
+            name: SpeechDataset(load(p), self.tokenizer, self.features, seed=cfg.seed)
             for name, p in d.test.items()
         }
         torch.manual_seed(cfg.seed)
-        self.model = ASRModel(
-            cfg.model, feat_dim=cfg.features.dim, vocab_size=self.tokenizer.vocab_size
+        self.model = create_model(
+            arch=self.arch,
+            model=cfg.model,
+            features=self.features,
+            vocab_size=self.tokenizer.vocab_size,
         )
         self.sampler = DurationBatchSampler(
             self.train_set.durations(), max_seconds=cfg.optim.max_batch_seconds, seed=cfg.seed
@@ -181,7 +194,8 @@ class Trainer:
     def meta(self) -> dict[str, Any]:
         return {
             "model": self.cfg.model.to_dict(),
-            "features": self.cfg.features.to_dict(),
+            "arch": None if self.arch is None else self.arch.to_json(),
+            "features": self.features.to_dict(),
             "tokenizer": self.tokenizer.to_dict(),
             "config": self.cfg.to_dict(),
             "seed": self.cfg.seed,
