@@ -93,3 +93,14 @@ def test_bad_config_key_is_named(tmp_path: Path) -> None:
     out = runner.invoke(app, ["train", "--config", str(cfg)])
     assert out.exit_code == 2
     assert "optim: unknown key(s) ['learning_rate']" in " ".join(out.output.split())
+
+
+def test_space_count_and_show() -> None:
+    out = runner.invoke(app, ["space", "count", "--space", "conformer-ctc"])
+    assert out.exit_code == 0 and out.output.strip() == "12913992"
+    out = runner.invoke(app, ["space", "show", "--space", "speech-all"])
+    assert out.exit_code == 0
+    for word in ("ebranchformer", "attention_window", "rnnt", "dwconv2d", "learnable"):
+        assert word in out.output
+    bad = runner.invoke(app, ["space", "count", "--space", "nope"])
+    assert bad.exit_code == 2 and "conformer-ctc" in bad.output

@@ -6,18 +6,23 @@ import json
 import logging
 from importlib import resources
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
+if TYPE_CHECKING:
+    from speechnas.space import SearchSpace
+
 app = typer.Typer(
     help="Hardware-aware architecture search for speech models.", no_args_is_help=True
 )
 data_app = typer.Typer(help="Corpora: the built-in synthetic one, and checks of your own.")
 app.add_typer(data_app, name="data")
+space_app = typer.Typer(help="Search spaces: list their choices, count and sample them.")
+app.add_typer(space_app, name="space")
 console = Console()
 
 
@@ -213,3 +218,61 @@ def quickstart(
         f"{result.parameters:,} parameters, {result.throughput:.0f} s audio/s; "
         f"model in {result.output_dir / 'best'}, details in {result.output_dir / 'result.json'}"
     )
+
+
+def _load_space(name: str) -> SearchSpace:
+    from speechnas.space import load_space
+
+    try:
+        return load_space(name)
+    except ValueError as e:
+        raise _fail(str(e)) from None
+
+
+SpaceOption = Annotated[str, typer.Option("--space", help="a built-in name or a YAML file")]
+
+
+@space_app.command("show")
+def space_show(space: SpaceOption = "speech-all") -> None:
+    """The choices of a space: values, when each applies, and which are per layer."""
+    from speechnas.space import describe
+
+    sp = _load_space(space)
+    table = Table(title=f"search space {sp.name}: {sp.count():,} architectures")
+    for col in ("choice", "values", "when", "per layer", "about"):
+        table.add_column(col)
+    for row in describe(sp):
+        table.add_row(
+            row["name"],
+            ", ".join(str(v) for v in row["values"]),
+            row["condition"],
+            row["per_layer"],
+            row["doc"],
+        )
+    console.print(table)
+
+
+@space_app.command("count")
+def space_count(space: SpaceOption = "speech-all") -> None:
+    """The exact number of valid architectures, counted over the conditional structure."""
+    print(_load_space(space).count())
+
+
+@space_app.command("sample")
+def space_sample(
+    space: SpaceOption = "speech-all",
+    n: Annotated[int, typer.Option(help="how many")] = 3,
+    seed: int = 0,
+    vocab_size: Annotated[int, typer.Option(help="for the parameter count")] = 32,
+) -> None:
+    """Uniformly sampled architectures as JSON lines, each with its parameter count."""
+    import random
+
+    from speechnas.nn.build import build
+
+    sp = _load_space(space)
+    rng = random.Random(seed)
+    for _ in range(n):
+        arch = sp.sample(rng)
+        params = build(arch, vocab_size=vocab_size).num_parameters()
+        print(json.dumps({"key": arch.hash(), "parameters": params, "arch": arch.to_json()}))
