@@ -239,7 +239,8 @@ def space_show(space: SpaceOption = "speech-all") -> None:
 
     sp = _load_space(space)
     table = Table(title=f"search space {sp.name}: {sp.count():,} architectures")
-    for col in ("choice", "values", "when", "per layer", "about"):
+    table.add_column("choice", no_wrap=True)
+    for col in ("values", "when", "per layer", "about"):
         table.add_column(col)
     for row in describe(sp):
         table.add_row(
