@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from speechnas.nn.conformer import padding_mask, sinusoidal_positions
-from speechnas.nn.decoders.base import BLANK, check_beam, check_common
+from speechnas.nn.decoders.base import BLANK, DecoderModule, check_beam, check_common
 from speechnas.nn.decoders.ctc import CTCDecoder
 
 __all__ = ["AttentionDecoder"]
@@ -66,7 +66,7 @@ class _Block(nn.Module):
         return x + self.drop(self.ffn(x))
 
 
-class AttentionDecoder(nn.Module):
+class AttentionDecoder(DecoderModule):
     """Autoregressive Transformer decoder over the encoder output, plus a CTC head.
 
     Loss per utterance: ``ctc_weight * CTC + (1 - ctc_weight) * CE`` where CE is the summed
@@ -157,15 +157,6 @@ class AttentionDecoder(nn.Module):
         if w < 1:
             total = total + (1 - w) * self.attention_losses(enc, enc_lens, tokens, token_lens)
         return total
-
-    def loss(
-        self,
-        enc: torch.Tensor,
-        enc_lens: torch.Tensor,
-        tokens: torch.Tensor,
-        token_lens: torch.Tensor,
-    ) -> torch.Tensor:
-        return self.utterance_losses(enc, enc_lens, tokens, token_lens).sum() / enc.shape[0]
 
     def _next_log_probs(
         self, enc: torch.Tensor, enc_lens: torch.Tensor, ys: torch.Tensor

@@ -9,10 +9,11 @@ from __future__ import annotations
 from typing import Protocol, runtime_checkable
 
 import torch
+from torch import nn
 
 from speechnas.data.tokenizer import BLANK
 
-__all__ = ["BLANK", "Decoder", "check_beam", "check_common"]
+__all__ = ["BLANK", "Decoder", "DecoderModule", "check_beam", "check_common"]
 
 
 @runtime_checkable
@@ -49,6 +50,28 @@ class Decoder(Protocol):
     ) -> list[list[int]]:
         """enc (B, T, D), enc_lens (B,) → one list of token ids (1..V-1) per utterance."""
         ...
+
+
+class DecoderModule(nn.Module):
+    """Base of the zoo's decoders: ``loss`` is the batch mean of ``utterance_losses``."""
+
+    def utterance_losses(
+        self,
+        enc: torch.Tensor,
+        enc_lens: torch.Tensor,
+        tokens: torch.Tensor,
+        token_lens: torch.Tensor,
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+    def loss(
+        self,
+        enc: torch.Tensor,
+        enc_lens: torch.Tensor,
+        tokens: torch.Tensor,
+        token_lens: torch.Tensor,
+    ) -> torch.Tensor:
+        return self.utterance_losses(enc, enc_lens, tokens, token_lens).sum() / enc.shape[0]
 
 
 def check_common(d_model: int, vocab_size: int) -> None:

@@ -6,12 +6,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from speechnas.nn.decoders.base import BLANK, check_beam, check_common
+from speechnas.nn.decoders.base import BLANK, DecoderModule, check_beam, check_common
 
 __all__ = ["CTCDecoder", "ctc_greedy_search", "ctc_prefix_beam_search"]
 
 
-class CTCDecoder(nn.Module):
+class CTCDecoder(DecoderModule):
     """Linear projection to the vocabulary + log-softmax, trained with CTC (Graves et al., 2006)."""
 
     def __init__(self, d_model: int, vocab_size: int) -> None:
@@ -42,15 +42,6 @@ class CTCDecoder(nn.Module):
             reduction="none",
             zero_infinity=True,
         )
-
-    def loss(
-        self,
-        enc: torch.Tensor,
-        enc_lens: torch.Tensor,
-        tokens: torch.Tensor,
-        token_lens: torch.Tensor,
-    ) -> torch.Tensor:
-        return self.utterance_losses(enc, enc_lens, tokens, token_lens).sum() / enc.shape[0]
 
     @torch.no_grad()
     def decode(

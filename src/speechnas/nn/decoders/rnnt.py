@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from speechnas.nn.decoders.base import BLANK, check_beam, check_common
+from speechnas.nn.decoders.base import BLANK, DecoderModule, check_beam, check_common
 
 __all__ = ["Joiner", "PredictionNetwork", "RNNTDecoder", "rnnt_loss"]
 
@@ -107,7 +107,7 @@ def rnnt_loss(
     return -alphas[rows, logit_lens + token_lens, token_lens]
 
 
-class RNNTDecoder(nn.Module):
+class RNNTDecoder(DecoderModule):
     """Prediction network + joiner over the encoder output, trained with ``rnnt_loss``.
 
     Decoding: greedy (``beam == 1``, at most ``max_symbols`` tokens per frame, batched) or the
@@ -146,15 +146,6 @@ class RNNTDecoder(nn.Module):
         pred = self.predictor(tokens)  # (B, U+1, P)
         logits = self.joiner(enc[:, :, None, :], pred[:, None, :, :])  # (B, T, U+1, V)
         return rnnt_loss(logits, tokens, enc_lens, token_lens)
-
-    def loss(
-        self,
-        enc: torch.Tensor,
-        enc_lens: torch.Tensor,
-        tokens: torch.Tensor,
-        token_lens: torch.Tensor,
-    ) -> torch.Tensor:
-        return self.utterance_losses(enc, enc_lens, tokens, token_lens).sum() / enc.shape[0]
 
     @torch.no_grad()
     def decode(
