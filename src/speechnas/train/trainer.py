@@ -116,6 +116,15 @@ def _cmvn(dataset: SpeechDataset, limit: int = 400) -> tuple[torch.Tensor, torch
     return mean.float(), std.float()
 
 
+def _resumable(config: dict[str, Any]) -> dict[str, Any]:
+    """What must match for a run to resume: everything but the budget and the output folder,
+    so a finished run can be continued with a larger budget (the search promotes trials so)."""
+    d = json.loads(json.dumps(config, default=str))
+    d.pop("budget", None)
+    d.pop("output_dir", None)
+    return d
+
+
 def _lr_lambda(warmup: int) -> Callable[[int], float]:
     """Linear warm-up to the peak, then inverse-square-root decay (no total step count needed,
     so a wall-clock budget can stop training at any point of the schedule)."""
@@ -229,10 +238,10 @@ class Trainer:
         from safetensors.torch import load_file
 
         meta = json.loads((folder / "meta.json").read_text())
-        if meta["config"] != json.loads(json.dumps(self.cfg.to_dict(), default=str)):
+        if _resumable(meta["config"]) != _resumable(self.cfg.to_dict()):
             raise ValueError(
                 f"{folder} was written by a different config; use another output_dir "
-                "or delete it to start afresh"
+                "or delete it to start afresh (only the budget may change on resume)"
             )
         self.model.load_state_dict(load_file(str(folder / "model.safetensors")))
         st = load_state(folder)

@@ -1,0 +1,104 @@
+"""One trial: train an architecture at a fidelity and measure it.
+
+The same function serves the search, the retraining of its selection and the tabular benchmark,
+so every number in a study comes out of one code path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from speechnas.nn.cost import analytic_macs, count_parameters
+from speechnas.space import Arch
+from speechnas.train.config import TrainConfig
+from speechnas.train.trainer import Trainer
+
+
+@dataclass(frozen=True, slots=True)
+class Fidelity:
+    """How much training a trial gets: wall-clock minutes on a share of the training data."""
+
+    minutes: float
+    fraction: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.minutes <= 0:
+            raise ValueError(f"fidelity.minutes: expected > 0, got {self.minutes!r}")
+        if not 0.0 < self.fraction <= 1.0:
+            raise ValueError(f"fidelity.fraction: {self.fraction!r} is not in (0, 1]")
+
+    @property
+    def label(self) -> str:
+        return f"{self.minutes:g}min@{self.fraction:g}"
+
+    def to_dict(self) -> dict[str, float]:
+        return dataclasses.asdict(self)
+
+
+def trial_config(
+    arch: Arch, *, base: TrainConfig, fidelity: Fidelity, output_dir: Path, seed: int
+) -> TrainConfig:
+    """``base`` with the architecture, the fidelity's budget and data share, and the seed."""
+    budget = dataclasses.replace(
+        base.budget, max_minutes=fidelity.minutes, eval_at_minutes=(), checkpoint_every_minutes=1e9
+    )
+    return base.replace(
+        arch=arch.to_json(),
+        seed=seed,
+        output_dir=str(output_dir),
+        budget=budget,
+        data=dataclasses.replace(base.data, fraction=fidelity.fraction),
+    )
+
+
+def run_trial(
+    arch: Arch,
+    *,
+    base: TrainConfig,
+    fidelity: Fidelity,
+    output_dir: str | Path,
+    seed: int,
+    resume_from: str | Path | None = None,
+    show_progress: bool = False,
+) -> dict[str, Any]:
+    """Trains ``arch`` for ``fidelity`` and returns its metrics.
+
+    ``resume_from`` is the output folder of the same architecture at a lower fidelity with the
+    same data share: training continues from its last checkpoint instead of starting afresh
+    (successive halving then costs only the extra minutes). Metrics: ``dev_wer``, ``wer:NAME``,
+    ``cer:NAME`` and ``rtf:NAME`` per test set (PyTorch eager, the training threads),
+    ``params``, ``macs`` (one 5-second utterance), ``train_minutes``, ``steps``, ``stop_reason``.
+    Raises :class:`speechnas.train.trainer.Diverged` when the loss stops being finite.
+    """
+    out = Path(output_dir)
+    if resume_from is not None and not (out / "last").exists():
+        src = Path(resume_from) / "last"
+        if src.is_dir():
+            out.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(src, out / "last")
+            if (Path(resume_from) / "best").is_dir():
+                shutil.copytree(Path(resume_from) / "best", out / "best")
+    cfg = trial_config(arch, base=base, fidelity=fidelity, output_dir=out, seed=seed)
+    trainer = Trainer(cfg, show_progress=show_progress)
+    result = trainer.fit(resume=True)
+    vocab = trainer.tokenizer.vocab_size
+    metrics: dict[str, Any] = {
+        "dev_wer": result.best_dev_wer,
+        "params": count_parameters(arch, vocab_size=vocab),
+        "macs": analytic_macs(arch, vocab_size=vocab).total,
+        "train_minutes": result.train_seconds / 60,
+        "steps": result.steps,
+        "stop_reason": result.stop_reason,
+    }
+    for name, rates in result.test.items():
+        metrics[f"wer:{name}"] = rates["wer"]
+        metrics[f"cer:{name}"] = rates["cer"]
+        metrics[f"rtf:{name}"] = rates["rtf"]
+    return metrics
+
+
+__all__ = ["Fidelity", "run_trial", "trial_config"]
