@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 from conftest import tiny_config
@@ -66,6 +67,25 @@ def test_step_budget_and_data_fraction(tiny_corpus: CorpusInfo, tmp_path: Path) 
     assert len(trainer.train_set) == 24
     result = trainer.fit()
     assert result.steps == 3 and result.stop_reason == "budget"
+
+
+def test_finished_run_continues_with_a_larger_budget_only(
+    tiny_corpus: CorpusInfo, tmp_path: Path
+) -> None:
+    """Continuing to 6 steps after stopping at 3 gives the weights of a straight 6-step run;
+    any change other than the budget is refused."""
+    straight = tiny_config(tiny_corpus, tmp_path / "straight", max_steps=6, max_epochs=50)
+    Trainer(straight, show_progress=False).fit()
+    short = tiny_config(tiny_corpus, tmp_path / "grown", max_steps=3, max_epochs=50)
+    assert Trainer(short, show_progress=False).fit().steps == 3
+    grown = Trainer(short.replace(budget=straight.budget), show_progress=False).fit(resume=True)
+    assert grown.steps == 6
+    a = load_file(str(tmp_path / "straight" / "last" / "model.safetensors"))
+    b = load_file(str(tmp_path / "grown" / "last" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    changed = short.replace(optim=dataclasses.replace(short.optim, lr=1e-2))
+    with pytest.raises(ValueError, match="only the budget may change"):
+        Trainer(changed, show_progress=False).fit(resume=True)
 
 
 def _run_train(cfg_path: Path) -> subprocess.Popen[bytes]:
