@@ -40,7 +40,7 @@ def chunk_mask(length: int, chunk: int, left_chunks: int | None) -> torch.Tensor
     q, k = idx[:, None], idx[None, :]
     allowed = k <= q
     if left_chunks is not None:
-        allowed &= k >= q - left_chunks
+        allowed = allowed & (k >= q - left_chunks)  # out of place, so the ONNX tracer takes it
     return allowed
 
 
@@ -62,8 +62,10 @@ def attention_mask(
     mask = valid[:, None, :].expand(-1, length, -1)
     if chunk is not None:
         mask = mask & chunk_mask(length, chunk, left_chunks).to(lengths.device)
-    eye = torch.eye(length, dtype=torch.bool, device=lengths.device)
-    return mask | eye
+    # The diagonal from an index comparison rather than torch.eye: ONNX Runtime has no boolean
+    # EyeLike kernel, and this keeps the time axis of an exported graph symbolic.
+    idx = torch.arange(length, device=lengths.device)
+    return mask | (idx[:, None] == idx[None, :])
 
 
 def relative_positions(length: int, dim: int) -> torch.Tensor:
@@ -82,11 +84,11 @@ def rel_shift(x: torch.Tensor) -> torch.Tensor:
     """(..., T, 2T - 1) scores by offset column (T-1 - i + j) → (..., T, T) scores by key j."""
     *lead, t, w = x.shape
     assert w == 2 * t - 1, f"rel_shift expects width 2T-1={2 * t - 1}, got {w}"
-    if t == 1:
-        return x
-    # Row i of the wanted matrix starts at flat index (T - 1) + i * (2T - 2) of the input.
-    flat = x.reshape(*lead, t * w)[..., t - 1 : t - 1 + t * (w - 1)]
-    return flat.reshape(*lead, t, w - 1)[..., :t]
+    # With one zero column appended, rows are 2T wide and row i of the wanted matrix starts at
+    # flat index (T - 1) + i * (2T - 1): one slicing for every T, T = 1 included, so a traced
+    # graph needs no branch on the length.
+    flat = F.pad(x, (0, 1)).reshape(*lead, t * (w + 1))[..., t - 1 : t - 1 + t * w]
+    return flat.reshape(*lead, t, w)[..., :t]
 
 
 class PositionalInput(nn.Module):

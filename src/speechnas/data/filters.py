@@ -1,0 +1,113 @@
+"""Feature configuration and the fixed matrices of the feature pipeline, in numpy only.
+
+Training (``speechnas.data.features``, PyTorch) and the standalone transcriber
+(``speechnas.export.features_np``, numpy) both take their window, mel filters and DCT from here,
+so the two compute the same features from one definition. Nothing here imports torch.
+
+The mel matrix and DCT are written here because torchaudio has no build for the PyTorch that
+the CPU install pins, and librosa would pull a large stack for two small matrices.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+FeatureKind = Literal["fbank", "mfcc", "waveform"]
+
+#: Floor of the mel power before the log.
+LOG_FLOOR = 1e-10
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureConfig:
+    """How waveforms become feature frames."""
+
+    kind: FeatureKind = "fbank"
+    sample_rate: int = 16000
+    n_mels: int = 80
+    n_mfcc: int = 40
+    win_ms: float = 25.0
+    hop_ms: float = 10.0
+    f_min: float = 20.0
+    f_max: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("fbank", "mfcc", "waveform"):
+            raise ValueError(
+                f"features.kind: {self.kind!r} is not one of 'fbank', 'mfcc', 'waveform'"
+            )
+        if self.kind == "mfcc" and not 0 < self.n_mfcc <= self.n_mels:
+            raise ValueError(f"features.n_mfcc: {self.n_mfcc} must be in 1..n_mels={self.n_mels}")
+        if self.hop_ms <= 0 or self.win_ms < self.hop_ms:
+            raise ValueError(
+                f"features: need 0 < hop_ms <= win_ms, got {self.hop_ms}/{self.win_ms}"
+            )
+
+    @property
+    def dim(self) -> int:
+        return {"mfcc": self.n_mfcc, "fbank": self.n_mels, "waveform": 1}[self.kind]
+
+    @property
+    def frame_rate(self) -> float:
+        """Frames per second of audio ("waveform" frames are samples)."""
+        return self.sample_rate if self.kind == "waveform" else 1000.0 / self.hop_ms
+
+    @property
+    def hop(self) -> int:
+        return round(self.sample_rate * self.hop_ms / 1000)
+
+    @property
+    def win(self) -> int:
+        return round(self.sample_rate * self.win_ms / 1000)
+
+    @property
+    def n_fft(self) -> int:
+        return 1 << (self.win - 1).bit_length()
+
+    def num_frames(self, num_samples: int) -> int:
+        return (
+            max(0, 1 + (num_samples - self.n_fft) // self.hop) if num_samples >= self.n_fft else 0
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _hz_to_mel(f: np.ndarray) -> np.ndarray:
+    return 2595.0 * np.log10(1.0 + f / 700.0)
+
+
+def _mel_to_hz(m: np.ndarray) -> np.ndarray:
+    return 700.0 * (10.0 ** (m / 2595.0) - 1.0)
+
+
+def mel_matrix(cfg: FeatureConfig) -> np.ndarray:
+    """Triangular HTK-mel filters, shape (n_fft // 2 + 1, n_mels), float32."""
+    f_max = cfg.f_max or cfg.sample_rate / 2
+    mels = np.linspace(_hz_to_mel(np.array(cfg.f_min)), _hz_to_mel(np.array(f_max)), cfg.n_mels + 2)
+    edges = _mel_to_hz(mels)
+    bins = np.linspace(0, cfg.sample_rate / 2, cfg.n_fft // 2 + 1)
+    lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    up = (bins[None, :] - lo) / (mid - lo)
+    down = (hi - bins[None, :]) / (hi - mid)
+    return np.maximum(0.0, np.minimum(up, down)).T.astype(np.float32)
+
+
+def dct_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """Orthonormal DCT-II, shape (n_in, n_out), float32."""
+    n = np.arange(n_in)[:, None]
+    k = np.arange(n_out)[None, :]
+    m = np.cos(math.pi / n_in * (n + 0.5) * k) * math.sqrt(2.0 / n_in)
+    m[:, 0] /= math.sqrt(2.0)
+    return m.astype(np.float32)
+
+
+def window(cfg: FeatureConfig) -> np.ndarray:
+    """Hann window of ``win`` samples centred in ``n_fft``."""
+    w = np.hanning(cfg.win + 2)[1:-1]
+    left = (cfg.n_fft - cfg.win) // 2
+    return np.pad(w, (left, cfg.n_fft - cfg.win - left)).astype(np.float32)
