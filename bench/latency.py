@@ -1,0 +1,142 @@
+"""How well the calibrated latency predictor tracks measured latency, and what the runtime and
+precision cost: prints one JSON object.
+
+1. Calibrates the building blocks of every architecture below on ``--target`` (isolated
+   blocks only; no whole model is timed for this).
+2. Fits the whole-model correction on ``--correction`` architectures drawn with another seed.
+3. Measures ``--archs`` architectures drawn from ``--space`` (seeded) at each of ``--seconds``
+   and compares with the predictions, raw (block sum) and corrected: share within ±10 %,
+   Spearman's rho, MAPE, overall and per length. None of these archs fit the correction.
+4. For ``--ratio-archs`` of them: ONNX Runtime float32, ONNX Runtime int8 and PyTorch eager
+   latency, measured one after the other in this run, as ratios to float32.
+
+Run it by hand on a quiet machine; it takes a while at full size (50 archs: tens of minutes):
+
+    .venv/bin/python bench/latency.py --archs 50 --seconds 2 5 10 --seed 0
+    .venv/bin/python bench/latency.py --archs 5 --ratio-archs 1 --repeats 3   # smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from typing import Any
+
+import torch
+
+from speechnas.hardware import load_target, profile
+from speechnas.hardware.predictor import LatencyPredictor, accuracy, measure_archs
+from speechnas.nn.build import build
+from speechnas.space import Arch, load_space
+
+ENCODERS = ("conformer", "transformer", "ebranchformer", "lstm", "blstm", "cnn")
+
+
+def draw(space_name: str, n: int, seed: int, per_encoder: bool) -> list[Arch]:
+    """``n`` architectures: uniform over the space, or in turn per encoder family (a uniform
+    draw from speech-all is mostly 12-layer Conformers, which have the most variants)."""
+    space = load_space(space_name)
+    rng = random.Random(seed)
+    if not per_encoder:
+        return [space.sample(rng) for _ in range(n)]
+    return [space.repair({"encoder": ENCODERS[i % len(ENCODERS)]}, rng) for i in range(n)]
+
+
+def ratios(archs: list[Arch], seconds: list[float], args: argparse.Namespace) -> list[dict]:
+    """ONNX Runtime fp32 / int8 and PyTorch eager on the same models, one after the other."""
+    out = []
+    for i, arch in enumerate(archs):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(args.seed + i)
+            model = build(arch, vocab_size=args.vocab_size).eval()
+        ms: dict[str, dict[str, float]] = {}
+        for name in ("cpu-ort-1t", "cpu-ort-int8-1t", "cpu-torch-1t"):
+            prof = profile(
+                model, name, seconds=seconds, memory=False, repeats=args.repeats, seed=args.seed
+            )
+            ms[name] = {f"{r.seconds:g}": r.median_ms for r in prof.lengths}
+        fp32 = ms["cpu-ort-1t"]
+        out.append(
+            {
+                "key": arch.hash(),
+                "encoder": arch["encoder"],
+                "decoder": arch.get("decoder", "ctc"),
+                "ms": ms,
+                "int8_over_fp32": {s: ms["cpu-ort-int8-1t"][s] / v for s, v in fp32.items()},
+                "torch_over_ort": {s: ms["cpu-torch-1t"][s] / v for s, v in fp32.items()},
+            }
+        )
+    return out
+
+
+def summary(acc: dict[str, Any]) -> dict[str, Any]:
+    keys = ("n", "within_10pct", "spearman", "mape", "median_error", "max_abs_error")
+    return {
+        **{k: acc[k] for k in keys},
+        "per_length": {s: {k: v[k] for k in keys} for s, v in acc["per_length"].items()},
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--target", default="cpu-ort-1t")
+    ap.add_argument("--space", default="speech-all")
+    ap.add_argument("--archs", type=int, default=50, help="architectures to evaluate")
+    ap.add_argument("--correction", type=int, default=6, help="archs that fit the correction")
+    ap.add_argument("--ratio-archs", type=int, default=3)
+    ap.add_argument("--seconds", type=float, nargs="+", default=[2.0, 5.0, 10.0])
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--per-encoder", action="store_true", help="draw encoder families in turn")
+    ap.add_argument("--vocab-size", type=int, default=32)
+    ap.add_argument("--repeats", type=int, default=None, help="default: the target's")
+    ap.add_argument("--cache", default=None, help="calibration cache folder (default: none)")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    target = load_target(args.target)
+    started = time.perf_counter()
+
+    evaluated = draw(args.space, args.archs, args.seed, args.per_encoder)
+    fitting = draw(args.space, args.correction, args.seed + 10_000, args.per_encoder)
+    predictor = LatencyPredictor.calibrate(
+        target, [*evaluated, *fitting], vocab_size=args.vocab_size, cache=args.cache,
+        repeats=args.repeats, progress=True,
+    )  # fmt: skip
+    calibrated = time.perf_counter()
+    measure = {"vocab_size": args.vocab_size, "repeats": args.repeats, "progress": True}
+    if fitting:
+        rows = measure_archs(fitting, target, args.seconds, seed=args.seed + 10_000, **measure)
+        predictor.fit_correction(rows, vocab_size=args.vocab_size)
+    measured = measure_archs(evaluated, target, args.seconds, seed=args.seed, **measure)
+    corrected = accuracy(predictor, target=target, rows=measured, vocab_size=args.vocab_size)
+    scale, offset = predictor.correction
+    predictor.correction = (1.0, 0.0)
+    raw = accuracy(predictor, target=target, rows=measured, vocab_size=args.vocab_size)
+    predictor.correction = (scale, offset)
+    result = {
+        "target": target.to_dict(),
+        "space": args.space,
+        "seed": args.seed,
+        "archs": len(evaluated),
+        "seconds": args.seconds,
+        "blocks": len(predictor.fits),
+        "correction": {"scale": scale, "offset_ms": offset, "archs": len(fitting)},
+        "corrected": summary(corrected),
+        "raw_block_sum": summary(raw),
+        "ratios": ratios(evaluated[: args.ratio_archs], args.seconds, args),
+        "minutes": {
+            "calibration": (calibrated - started) / 60,
+            "total": (time.perf_counter() - started) / 60,
+        },
+        "rows": [
+            {k: r[k] for k in ("key", "seconds", "measured_ms", "predicted_ms")}
+            | {"encoder": r["arch"]["encoder"]}
+            for r in corrected["rows"]
+        ],
+    }
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,364 @@
+"""A latency predictor calibrated per target from micro-benchmarks of building blocks.
+
+nn-Meter's idea at the granularity of this package's blocks: an architecture is decomposed
+into blocks (:mod:`speechnas.hardware.blocks`), each distinct block is timed on the target over
+a grid of lengths, with its weights in and out of the core's private cache, and fitted as
+``a + b·T + c·T²`` (:mod:`speechnas.hardware.calibration`). The latency of a whole
+architecture at any utterance length is the sum of its blocks at their lengths, each between
+its warm and cold curve by the share of the model's weights that cannot stay in that cache
+(``1 - L2 / weight bytes``, at least 0), minus the fixed cost of the extra runtime calls the
+blocks were timed with (the deployed encoder side is one call). An optional final
+``scale · sum (+ offset)`` correction, fitted on a few whole models, absorbs what isolated
+blocks do not see (the shared L3, the graph glue between blocks); :func:`accuracy` reports it
+on architectures not used to fit it.
+
+The table of fitted blocks is a JSON file keyed by target, block key and package versions, so a
+search calibrates each block once per machine and reuses it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import random
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.optimize import nnls
+
+from speechnas.hardware.backends import Backend, backend_for
+from speechnas.hardware.blocks import RUN_BLOCK, Block, decompose
+from speechnas.hardware.calibration import FLUSH_BYTES, GRIDS, BlockFit, measure_blocks
+from speechnas.hardware.evaluation import accuracy, measure_archs
+from speechnas.hardware.program import chunk_windows, decoding_calls, utterance_length
+from speechnas.hardware.target import Target, load_target, target_from_dict
+from speechnas.nn.blocks import subsampled_lengths
+from speechnas.nn.build import feature_config
+from speechnas.space import Arch, SearchSpace
+
+__all__ = [
+    "LatencyPredictor",
+    "accuracy",
+    "cache_file",
+    "default_cache_dir",
+    "measure_archs",
+]
+
+FORMAT = 1
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _l2_bytes() -> int:
+    """The private (level 2) cache of one core, from sysfs; 1 MiB where it cannot be read."""
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        try:
+            if (index / "level").read_text().strip() == "2":
+                size = (index / "size").read_text().strip().upper()
+                units = {"K": 2**10, "M": 2**20}
+                return int(size.rstrip("KM")) * units.get(size[-1], 1)
+        except (OSError, ValueError):
+            continue
+    return 2**20
+
+
+def calibration_identity(target: Target) -> dict[str, Any]:
+    """What a calibration table is only valid for: how the target runs models, the package
+    versions that run them and the processor."""
+    from speechnas.hardware.profiler import runtime_versions
+
+    v = runtime_versions()
+    return {
+        "runtime": target.runtime,
+        "precision": target.precision,
+        "threads": target.threads,
+        "clock": target.clock,
+        "protocol": {
+            "format": FORMAT,
+            "flush_bytes": FLUSH_BYTES,
+            "grids": {k: list(g) for k, g in GRIDS.items()},
+        },
+        "versions": {k: v[k] for k in ("speechnas", "torch", "onnxruntime", "onnx", "numpy")},
+        "machine": {
+            "cpu": _cpu_name(),
+            "cores": os.cpu_count(),
+            "arch": platform.machine(),
+            "l2_bytes": _l2_bytes(),
+        },
+    }
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/speechnas/latency`` (``~/.cache/speechnas/latency`` by default)."""
+    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(root) / "speechnas" / "latency"
+
+
+def cache_file(target: Target, cache_dir: str | Path) -> Path:
+    """The table of ``target`` under ``cache_dir``: named by the target and a digest of its
+    :func:`calibration_identity`, so a new runtime version starts a new table."""
+    identity = json.dumps(calibration_identity(target), sort_keys=True)
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:12]
+    return Path(cache_dir) / f"{target.name}-{digest}.json"
+
+
+class LatencyPredictor:
+    """Predicted milliseconds of an architecture on one target (see the module docstring).
+
+    Satisfies the search's ``LatencyModel`` protocol: ``name``, ``measured`` and
+    ``predict(arch, seconds, vocab_size)``. With ``auto_extend``, a prediction that meets a
+    block missing from the table measures it first (and writes the table back to
+    ``cache_path`` when set); otherwise it raises a ValueError naming the block.
+    """
+
+    measured = False
+
+    def __init__(
+        self,
+        target: Target | str,
+        fits: Mapping[str, BlockFit] | None = None,
+        *,
+        correction: tuple[float, float] = (1.0, 0.0),
+        correction_archs: Sequence[str] = (),
+        identity: dict[str, Any] | None = None,
+    ) -> None:
+        self.target = load_target(target)
+        self.fits: dict[str, BlockFit] = dict(fits or {})
+        self.correction = (float(correction[0]), float(correction[1]))
+        self.correction_archs = list(correction_archs)
+        self.identity = identity or calibration_identity(self.target)
+        self.name = f"predicted:{self.target.name}"
+        self.auto_extend = False
+        self.cache_path: Path | None = None
+
+    # -- calibration -----------------------------------------------------------------------
+
+    @classmethod
+    def calibrate(
+        cls,
+        target: Target | str,
+        archs_or_space: Iterable[Mapping[str, Any]] | SearchSpace,
+        *,
+        vocab_size: int = 32,
+        samples: int = 500,
+        seed: int = 0,
+        cache: str | Path | None = None,
+        warmup: int | None = None,
+        repeats: int | None = None,
+        backend: Backend | None = None,
+        progress: bool = False,
+    ) -> LatencyPredictor:
+        """Times every block of ``archs_or_space`` on ``target``.
+
+        A space stands for ``samples`` architectures drawn from it (seeded by ``seed``); the
+        blocks of later candidates that these missed are added by :meth:`extend`. With
+        ``cache`` (a folder), blocks already in the target's table there are reused and the
+        new ones are written back. ``warmup``/``repeats`` default to the target's.
+        """
+        target = load_target(target)
+        predictor = cls(target)
+        path = cache_file(target, cache) if cache is not None else None
+        if path is not None and path.is_file():
+            loaded = cls.load(path)
+            if loaded.identity == predictor.identity:  # same runtime, versions and processor
+                predictor.fits = loaded.fits
+                if loaded.target == target:  # the correction is only valid for the same input
+                    predictor.correction = loaded.correction
+                    predictor.correction_archs = loaded.correction_archs
+        predictor.cache_path = path
+        if isinstance(archs_or_space, SearchSpace):
+            rng = random.Random(seed)
+            archs: list[Mapping[str, Any]] = [archs_or_space.sample(rng) for _ in range(samples)]
+        else:
+            archs = list(archs_or_space)
+        predictor.extend(
+            archs,
+            vocab_size=vocab_size,
+            warmup=warmup,
+            repeats=repeats,
+            backend=backend,
+            progress=progress,
+        )
+        if path is not None:
+            predictor.save(path)
+        return predictor
+
+    def missing(self, archs: Iterable[Mapping[str, Any]], *, vocab_size: int = 32) -> list[Block]:
+        """The blocks of ``archs`` not in the table yet (the fixed-cost block included)."""
+        seen: dict[str, Block] = {}
+        for arch in archs:
+            for use in decompose(arch, vocab_size=vocab_size):
+                seen.setdefault(use.block.key, use.block)
+        seen.setdefault(RUN_BLOCK.key, RUN_BLOCK)
+        return [b for k, b in seen.items() if k not in self.fits]
+
+    def extend(
+        self,
+        archs: Iterable[Mapping[str, Any]],
+        *,
+        vocab_size: int = 32,
+        warmup: int | None = None,
+        repeats: int | None = None,
+        backend: Backend | None = None,
+        progress: bool = False,
+    ) -> int:
+        """Measures the blocks of ``archs`` that are missing; returns how many."""
+        todo = self.missing(archs, vocab_size=vocab_size)
+        if not todo:
+            return 0
+        t = self.target
+        backend = backend or backend_for(t.runtime, t.threads)
+        kwargs = {
+            "warmup": t.warmup if warmup is None else warmup,
+            "repeats": t.repeats if repeats is None else repeats,
+        }
+        with tempfile.TemporaryDirectory() as tmp:
+            if progress:
+                from rich.progress import Progress
+
+                with Progress(transient=True) as bar:
+                    task = bar.add_task(f"calibrating {t.name}", total=len(todo))
+                    fits = measure_blocks(
+                        todo, t, backend, Path(tmp), **kwargs, progress=lambda b: bar.advance(task)
+                    )
+            else:
+                fits = measure_blocks(todo, t, backend, Path(tmp), **kwargs)
+        self.fits.update(fits)
+        return len(todo)
+
+    # -- prediction ------------------------------------------------------------------------
+
+    def _fit(self, block: Block) -> BlockFit:
+        if block.key not in self.fits:
+            raise ValueError(
+                f"latency predictor {self.name}: block {block.key} is not calibrated; "
+                "call extend([arch]) first"
+            )
+        return self.fits[block.key]
+
+    @staticmethod
+    def _lengths(arch: Mapping[str, Any], n: int) -> dict[str, int]:
+        """Each axis's length when the model gets ``n`` input steps (frames or samples)."""
+        t_in = n
+        if feature_config(arch).kind == "waveform":  # LearnableFrontend: 400 samples, hop 160
+            t_in = 1 + (n - 400) // 160 if n >= 400 else 0
+        factor = int(arch.get("subsampling_factor", 4))
+        t_enc = int(subsampled_lengths(torch.tensor([t_in]), factor)[0])
+        return {"samples": n, "input_frames": t_in, "frames": t_enc, "step": 1}
+
+    def raw_ms(self, arch: Mapping[str, Any], seconds: float = 5.0, vocab_size: int = 32) -> float:
+        """The block sum before the whole-model correction."""
+        uses = decompose(arch, vocab_size=vocab_size)
+        features = feature_config(arch)
+        if self.target.streaming:
+            _, windows = chunk_windows(features, self.target, seconds)
+        else:
+            windows = [(0, 0, utterance_length(features, seconds))]
+        at = [self._lengths(arch, hi - lo) for lo, _, hi in windows]
+        shares = np.array([(hi - start) / max(1, hi - lo) for lo, start, hi in windows])
+        pred_calls, join_calls = decoding_calls(
+            seconds, np.array([a["frames"] for a in at]), shares
+        )
+        # The share of a block's weights the rest of the model evicts from the core's private
+        # cache between two uses of it: none while all encoder-side weights fit, all of them
+        # in the limit of a model much larger than the cache.
+        encoder_side = [u for u in uses if u.calls == "utterance"]
+        weights = sum(u.times * self._fit(u.block).bytes for u in encoder_side)
+        l2 = int(self.identity["machine"].get("l2_bytes") or _l2_bytes())
+        cold = max(0.0, 1.0 - l2 / weights) if weights > 0 else 0.0
+        # Every block was timed as a call of its own and paid the runtime's fixed cost of a
+        # call; deployed, the encoder side is one call. So each encoder-side block counts
+        # without that cost (never below zero, so a block never lowers the sum) and the
+        # utterance pays it once per chunk. Decoding steps are calls of their own anyway.
+        run = self._fit(RUN_BLOCK)(0.0, cold)
+        total = 0.0
+        for i, lengths in enumerate(at):
+            calls = {
+                "utterance": 1.0,
+                "prediction_steps": float(pred_calls[i]),
+                "joiner_calls": float(join_calls[i]),
+            }
+            total += run
+            for use in uses:
+                ms = self._fit(use.block)(lengths[use.block.axis], cold)
+                if use.calls == "utterance":
+                    ms = max(ms - run, 0.0)
+                total += use.times * calls[use.calls] * ms
+        return total
+
+    def predict(self, arch: Mapping[str, Any], seconds: float = 5.0, vocab_size: int = 32) -> float:
+        """Predicted milliseconds of ``arch`` on one utterance of ``seconds`` (the profiler's
+        definition of latency; on a streaming target, the sum over the utterance's chunks)."""
+        if self.auto_extend and self.extend([arch], vocab_size=vocab_size) and self.cache_path:
+            self.save(self.cache_path)
+        scale, offset = self.correction
+        return scale * self.raw_ms(arch, seconds, vocab_size) + offset
+
+    # -- correction ------------------------------------------------------------------------
+
+    def fit_correction(
+        self, rows: Sequence[Mapping[str, Any]], *, vocab_size: int = 32, offset: bool = False
+    ) -> None:
+        """Fits ``measured ≈ scale · block sum`` (``+ offset`` with ``offset``; both >= 0, least
+        squared relative error) on rows of :func:`measure_archs`; those archs should not be
+        used to judge it. The offset is off by default: a constant fitted on a few models
+        weighs heavily on the smallest ones."""
+        raw = np.array(
+            [self.raw_ms(Arch.from_json(r["arch"]), r["seconds"], vocab_size) for r in rows]
+        )
+        measured = np.array([r["measured_ms"] for r in rows])
+        columns = [raw, np.ones_like(raw)] if offset else [raw]
+        coef, _ = nnls(np.stack(columns, axis=1) / measured[:, None], np.ones_like(measured))
+        self.correction = (float(coef[0]), float(coef[1]) if offset else 0.0)
+        self.correction_archs = sorted({str(r["key"]) for r in rows})
+
+    # -- persistence -----------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "target": self.target.to_dict(),
+            "identity": self.identity,
+            "correction": {
+                "scale": self.correction[0],
+                "offset_ms": self.correction[1],
+                "archs": self.correction_archs,
+            },
+            "blocks": {k: f.to_dict() for k, f in sorted(self.fits.items())},
+        }
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=1))
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> LatencyPredictor:
+        data = json.loads(Path(path).read_text())
+        if data.get("format") != FORMAT:
+            raise ValueError(f"{path}: format {data.get('format')!r} is not {FORMAT}")
+        c = data["correction"]
+        return cls(
+            target_from_dict(data["target"], source=str(path)),
+            {k: BlockFit.from_dict(k, v) for k, v in data["blocks"].items()},
+            correction=(c["scale"], c["offset_ms"]),
+            correction_archs=c.get("archs", []),
+            identity=data["identity"],
+        )
