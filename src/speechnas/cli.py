@@ -14,7 +14,8 @@ from rich.logging import RichHandler
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from speechnas.space import SearchSpace
+    from speechnas.hardware.predictor import LatencyPredictor
+    from speechnas.space import Arch, SearchSpace
 
 app = typer.Typer(
     help="Hardware-aware architecture search for speech models.", no_args_is_help=True
@@ -23,6 +24,8 @@ data_app = typer.Typer(help="Corpora: the built-in synthetic one, and checks of 
 app.add_typer(data_app, name="data")
 space_app = typer.Typer(help="Search spaces: list their choices, count and sample them.")
 app.add_typer(space_app, name="space")
+latency_app = typer.Typer(help="Latency: calibrate a per-target predictor, predict with it.")
+app.add_typer(latency_app, name="latency")
 console = Console()
 
 
@@ -185,6 +188,63 @@ def evaluate(
         json_out.write_text(json.dumps(rows, indent=1))
 
 
+@app.command("export")
+def export_onnx(
+    checkpoint: Annotated[Path, typer.Option(help="a checkpoint folder, e.g. runs/x/best")],
+    output: Annotated[Path, typer.Option(help="folder that receives the ONNX files")],
+    int8: Annotated[bool, typer.Option("--int8", help="also write int8-quantised copies")] = False,
+    check: Annotated[bool, typer.Option(help="compare ONNX Runtime with PyTorch")] = True,
+) -> None:
+    """Export a checkpoint to self-describing ONNX files and check them against PyTorch."""
+    from speechnas.export.onnx import export_checkpoint
+
+    try:
+        result = export_checkpoint(checkpoint, output, int8=int8, check=check)
+    except ValueError as e:
+        raise _fail(str(e)) from None
+    table = Table(title=f"{checkpoint} → {output}")
+    for col in ("file", "KiB", "max |ORT - torch|"):
+        table.add_column(col, justify="left" if col == "file" else "right")
+    paths = [*result.files.items(), *result.int8_files.items()]
+    for graph, path in paths:
+        diffs = [v for k, v in result.parity.items() if k.startswith(f"{graph}/")]
+        shown = f"{max(diffs):.2e}" if diffs and path in result.files.values() else "-"
+        table.add_row(path.name, f"{result.sizes[path.name] / 1024:.1f}", shown)
+    console.print(table)
+
+
+@app.command()
+def transcribe(
+    model: Annotated[Path, typer.Argument(help="model.onnx, RNN-T encoder.onnx, or the folder")],
+    audio: Annotated[list[Path] | None, typer.Argument(help="audio files")] = None,
+    manifest: Annotated[list[str], typer.Option(help="score a manifest; repeatable")] = [],  # noqa: B006
+    threads: Annotated[int, typer.Option(help="ONNX Runtime intra-op threads")] = 1,
+    json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Transcribe audio with an exported model (no PyTorch): text and real-time factor."""
+    from speechnas.export.transcribe import Transcriber, score_manifest
+
+    try:
+        tr = Transcriber(model, threads=threads)
+        files = {str(p): tr.transcribe_file(p) for p in audio or []}
+        scores = {m: score_manifest(tr, m) for m in manifest}
+    except (ValueError, RuntimeError) as e:
+        raise _fail(str(e)) from None
+    if json_out:
+        out = {
+            "files": {p: {"text": t.text, "rtf": t.rtf, "seconds": t.audio_seconds}
+                      for p, t in files.items()},
+            "manifests": {m: {k: v for k, v in s.items() if k not in ("hypotheses", "ids")}
+                          for m, s in scores.items()},
+        }  # fmt: skip
+        print(json.dumps(out, indent=1))
+        return
+    for p, t in files.items():
+        console.print(f"{p}\t{t.text}\tRTF {t.rtf:.4f}", soft_wrap=True, highlight=False)
+    if scores:
+        console.print(_results_table(f"{model} ({threads} thread(s))", scores))
+
+
 @app.command()
 def quickstart(
     minutes: Annotated[float, typer.Option(help="training budget")] = 10.0,
@@ -218,6 +278,199 @@ def quickstart(
         f"{result.parameters:,} parameters, {result.throughput:.0f} s audio/s; "
         f"model in {result.output_dir / 'best'}, details in {result.output_dir / 'result.json'}"
     )
+
+
+@app.command()
+def search(
+    config: Annotated[Path | None, typer.Option(help="search YAML (default: the built-in)")] = None,
+    resume: Annotated[bool, typer.Option(help="continue the study in the storage")] = False,
+    output_dir: Annotated[str | None, typer.Option(help="overrides output_dir")] = None,
+    trials: Annotated[int | None, typer.Option(help="overrides n_trials")] = None,
+    minutes: Annotated[float | None, typer.Option(help="overrides max_minutes")] = None,
+    workers: Annotated[int | None, typer.Option(help="overrides workers")] = None,
+    strategy: Annotated[str | None, typer.Option(help="overrides strategy.name")] = None,
+    seed: Annotated[int | None, typer.Option(help="overrides seed")] = None,
+    storage: Annotated[str | None, typer.Option(help="Optuna storage URL")] = None,
+) -> None:
+    """Search architectures (multi-fidelity, multi-objective), then retrain the best one."""
+    import dataclasses
+
+    from speechnas.search.config import default_search_path, load_search_config
+    from speechnas.search.runner import run_search
+
+    path = config or default_search_path()
+    try:
+        cfg = load_search_config(path)
+        changes: dict[str, object] = {
+            k: v
+            for k, v in {
+                "output_dir": output_dir,
+                "n_trials": trials,
+                "max_minutes": minutes,
+                "workers": workers,
+                "seed": seed,
+                "storage": storage,
+            }.items()
+            if v is not None
+        }
+        if strategy is not None:
+            changes["strategy"] = dataclasses.replace(cfg.strategy, name=strategy, options={})
+        cfg = cfg.replace(**changes)
+        run_search(cfg, resume=resume, console=console)
+    except ValueError as e:
+        raise _fail(str(e)) from None
+
+
+def _read_archs(spec: str) -> list[Arch]:
+    """Architectures from a JSON object or a file of JSON lines (``space sample`` output, whose
+    lines hold an "arch" entry, or plain architectures)."""
+    from speechnas.space import Arch
+
+    path = Path(spec)
+    text = path.read_text() if not spec.lstrip().startswith("{") and path.is_file() else spec
+    archs = []
+    for i, line in enumerate(t for t in text.splitlines() if t.strip()):
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise _fail(f"--arch line {i + 1}: not JSON ({e})") from None
+        archs.append(Arch.from_json(data.get("arch", data)))
+    if not archs:
+        raise _fail(f"--arch {spec!r}: no architecture found")
+    return archs
+
+
+TargetOption = Annotated[
+    str, typer.Option("--target", help="a built-in target (cpu-ort-1t, ...) or a YAML file")
+]
+SecondsOption = Annotated[
+    list[float],
+    typer.Option("--seconds", help="utterance length; repeatable (default: the target's)"),
+]
+
+
+@app.command("profile")
+def profile_model(
+    model: Annotated[
+        str | None, typer.Argument(help=".onnx file, folder of exported files or checkpoint")
+    ] = None,
+    arch: Annotated[
+        str | None, typer.Option(help="instead of MODEL: an architecture (JSON or JSON-lines file)")
+    ] = None,
+    target: TargetOption = "cpu-ort-1t",
+    seconds: SecondsOption = [],  # noqa: B006
+    repeats: Annotated[int | None, typer.Option(help="timed runs per input")] = None,
+    warmup: Annotated[int | None, typer.Option(help="untimed runs per input")] = None,
+    memory: Annotated[bool, typer.Option(help="measure peak memory in a child process")] = True,
+    vocab_size: Annotated[int, typer.Option(help="for --arch")] = 32,
+    json_out: Annotated[Path | None, typer.Option("--json", help="also write JSON here")] = None,
+) -> None:
+    """Latency (median, p90), RTF, peak memory and size of a model on a target."""
+    import torch
+
+    from speechnas.hardware import profile
+    from speechnas.nn.build import build
+
+    if (model is None) == (arch is None):
+        raise _fail("give either MODEL or --arch")
+    torch.set_num_threads(1)
+    try:
+        if arch is not None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                models = [build(a, vocab_size=vocab_size).eval() for a in _read_archs(arch)]
+        else:
+            models = [model]
+        results = [
+            profile(m, target, seconds=seconds or None, repeats=repeats, warmup=warmup,
+                    memory=memory)
+            for m in models
+        ]  # fmt: skip
+    except ValueError as e:
+        raise _fail(str(e)) from None
+    for r in results:
+        console.print(r.table())
+    if json_out:
+        json_out.write_text(json.dumps([r.to_dict() for r in results], indent=1))
+
+
+def _predictor_for(
+    target: str, table: Path | None, cache: Path | None
+) -> tuple[LatencyPredictor, Path]:
+    from speechnas.hardware.predictor import LatencyPredictor, cache_file, default_cache_dir
+    from speechnas.hardware.target import load_target
+
+    if table is not None:
+        return LatencyPredictor.load(table), table
+    path = cache_file(load_target(target), cache or default_cache_dir())
+    return (LatencyPredictor.load(path) if path.is_file() else LatencyPredictor(target)), path
+
+
+@latency_app.command("calibrate")
+def latency_calibrate(
+    target: TargetOption = "cpu-ort-1t",
+    space: Annotated[str, typer.Option(help="a built-in space or a YAML file")] = "speech-all",
+    samples: Annotated[int, typer.Option(help="architectures drawn from the space")] = 200,
+    arch: Annotated[
+        str | None, typer.Option(help="calibrate these architectures instead of the space")
+    ] = None,
+    vocab_size: int = 32,
+    seed: int = 0,
+    repeats: Annotated[int | None, typer.Option(help="timed runs per length")] = None,
+    warmup: Annotated[int | None, typer.Option(help="untimed runs per length")] = None,
+    table: Annotated[Path | None, typer.Option(help="table file (default: in --cache)")] = None,
+    cache: Annotated[Path | None, typer.Option(help="default ~/.cache/speechnas/latency")] = None,
+) -> None:
+    """Times the building blocks of a space's architectures on a target (reusing the table)."""
+    import random
+
+    import torch
+
+    torch.set_num_threads(1)
+    try:
+        predictor, path = _predictor_for(target, table, cache)
+        if arch is not None:
+            archs = _read_archs(arch)
+        else:
+            sp, rng = _load_space(space), random.Random(seed)
+            archs = [sp.sample(rng) for _ in range(samples)]
+        added = predictor.extend(archs, vocab_size=vocab_size, repeats=repeats, warmup=warmup,
+                                 progress=True)  # fmt: skip
+    except ValueError as e:
+        raise _fail(str(e)) from None
+    predictor.save(path)
+    console.print(f"{added} blocks measured, {len(predictor.fits)} in the table {path}")
+
+
+@latency_app.command("predict")
+def latency_predict(
+    arch: Annotated[str, typer.Option(help="an architecture (JSON) or a JSON-lines file")],
+    target: TargetOption = "cpu-ort-1t",
+    seconds: SecondsOption = [],  # noqa: B006
+    vocab_size: int = 32,
+    table: Annotated[Path | None, typer.Option(help="table file (default: in --cache)")] = None,
+    cache: Annotated[Path | None, typer.Option(help="default ~/.cache/speechnas/latency")] = None,
+) -> None:
+    """Predicted latency (ms) of architectures; blocks missing from the table are measured."""
+    import torch
+
+    torch.set_num_threads(1)
+    try:
+        predictor, path = _predictor_for(target, table, cache)
+        archs = _read_archs(arch)
+        if predictor.extend(archs, vocab_size=vocab_size, progress=True):
+            predictor.save(path)
+        lengths = seconds or list(predictor.target.seconds)
+        rows = [(a.hash(), [predictor.predict(a, s, vocab_size) for s in lengths]) for a in archs]
+    except ValueError as e:
+        raise _fail(str(e)) from None
+    out = Table(title=f"predicted latency (ms) on {predictor.target.name}")
+    out.add_column("arch")
+    for s in lengths:
+        out.add_column(f"{s:g} s", justify="right")
+    for key, values in rows:
+        out.add_row(key, *(f"{v:.2f}" for v in values))
+    console.print(out)
 
 
 def _load_space(name: str) -> SearchSpace:

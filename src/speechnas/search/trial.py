@@ -20,22 +20,31 @@ from speechnas.train.trainer import Trainer
 
 @dataclass(frozen=True, slots=True)
 class Fidelity:
-    """How much training a trial gets: wall-clock minutes on a share of the training data."""
+    """How much training a trial gets: wall-clock minutes on a share of the training data.
+
+    ``steps``, when set, also caps the optimizer steps (a total counted from the start of
+    training, so a promoted trial's steps include those of its lower rung). Minutes depend on
+    the machine's speed; a step budget does not, which makes small runs reproducible.
+    """
 
     minutes: float
     fraction: float = 1.0
+    steps: int | None = None
 
     def __post_init__(self) -> None:
         if self.minutes <= 0:
             raise ValueError(f"fidelity.minutes: expected > 0, got {self.minutes!r}")
         if not 0.0 < self.fraction <= 1.0:
             raise ValueError(f"fidelity.fraction: {self.fraction!r} is not in (0, 1]")
+        if self.steps is not None and self.steps < 1:
+            raise ValueError(f"fidelity.steps: expected >= 1 or None, got {self.steps!r}")
 
     @property
     def label(self) -> str:
-        return f"{self.minutes:g}min@{self.fraction:g}"
+        steps = "" if self.steps is None else f",{self.steps}steps"
+        return f"{self.minutes:g}min@{self.fraction:g}{steps}"
 
-    def to_dict(self) -> dict[str, float]:
+    def to_dict(self) -> dict[str, float | None]:
         return dataclasses.asdict(self)
 
 
@@ -44,7 +53,11 @@ def trial_config(
 ) -> TrainConfig:
     """``base`` with the architecture, the fidelity's budget and data share, and the seed."""
     budget = dataclasses.replace(
-        base.budget, max_minutes=fidelity.minutes, eval_at_minutes=(), checkpoint_every_minutes=1e9
+        base.budget,
+        max_minutes=fidelity.minutes,
+        max_steps=fidelity.steps if fidelity.steps is not None else base.budget.max_steps,
+        eval_at_minutes=(),
+        checkpoint_every_minutes=1e9,
     )
     return base.replace(
         arch=arch.to_json(),

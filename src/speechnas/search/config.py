@@ -1,0 +1,258 @@
+"""The search configuration: one frozen dataclass per section, validated when loaded.
+
+A search YAML names the space, the strategy, the objectives and constraints, the fidelity rungs
+of successive halving, the budgets, the storage and the base training configuration that every
+trial starts from (a training YAML, inline overrides, or both).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from speechnas.search.objectives import CONSTRAINT_KEYS, check_objective
+from speechnas.search.trial import Fidelity
+from speechnas.train.config import TrainConfig, _build, config_from_dict, load_config
+
+STRATEGIES = ("random", "evolution", "tpe", "nsga2", "reinforce", "warmstart")
+PROMOTIONS = ("auto", "pareto", "scalar")
+
+
+@dataclass(frozen=True, slots=True)
+class StrategyConfig:
+    """Which strategy proposes architectures, with its own options (passed through)."""
+
+    name: str = "nsga2"
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.name not in STRATEGIES:
+            raise ValueError(f"strategy.name: {self.name!r} is not one of {list(STRATEGIES)}")
+
+
+@dataclass(frozen=True, slots=True)
+class ConstraintsConfig:
+    """Hard limits, checked from predicted values before training and again after it."""
+
+    max_latency_ms: float | None = None
+    max_params: int | None = None
+    max_macs: int | None = None
+    max_memory_mb: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in CONSTRAINT_KEYS:
+            v = getattr(self, name)
+            if v is not None and v <= 0:
+                raise ValueError(f"constraints.{name}: expected > 0 or null, got {v!r}")
+
+    def to_dict(self) -> dict[str, float | None]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class RungConfig:
+    """One rung of successive halving: minutes of training on a share of the data."""
+
+    minutes: float
+    fraction: float = 1.0
+    steps: int | None = None  # an optional step cap (tests; reproducible small runs)
+
+    def fidelity(self) -> Fidelity:
+        return Fidelity(self.minutes, self.fraction, self.steps)
+
+
+@dataclass(frozen=True, slots=True)
+class FidelityConfig:
+    """Successive halving: ``candidates`` at rung 0, the best ``1/eta`` promoted per rung."""
+
+    rungs: tuple[RungConfig, ...] = (
+        RungConfig(0.5, 0.5),
+        RungConfig(1.5, 0.5),
+    )
+    eta: int = 3
+    candidates: int = 9
+    promotion: str = "auto"  # auto: pareto for several objectives, scalar for one
+    # A bracket's candidates are proposed from the finished earlier brackets only, so several
+    # workers propose exactly what one would (at the cost of idling at bracket boundaries).
+    synchronous: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.rungs:
+            raise ValueError("fidelity.rungs: at least one rung is needed")
+        for i, r in enumerate(self.rungs):
+            try:
+                r.fidelity()
+            except ValueError as e:
+                raise ValueError(f"fidelity.rungs[{i}]: {e}") from None
+            if i and r.minutes < self.rungs[i - 1].minutes:
+                raise ValueError(
+                    f"fidelity.rungs[{i}].minutes: {r.minutes!r} is below the previous rung's "
+                    f"{self.rungs[i - 1].minutes!r}; rungs must not shrink"
+                )
+        if self.eta < 2:
+            raise ValueError(f"fidelity.eta: expected an integer >= 2, got {self.eta!r}")
+        if self.candidates < 1:
+            raise ValueError(f"fidelity.candidates: expected >= 1, got {self.candidates!r}")
+        if self.promotion not in PROMOTIONS:
+            raise ValueError(
+                f"fidelity.promotion: {self.promotion!r} is not one of {list(PROMOTIONS)}"
+            )
+
+    def fidelities(self) -> list[Fidelity]:
+        return [r.fidelity() for r in self.rungs]
+
+
+@dataclass(frozen=True, slots=True)
+class SearchConfig:
+    space: str = "conformer-ctc"  # a built-in space name or a space YAML
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    objectives: tuple[str, ...] = ("wer:test", "latency")
+    latency_lambda: float = 0.05  # scalar = wer + lambda * ln(latency_ms) (single-objective use)
+    constraints: ConstraintsConfig = field(default_factory=ConstraintsConfig)
+    target: str = "proxy"  # the latency target (see speechnas.search.objectives)
+    latency_seconds: float = 5.0  # the utterance length latency, MACs and memory refer to
+    reference: dict[str, Any] = field(default_factory=dict)  # hypervolume reference point
+    fidelity: FidelityConfig = field(default_factory=FidelityConfig)
+    n_trials: int | None = 24
+    max_minutes: float | None = None
+    workers: int = 1
+    storage: str | None = None  # default: SQLite file study.db in output_dir
+    study_name: str = "search"
+    seed: int = 0
+    output_dir: str = "runs/search"
+    corpus: str | None = "digits-en"  # a built-in corpus, synthesized on first use; or null
+    corpora_dir: str = "corpora"
+    base: str | None = None  # a training YAML ("baseline" = the packaged one) or null
+    train: dict[str, Any] = field(default_factory=dict)  # overrides of the training config
+    search_test: str = "test"  # the test set scored during the search
+    test_sets: tuple[str, ...] = ()  # test sets for the retrained model; () = all of them
+    retrain_minutes: float = 3.0  # 0 = no retraining
+    retrain_steps: int | None = None
+    retrain_threads: int = 2
+
+    def __post_init__(self) -> None:
+        if not self.objectives:
+            raise ValueError("objectives: at least one objective is needed")
+        for o in self.objectives:
+            check_objective(o)
+        if len(set(self.objectives)) != len(self.objectives):
+            raise ValueError(f"objectives: {list(self.objectives)} names one objective twice")
+        for k, v in self.reference.items():
+            if k not in self.objectives:
+                raise ValueError(
+                    f"reference.{k}: not an objective; objectives: {list(self.objectives)}"
+                )
+            if isinstance(v, bool) or not isinstance(v, int | float) or v <= 0:
+                raise ValueError(f"reference.{k}: expected a number > 0, got {v!r}")
+        if self.latency_lambda < 0:
+            raise ValueError(f"latency_lambda: expected >= 0, got {self.latency_lambda!r}")
+        if self.latency_seconds <= 0:
+            raise ValueError(f"latency_seconds: expected > 0, got {self.latency_seconds!r}")
+        if self.n_trials is None and self.max_minutes is None:
+            raise ValueError("n_trials and max_minutes: at least one budget must be set")
+        if self.n_trials is not None and self.n_trials < 1:
+            raise ValueError(f"n_trials: expected >= 1 or null, got {self.n_trials!r}")
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise ValueError(f"max_minutes: expected > 0 or null, got {self.max_minutes!r}")
+        if self.workers < 1:
+            raise ValueError(f"workers: expected >= 1, got {self.workers!r}")
+        if self.retrain_minutes < 0 or self.retrain_threads < 1:
+            raise ValueError("retrain_minutes must be >= 0 and retrain_threads >= 1")
+        if not self.study_name:
+            raise ValueError("study_name: must not be empty")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> SearchConfig:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def storage_url(self) -> str:
+        if self.storage:
+            return self.storage
+        return f"sqlite:///{Path(self.output_dir).resolve() / 'study.db'}"
+
+    def fidelities(self) -> list[Fidelity]:
+        return self.fidelity.fidelities()
+
+
+def default_search_path() -> Path:
+    return Path(str(resources.files("speechnas") / "configs" / "search.yaml"))
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``over`` merged in, mappings recursively."""
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def base_train_config(cfg: SearchConfig) -> TrainConfig:
+    """The training configuration every trial starts from: ``base`` with ``train`` on top."""
+    base: dict[str, Any] = {}
+    if cfg.base:
+        path = Path(cfg.base)
+        if cfg.base == "baseline":
+            path = Path(str(resources.files("speechnas") / "configs" / "baseline.yaml"))
+        base = load_config(path).to_dict()
+        base.pop("model", None)  # the architecture replaces the model section
+    try:
+        return config_from_dict(_merge(base, cfg.train))
+    except ValueError as e:
+        raise ValueError(f"train: {e}") from None
+
+
+def search_config_from_dict(d: dict[str, Any]) -> SearchConfig:
+    if "rungs" in d.get("fidelity", {}) and not d["fidelity"]["rungs"]:
+        raise ValueError("fidelity.rungs: at least one rung is needed")
+    return _build(SearchConfig, d, "")
+
+
+def load_search_config(path: str | Path) -> SearchConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"search config file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not valid YAML: {e}") from None
+    try:
+        cfg = search_config_from_dict(raw)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+    folder = path.resolve().parent
+    return cfg.replace(space=_beside(cfg.space, folder), base=_beside(cfg.base, folder))
+
+
+def _beside(value: str | None, folder: Path) -> str | None:
+    """A relative YAML path that does not exist from the working folder but does next to the
+    search config, made absolute; anything else unchanged."""
+    if value is None or not value.endswith((".yaml", ".yml")):
+        return value
+    p = Path(value)
+    if p.is_absolute() or p.exists() or not (folder / p).is_file():
+        return value
+    return str(folder / p)
+
+
+__all__ = [
+    "ConstraintsConfig",
+    "FidelityConfig",
+    "RungConfig",
+    "SearchConfig",
+    "StrategyConfig",
+    "base_train_config",
+    "default_search_path",
+    "load_search_config",
+    "search_config_from_dict",
+]

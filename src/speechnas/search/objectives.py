@@ -1,0 +1,214 @@
+"""Objectives, hard constraints, the latency hook and the scalar reward.
+
+Every objective is minimised. Names: ``wer:TESTSET``, ``cer:TESTSET``, ``rtf:TESTSET`` (a test
+set of the base training config), ``dev_wer``, ``latency`` (ms per utterance of
+``latency_seconds`` on the configured target), ``params``, ``macs`` (analytic, one utterance of
+``latency_seconds``) and ``memory`` (MB of float32 weights, analytic).
+
+Latency comes from a :class:`LatencyModel`; :func:`latency_model` is the one place that maps a
+target name to one: a hardware target (``cpu-ort-1t``, a target YAML) gets its calibrated block
+predictor, and ``proxy`` converts analytic MACs to milliseconds at a fixed rate (a stand-in for
+ranking when no runtime is at hand, not a measurement of any device).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from speechnas.nn.build import build, feature_config
+from speechnas.nn.cost import analytic_macs, count_parameters
+from speechnas.space import Arch
+
+SCALAR_OBJECTIVES = ("dev_wer", "latency", "params", "macs", "memory")
+PER_TEST_OBJECTIVES = ("wer", "cer", "rtf")
+CONSTRAINT_KEYS = ("max_latency_ms", "max_params", "max_macs", "max_memory_mb")
+#: constraint → (metric it limits, how a violation reads, unit)
+LIMITS = {
+    "max_latency_ms": ("latency", "latency", " ms"),
+    "max_params": ("params", "params", ""),
+    "max_macs": ("macs", "MACs", ""),
+    "max_memory_mb": ("memory", "memory", " MB"),
+}
+#: The proxy's rate: 2 GMAC/s, the order of one embedded CPU core running float32 kernels.
+PROXY_MACS_PER_SECOND = 2e9
+
+
+def check_objective(name: str) -> str:
+    """``name`` if it names an objective; a ValueError listing the allowed forms otherwise."""
+    kind, sep, test = name.partition(":")
+    if (not sep and kind in SCALAR_OBJECTIVES) or (sep and kind in PER_TEST_OBJECTIVES and test):
+        return name
+    allowed = [*SCALAR_OBJECTIVES, *(f"{k}:TESTSET" for k in PER_TEST_OBJECTIVES)]
+    raise ValueError(f"objectives: {name!r} is not one of {allowed}")
+
+
+class LatencyModel(Protocol):
+    """Milliseconds to run ``arch`` on one utterance of ``seconds`` on some target."""
+
+    name: str
+    measured: bool  # True when the number comes from running the model, False for a prediction
+
+    def predict(self, arch: Arch, seconds: float, vocab_size: int) -> float: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyLatency:
+    """A labelled proxy: analytic MACs divided by a fixed rate (default 2 GMAC/s).
+
+    It ranks architectures by compute only; memory traffic, operator overheads and the
+    decoder's search are ignored. A calibrated predictor replaces it per target.
+    """
+
+    macs_per_second: float = PROXY_MACS_PER_SECOND
+    name: str = "proxy"
+    measured: bool = False
+
+    def predict(self, arch: Arch, seconds: float, vocab_size: int) -> float:
+        macs = analytic_macs(arch, seconds=seconds, vocab_size=vocab_size).total
+        return 1000.0 * macs / self.macs_per_second
+
+
+LATENCY_TARGETS: dict[str, Callable[[], LatencyModel]] = {"proxy": ProxyLatency}
+
+
+def default_cache_dir() -> Path:
+    """Where calibration tables live between searches: ``$SPEECHNAS_CACHE`` or the user cache."""
+    root = os.environ.get("SPEECHNAS_CACHE")
+    if root:
+        return Path(root) / "latency"
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "speechnas" / "latency"
+
+
+def latency_model(target: str, *, cache_dir: str | Path | None = None) -> LatencyModel:
+    """The latency model of a target name: the single hook for calibrated or measured ones.
+
+    ``proxy`` is the analytic stand-in; any hardware target (a built-in name such as
+    ``cpu-ort-1t`` or a target YAML) gets the calibrated block predictor of that target, read
+    from its calibration table in ``cache_dir`` and extended on demand: a block no table holds
+    yet is micro-benchmarked the first time an architecture needs it, and the table is saved.
+    """
+    if target in LATENCY_TARGETS:
+        return LATENCY_TARGETS[target]()
+    from speechnas.hardware import LatencyPredictor, builtin_targets, load_target
+    from speechnas.hardware.predictor import cache_file
+
+    try:
+        t = load_target(target)
+    except ValueError as e:
+        allowed = sorted([*LATENCY_TARGETS, *builtin_targets()])
+        raise ValueError(
+            f"target: {target!r} is not one of {allowed} or a target YAML ({e})"
+        ) from None
+    path = cache_file(t, cache_dir or default_cache_dir())
+    predictor = LatencyPredictor.load(path) if path.is_file() else LatencyPredictor(t)
+    predictor.auto_extend = True
+    predictor.cache_path = path
+    return predictor
+
+
+def check_builds(arch: Arch, vocab_size: int) -> None:
+    """Builds ``arch`` and decodes one second of silence; raises what the model raises.
+
+    Costs well under a second, so a topology that cannot run never reaches training.
+    """
+    model = build(arch, vocab_size=vocab_size).eval()
+    feats = feature_config(arch)
+    frames = int(feats.frame_rate)
+    with torch.no_grad():
+        model.decode(torch.zeros(1, frames, feats.dim), torch.tensor([frames]))
+
+
+def predicted_metrics(
+    arch: Arch, *, vocab_size: int, latency: LatencyModel, seconds: float
+) -> dict[str, float]:
+    """The metrics known without training: ``params``, ``macs``, ``memory`` (MB) and
+    ``latency`` (ms), all for one utterance of ``seconds``."""
+    params = count_parameters(arch, vocab_size=vocab_size)
+    return {
+        "params": params,
+        "macs": analytic_macs(arch, seconds=seconds, vocab_size=vocab_size).total,
+        "memory": params * 4 / 2**20,
+        "latency": latency.predict(arch, seconds, vocab_size),
+    }
+
+
+def _fmt(v: float) -> str:
+    return f"{v:,.0f}" if v >= 1000 else f"{v:.3g}"
+
+
+def violations(
+    metrics: Mapping[str, Any],
+    constraints: Mapping[str, float | None],
+    *,
+    predicted: bool | Collection[str],
+) -> list[str]:
+    """Broken hard constraints, each as ``"predicted latency 41 ms > 30 ms"``; ``predicted``
+    says which metrics are predictions (True: all of them)."""
+    out = []
+    for key in CONSTRAINT_KEYS:
+        limit = constraints.get(key)
+        metric, label, unit = LIMITS[key]
+        if limit is None or metric not in metrics:
+            continue
+        v = float(metrics[metric])
+        if v > limit:
+            guess = predicted if isinstance(predicted, bool) else metric in predicted
+            word = "predicted " if guess else ""
+            out.append(f"{word}{label} {_fmt(v)}{unit} > {_fmt(limit)}{unit}")
+    return out
+
+
+def objective_values(metrics: Mapping[str, Any], objectives: Sequence[str]) -> tuple[float, ...]:
+    """The objective vector; a ValueError naming the first one missing or not finite."""
+    out = []
+    for o in objectives:
+        v = metrics.get(o)
+        if v is None or not math.isfinite(float(v)):
+            raise ValueError(f"objective {o} is {v!r}; metrics: {sorted(metrics)}")
+        out.append(float(v))
+    return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
+class Scalarizer:
+    """The scalar reward for single-objective use, to minimise:
+    ``primary + lam * ln(latency_ms)`` (the negative of the reward ``-WER - lam*log(latency)``).
+
+    ``primary`` is the first objective that is not latency; latency enters only when it is an
+    objective (then a halving of latency is worth ``lam * ln 2`` of the primary).
+    """
+
+    objectives: tuple[str, ...]
+    lam: float
+
+    def __call__(self, values: Sequence[float]) -> float:
+        idx = {o: i for i, o in enumerate(self.objectives)}
+        primary = next((o for o in self.objectives if o != "latency"), "latency")
+        s = float(values[idx[primary]])
+        if "latency" in idx and primary != "latency":
+            s += self.lam * math.log(max(float(values[idx["latency"]]), 1e-9))
+        return s
+
+
+__all__ = [
+    "CONSTRAINT_KEYS",
+    "LATENCY_TARGETS",
+    "LIMITS",
+    "PROXY_MACS_PER_SECOND",
+    "LatencyModel",
+    "ProxyLatency",
+    "Scalarizer",
+    "check_builds",
+    "check_objective",
+    "latency_model",
+    "objective_values",
+    "predicted_metrics",
+    "violations",
+]

@@ -1,0 +1,339 @@
+"""The search: open or resume the study, run the workers with live progress, then write the
+Pareto front (``pareto.json``, two PNGs) and retrain the selected architecture.
+
+Budgets: ``n_trials`` counts every slot of the successive-halving plan (completed, failed,
+rejected, reused and unfilled places alike; interrupted trials do not count and their slots are
+run again), so a search that ends normally holds exactly ``n_trials`` such trials.
+``max_minutes`` stops claiming new trials that many minutes after this invocation started.
+
+Resume re-opens the study: finished trials are kept and not repeated, and trials left RUNNING
+(a killed process) are marked FAIL with status "interrupted" and run again. Resume only when
+no worker of the study is still running.
+
+Reproducibility: proposals are numbered by the plan and strategies are deterministic in
+(seed, history, index), so with one worker the same config and seed give the same sequence of
+architectures, and with step-capped fidelities the same metrics on the CPU. With minute budgets
+the metrics follow the machine's speed; with several workers the history a proposal sees
+depends on which trials finished first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import json
+import multiprocessing
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+
+from speechnas.search.config import SearchConfig, base_train_config
+from speechnas.search.progress import Progress
+from speechnas.search.select import (
+    Result,
+    front,
+    front_table,
+    hypervolume_series,
+    reference_point,
+    results,
+    retrain,
+    select_for_target,
+    write_pareto_json,
+)
+from speechnas.search.study import SearchStudy, is_interrupted, mark_interrupted, open_study
+from speechnas.search.worker import Context, work
+from speechnas.versions import versions
+
+if TYPE_CHECKING:
+    from speechnas.train.config import TrainConfig
+
+#: Config entries a resumed search must share with the stored study (the rest may change:
+#: budgets, workers, storage, output folder, retraining).
+RESUME_KEYS = (
+    "space", "strategy", "objectives", "latency_lambda", "constraints", "target",
+    "latency_seconds", "fidelity", "seed", "corpus", "base", "train", "search_test",
+)  # fmt: skip
+
+
+def prepare_base(cfg: SearchConfig) -> TrainConfig:
+    """The training config of the search: the base with the built-in corpus when ``corpus`` is
+    set (synthesized on first use), validated against the objectives' test sets."""
+    base = base_train_config(cfg)
+    if cfg.corpus:
+        from speechnas.data.synth.corpus import CorpusConfig, build_corpus
+
+        task, _, lang = cfg.corpus.partition("-")
+        info = build_corpus(CorpusConfig(task=task, lang=lang or "en"), Path(cfg.corpora_dir))
+        m = info.manifests
+        data = dataclasses.replace(
+            base.data,
+            train=str(m["train"]),
+            dev=str(m["dev"]),
+            test={k: str(v) for k, v in m.items() if k.startswith("test")},
+        )
+        base = base.replace(data=data)
+    return base.replace(space=cfg.space)
+
+
+def trial_base(cfg: SearchConfig, base: TrainConfig) -> TrainConfig:
+    """``base`` scoring only the search test set (the others are for the retrained model)."""
+    tests = base.data.test
+    if cfg.search_test not in tests:
+        raise ValueError(
+            f"search_test: {cfg.search_test!r} is not a test set of the base config; "
+            f"test sets: {sorted(tests)}"
+        )
+    for o in cfg.objectives:
+        _, sep, name = o.partition(":")
+        if sep and name != cfg.search_test:
+            raise ValueError(
+                f"objectives: {o!r} names test set {name!r}, but trials score only "
+                f"search_test {cfg.search_test!r}"
+            )
+    data = dataclasses.replace(base.data, test={cfg.search_test: tests[cfg.search_test]})
+    return base.replace(data=data)
+
+
+def retrain_base(cfg: SearchConfig, base: TrainConfig) -> TrainConfig:
+    """``base`` scoring ``test_sets`` (all of them by default)."""
+    tests = base.data.test
+    unknown = sorted(set(cfg.test_sets) - set(tests))
+    if unknown:
+        raise ValueError(f"test_sets: {unknown} are not in the base config's {sorted(tests)}")
+    keep = {k: v for k, v in tests.items() if not cfg.test_sets or k in cfg.test_sets}
+    return base.replace(data=dataclasses.replace(base.data, test=keep))
+
+
+def vocab_size(base: TrainConfig) -> int:
+    """The tokenizer size the trials will have (from all training texts)."""
+    from speechnas.data.tokenizer import build_tokenizer
+    from speechnas.train.trainer import load_utterances
+
+    utts = load_utterances(base.data.train, skip_invalid=base.data.skip_invalid)
+    texts = [u.text for u in utts]
+    return build_tokenizer(
+        base.tokenizer.kind, texts, vocab_size=base.tokenizer.vocab_size
+    ).vocab_size
+
+
+def _worker_main(
+    cfg: SearchConfig,
+    base: TrainConfig,
+    vocab: int,
+    index: int,
+    deadline: float | None,
+    parent: int,
+) -> None:
+    """A worker process: stops between trials when its parent is gone."""
+    import torch
+
+    torch.set_num_threads(base.threads)
+    ss = open_study(cfg.storage_url, cfg.study_name, len(cfg.objectives))
+    ctx = Context.create(cfg, base, vocab)
+    work(ctx, ss, index=index, deadline=deadline, should_stop=lambda: os.getppid() != parent)
+
+
+def _check_resume(cfg: SearchConfig, ss: SearchStudy, resume: bool) -> None:
+    stored = ss.study.user_attrs.get("config")
+    n = len(ss.trials())
+    if n and not resume:
+        raise ValueError(
+            f"study {cfg.study_name!r} in {cfg.storage_url} already has {n} trials; "
+            "resume it (--resume) or choose another output dir or study name"
+        )
+    if stored is None:
+        ss.study.set_user_attr("config", cfg.to_dict())
+        ss.study.set_user_attr("versions", versions())
+        return
+    now = cfg.to_dict()
+    differ = [
+        k
+        for k in RESUME_KEYS
+        if json.dumps(stored.get(k), sort_keys=True) != json.dumps(now.get(k), sort_keys=True)
+    ]
+    if differ:
+        raise ValueError(
+            f"cannot resume study {cfg.study_name!r}: the config differs in {differ} "
+            "(only budgets, workers, storage, output and retraining may change)"
+        )
+
+
+@dataclass
+class SearchOutcome:
+    study: SearchStudy
+    results: list[Result]
+    front: list[Result]
+    selected: Result | None
+    retrained: dict[str, Any] | None
+    paths: dict[str, Path]
+    interrupted: list[int]
+
+
+def run_search(
+    cfg: SearchConfig,
+    *,
+    resume: bool = False,
+    console: Console | None = None,
+) -> SearchOutcome:
+    """Runs (or resumes) the search ``cfg`` describes and writes its results."""
+    console = console or Console()
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    base = prepare_base(cfg)
+    tbase = trial_base(cfg, base)
+    rbase = retrain_base(cfg, base)
+    ss = open_study(cfg.storage_url, cfg.study_name, len(cfg.objectives))
+    _check_resume(cfg, ss, resume)
+    interrupted = mark_interrupted(ss) if resume else []
+    if interrupted:
+        console.print(f"marked interrupted and to be run again: trials {interrupted}")
+    vocab = vocab_size(tbase)
+    progress = Progress(cfg, console)
+    progress.skip(ss)
+    deadline = None if cfg.max_minutes is None else time.time() + 60 * cfg.max_minutes
+    console.print(
+        f"search {cfg.study_name!r}: space {cfg.space}, strategy {cfg.strategy.name}, "
+        f"objectives {list(cfg.objectives)}, {cfg.workers} worker(s), storage {cfg.storage_url}"
+    )
+    status = console.status("starting") if console.is_terminal else contextlib.nullcontext()
+    with status as live:
+        progress.status = live
+        if cfg.workers == 1:
+            ctx = Context.create(cfg, tbase, vocab)
+            tick = functools.partial(progress.update, ss)
+            work(ctx, ss, deadline=deadline, on_claim=tick, on_trial=tick)
+        else:
+            _run_processes(cfg, tbase, vocab, deadline, ss, progress)
+        progress.update(ss)
+        progress.status = None
+    return finish(cfg, ss, rbase, console=console, interrupted=interrupted)
+
+
+def _run_processes(
+    cfg: SearchConfig,
+    base: TrainConfig,
+    vocab: int,
+    deadline: float | None,
+    ss: SearchStudy,
+    progress: Progress,
+) -> None:
+    mp = multiprocessing.get_context("spawn")  # no forked torch or SQLite state
+    procs = [
+        mp.Process(
+            target=_worker_main,
+            args=(cfg, base, vocab, k, deadline, os.getpid()),
+            name=f"search-worker-{k}",
+        )
+        for k in range(cfg.workers)
+    ]
+    for p in procs:
+        p.start()
+    try:
+        while any(p.is_alive() for p in procs):
+            progress.update(ss)
+            for p in procs:
+                p.join(timeout=2.0 / len(procs))
+    except KeyboardInterrupt:
+        for p in procs:
+            p.terminate()
+        raise
+    bad = [(p.name, p.exitcode) for p in procs if p.exitcode != 0]
+    if bad:
+        raise RuntimeError(f"search workers failed: {bad}; see {cfg.output_dir}/logs")
+
+
+def finish(
+    cfg: SearchConfig,
+    ss: SearchStudy,
+    retrain_cfg: TrainConfig,
+    *,
+    console: Console,
+    interrupted: Sequence[int] = (),
+) -> SearchOutcome:
+    """Writes ``pareto.json``, ``pareto.png`` and ``hypervolume.png``, prints the front, and
+    retrains the selected architecture (when ``retrain_minutes`` > 0)."""
+    from speechnas.report.search_plots import plot_hypervolume, plot_pareto
+
+    out = Path(cfg.output_dir)
+    rows = results(ss)
+    fr = front(rows)
+    objectives = list(cfg.objectives)
+    ref = reference_point(
+        objectives, rows, given=cfg.reference, constraints=cfg.constraints.to_dict()
+    )
+    series = hypervolume_series(ss, ref)
+    paths = {
+        "pareto_json": out / "pareto.json",
+        "pareto_png": out / "pareto.png",
+        "hypervolume_png": out / "hypervolume.png",
+    }
+    points = [{"trial": r.trial, "rung": r.rung, "values": r.values} for r in rows]
+    plot_pareto(points, [{"values": r.values} for r in fr], objectives, paths["pareto_png"],
+                title=f"{cfg.study_name}: {len(rows)} architectures")  # fmt: skip
+    plot_hypervolume(series, paths["hypervolume_png"], title=f"{cfg.study_name}: hypervolume")
+    console.print(front_table(fr, objectives, f"Pareto front ({len(fr)} of {len(rows)})"))
+    selected = retrained = None
+    if rows:
+        try:
+            selected = select_for_target(rows, **cfg.constraints.to_dict(), prefer=_prefer(cfg))
+        except ValueError as e:
+            console.print(f"[yellow]no selection:[/] {e}")
+    if selected is not None and (cfg.retrain_minutes > 0 or cfg.retrain_steps):
+        console.print(
+            f"retraining trial {selected.trial} ({selected.key[:8]}) for "
+            f"{cfg.retrain_minutes:g} min on all training data"
+        )
+        retrained = retrain(
+            selected.arch,
+            retrain_cfg,
+            cfg.retrain_minutes or 1e6,
+            out / "retrained",
+            seed=cfg.seed,
+            steps=cfg.retrain_steps,
+            threads=cfg.retrain_threads,
+        )
+        for name in retrain_cfg.data.test:
+            console.print(f"  {name}: WER {100 * retrained[f'wer:{name}']:.2f}%")
+        console.print(f"model: {retrained['checkpoint']}")
+    trials = ss.trials()
+    write_pareto_json(
+        paths["pareto_json"],
+        {
+            "study": cfg.study_name,
+            "storage": cfg.storage_url,
+            "objectives": objectives,
+            "reference": list(ref),
+            "seed": cfg.seed,
+            "config": cfg.to_dict(),
+            "versions": versions(),
+            "trials": {
+                s: sum(1 for t in trials if t.state.name == s and not is_interrupted(t))
+                for s in ("COMPLETE", "FAIL", "PRUNED")
+            },
+            "front": [r.to_dict(objectives) for r in fr],
+            "results": [r.to_dict(objectives) for r in rows],
+            "hypervolume": series,
+            "selected": None if selected is None else selected.to_dict(objectives),
+            "retrained": retrained,
+        },
+    )
+    console.print(f"results: {paths['pareto_json']}, {paths['pareto_png']}")
+    return SearchOutcome(ss, rows, fr, selected, retrained, paths, list(interrupted))
+
+
+def _prefer(cfg: SearchConfig) -> str:
+    """The metric the selection minimises: the first error-rate objective, else the search
+    test set's WER."""
+    for o in cfg.objectives:
+        if o.startswith(("wer:", "cer:", "dev_wer")):
+            return o
+    return f"wer:{cfg.search_test}"
+
+
+__all__ = ["SearchOutcome", "prepare_base", "retrain_base", "run_search", "trial_base"]

@@ -1,0 +1,264 @@
+"""The search's record: an Optuna study in which one trial is one (architecture, fidelity)
+evaluation.
+
+Storage: :class:`optuna.storages.RDBStorage` on SQLite by default (``study.db`` in the output
+folder), any SQLAlchemy URL for a database server, or ``journal:PATH`` for an Optuna journal
+file. SQLite is the default because it needs no server and one file holds the whole study; its
+only hazard with several processes is a writer finding the file locked, and a busy timeout of
+60 s makes it wait instead of failing (a search writes a handful of rows per trial, minutes
+apart, so waits are milliseconds). The journal file is the alternative where SQLite's file
+locking is unreliable (some network file systems).
+
+Each trial carries its parameters (``flatten(arch)`` with the space's categorical
+distributions) and user attributes: ``slot``/``bracket``/``rung``/``proposal``, ``arch`` (JSON)
+and ``arch_key``, ``fidelity``, ``seed``, ``versions``, ``worker``, ``metrics``, ``status`` (the
+reason of a failure: "diverged: ...", "rejected: ...", the exception, "interrupted"),
+``output_dir`` and ``checkpoint``, ``reused_from`` and ``promoted_from``.
+
+States: COMPLETE with the objective values; FAIL with ``status``; PRUNED for a promotion place
+that no candidate could fill (fewer finished the rung below than there are places). Candidates
+that are not promoted stay COMPLETE at their rung: their values are real measurements at that
+fidelity, and a finished Optuna trial cannot change state when the promotion is decided later.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from speechnas.search.fidelity import SlotState
+from speechnas.space import Arch
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.trial import FrozenTrial
+
+INTERRUPTED = "interrupted"
+SQLITE_TIMEOUT_S = 60
+
+
+def make_storage(url: str) -> optuna.storages.BaseStorage:
+    """An Optuna storage for ``url``: ``journal:PATH``, or an SQLAlchemy URL (SQLite gets a
+    60 s busy timeout so concurrent writers wait for one another)."""
+    import optuna
+
+    if url.startswith("journal:"):
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
+    kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite:"):
+        kwargs["connect_args"] = {"timeout": SQLITE_TIMEOUT_S}
+    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+
+
+@dataclass(frozen=True, slots=True)
+class SearchStudy:
+    """The Optuna study with its storage and id, for the writes the ``Study`` API lacks
+    (creating a RUNNING trial with its parameters in one write, failing an orphaned trial)."""
+
+    study: optuna.Study
+    storage: optuna.storages.BaseStorage
+    study_id: int
+
+    def trials(self) -> list[FrozenTrial]:
+        return self.study.get_trials(deepcopy=False)
+
+    def trial_id(self, number: int) -> int:
+        return self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
+
+
+def open_study(url: str, name: str, n_objectives: int) -> SearchStudy:
+    """Creates or re-opens the study (all objectives minimised)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = make_storage(url)
+    study = optuna.create_study(
+        storage=storage,
+        study_name=name,
+        directions=["minimize"] * n_objectives,
+        load_if_exists=True,
+    )
+    if len(study.directions) != n_objectives:
+        raise ValueError(
+            f"study {name!r} in {url} has {len(study.directions)} objectives, the config "
+            f"{n_objectives}; use another study_name or output_dir"
+        )
+    return SearchStudy(study, storage, storage.get_study_id_from_name(name))
+
+
+@contextlib.contextmanager
+def claim_lock(folder: Path) -> Iterator[None]:
+    """An exclusive lock on ``folder/.claim.lock`` held while a worker reads the study and
+    claims the next slot, so two workers never claim the same one.
+
+    ``flock`` is released by the kernel when a process dies, so a killed worker never leaves it
+    held. Workers on several machines must share the output folder anyway (a promoted trial
+    continues from the checkpoint its lower rung wrote there); Linux NFS clients map ``flock``
+    to NFS byte-range locks.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".claim.lock", "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+# ------------------------------------------------------------------------------ trial views
+def is_interrupted(t: FrozenTrial) -> bool:
+    from optuna.trial import TrialState
+
+    return t.state == TrialState.FAIL and t.user_attrs.get("status") == INTERRUPTED
+
+
+def is_finished(t: FrozenTrial) -> bool:
+    return t.state.is_finished()
+
+
+def values_of(t: FrozenTrial) -> tuple[float, ...] | None:
+    from optuna.trial import TrialState
+
+    if t.state != TrialState.COMPLETE or t.values is None:
+        return None
+    return tuple(float(v) for v in t.values)
+
+
+def arch_of(t: FrozenTrial) -> Arch | None:
+    a = t.user_attrs.get("arch")
+    return None if a is None else Arch.from_json(a)
+
+
+def live_trials(ss: SearchStudy) -> list[FrozenTrial]:
+    """Every trial except interrupted ones, in number order."""
+    return [t for t in ss.trials() if not is_interrupted(t)]
+
+
+def slot_table(trials: Sequence[FrozenTrial]) -> dict[str, SlotState]:
+    """Slot id → the trial that holds it (the lowest number if ever two do)."""
+    out: dict[str, SlotState] = {}
+    for t in trials:
+        slot = t.user_attrs.get("slot")
+        if slot is None or slot in out or is_interrupted(t):
+            continue
+        out[slot] = SlotState(
+            number=t.number,
+            finished=is_finished(t),
+            values=values_of(t),
+            arch_key=t.user_attrs.get("arch_key", ""),
+        )
+    return out
+
+
+def mark_interrupted(ss: SearchStudy) -> list[int]:
+    """Marks every RUNNING trial FAIL with status "interrupted"; their slots are run again.
+
+    Only for a study whose workers are all gone (a resume): a trial is RUNNING while a live
+    worker trains it.
+    """
+    from optuna.trial import TrialState
+
+    numbers = []
+    for t in ss.trials():
+        if t.state == TrialState.RUNNING:
+            set_attrs(ss, t.number, {"status": INTERRUPTED})
+            ss.storage.set_trial_state_values(ss.trial_id(t.number), TrialState.FAIL)
+            numbers.append(t.number)
+    return numbers
+
+
+def add_trial(
+    ss: SearchStudy,
+    *,
+    state: optuna.trial.TrialState,
+    params: dict[str, Any] | None = None,
+    distributions: dict[str, Any] | None = None,
+    user_attrs: dict[str, Any],
+) -> int:
+    """Creates a trial in ``state`` (RUNNING to claim a slot, PRUNED for an empty place) in one
+    storage write, and returns its number."""
+    from optuna.trial import create_trial
+
+    template = create_trial(
+        state=state,
+        params=params or {},
+        distributions=distributions or {},
+        user_attrs=jsonable(user_attrs),
+    )
+    trial_id = ss.storage.create_new_trial(ss.study_id, template_trial=template)
+    return ss.storage.get_trial_number_from_id(trial_id)
+
+
+def set_attrs(ss: SearchStudy, number: int, attrs: dict[str, Any]) -> None:
+    trial_id = ss.trial_id(number)
+    for k, v in attrs.items():
+        ss.storage.set_trial_user_attr(trial_id, k, jsonable(v))
+
+
+def jsonable(v: Any) -> Any:
+    """``v`` with non-finite floats as None, tuples as lists (for JSON and Optuna's storage)."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {str(k): jsonable(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [jsonable(x) for x in v]
+    return v
+
+
+@dataclass(frozen=True, slots=True)
+class Reusable:
+    """An earlier evaluation of the same architecture at the same fidelity."""
+
+    number: int
+    values: tuple[float, ...] | None
+    attrs: dict[str, Any]
+
+
+def find_evaluation(
+    trials: Sequence[FrozenTrial], arch_key: str, fidelity: dict[str, Any]
+) -> Reusable | None:
+    """A finished trial that trained ``arch_key`` at ``fidelity``: a COMPLETE one, or one that
+    diverged (deterministic on the CPU, so it would again). Reuses are followed to the
+    original. Crashes are not reused: they may be transient."""
+    from optuna.trial import TrialState
+
+    for t in trials:
+        a = t.user_attrs
+        if a.get("arch_key") != arch_key or a.get("fidelity") != fidelity:
+            continue
+        if a.get("reused_from") is not None:
+            continue
+        if t.state == TrialState.COMPLETE:
+            return Reusable(t.number, values_of(t), dict(a))
+        if t.state == TrialState.FAIL and str(a.get("status", "")).startswith("diverged"):
+            return Reusable(t.number, None, dict(a))
+    return None
+
+
+__all__ = [
+    "INTERRUPTED",
+    "Reusable",
+    "SearchStudy",
+    "add_trial",
+    "arch_of",
+    "claim_lock",
+    "find_evaluation",
+    "is_finished",
+    "is_interrupted",
+    "jsonable",
+    "live_trials",
+    "make_storage",
+    "mark_interrupted",
+    "open_study",
+    "set_attrs",
+    "slot_table",
+    "values_of",
+]

@@ -1,0 +1,70 @@
+"""Tiny search configs over the tiny corpus: two-choice spaces and step-sized fidelities."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from conftest import tiny_config
+
+from speechnas.data.synth.corpus import CorpusInfo
+from speechnas.search.config import SearchConfig, search_config_from_dict
+
+TINY_SPACE = """\
+name: tiny
+doc: one-layer conformers small enough to train in a second
+choices:
+  - {name: frontend, values: [fbank80]}
+  - {name: subsampling, values: [conv2d, dwconv2d]}
+  - {name: subsampling_factor, values: [4]}
+  - {name: encoder, values: [conformer]}
+  - {name: d_model, values: [16, 32]}
+  - {name: layers, values: [1]}
+  - {name: heads, values: [2]}
+  - {name: ffn_dim, values: [32, 64], per_layer: layers}
+  - {name: conv_kernel, values: [3, 7], per_layer: layers}
+  - {name: macaron, values: [true, false]}
+  - {name: decoder, values: [ctc]}
+"""
+
+
+def search_dict(corpus: CorpusInfo, tmp: Path, **changes: Any) -> dict[str, Any]:
+    """A search of 4 trials (3 candidates at 2 steps, the best promoted to 4 steps)."""
+    space = tmp / "tiny-space.yaml"
+    tmp.mkdir(parents=True, exist_ok=True)
+    space.write_text(TINY_SPACE)
+    train = tiny_config(corpus, tmp / "unused").to_dict()
+    for k in ("model", "output_dir", "arch", "space"):
+        train.pop(k)
+    train["budget"] = {"max_epochs": 100, "patience": None}
+    d: dict[str, Any] = {
+        "space": str(space),
+        "strategy": {"name": "evolution", "options": {"population": 2}},
+        "objectives": ["wer:test", "latency"],
+        "fidelity": {
+            "rungs": [{"minutes": 5, "fraction": 1.0, "steps": 2}, {"minutes": 5, "steps": 4}],
+            "eta": 3,
+            "candidates": 3,
+        },
+        "n_trials": 4,
+        "workers": 1,
+        "seed": 0,
+        "output_dir": str(tmp / "search"),
+        "corpus": None,
+        "train": json.loads(json.dumps(train)),
+        "retrain_minutes": 0,
+    }
+    d.update(changes)
+    return d
+
+
+def search_config(corpus: CorpusInfo, tmp: Path, **changes: Any) -> SearchConfig:
+    return search_config_from_dict(search_dict(corpus, tmp, **changes))
+
+
+def write_search_yaml(corpus: CorpusInfo, tmp: Path, **changes: Any) -> Path:
+    path = tmp / "search.yaml"
+    path.write_text(yaml.safe_dump(search_dict(corpus, tmp, **changes)))
+    return path

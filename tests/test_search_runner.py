@@ -1,0 +1,123 @@
+"""The search runner on the tiny corpus: failures recorded and survived, two worker processes on
+one SQLite study, and ``kill -9`` followed by ``--resume``."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import sqlalchemy
+from rich.console import Console
+from search_helpers import search_config, write_search_yaml
+
+from speechnas.data.synth.corpus import CorpusInfo
+from speechnas.search.runner import run_search
+from speechnas.search.study import INTERRUPTED
+
+ONE_RUNG = {"rungs": [{"minutes": 5, "steps": 2}], "candidates": 2}
+
+
+def _search(config: Path, *args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "speechnas", "search", "--config", str(config), *args]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env)  # fmt: skip
+
+
+def _trials(folder: Path, *, poll: bool = False) -> list[optuna.trial.FrozenTrial]:
+    """The study's trials; ``poll``: read only, without creating the database or its tables."""
+    path = folder / "study.db"
+    if poll and not path.is_file():
+        raise KeyError(path)
+    storage = optuna.storages.RDBStorage(
+        f"sqlite:///{path}",
+        engine_kwargs={"connect_args": {"timeout": 60}},
+        skip_table_creation=poll,
+    )
+    return optuna.load_study(study_name="search", storage=storage).get_trials()
+
+
+def test_crashing_and_diverging_trials_fail_with_their_reason(
+    tiny_corpus: CorpusInfo, tmp_path: Path
+) -> None:
+    cfg = search_config(tiny_corpus, tmp_path / "crash", fidelity=ONE_RUNG, n_trials=2)
+    broken = tmp_path / "missing.jsonl"  # the test set of every trial
+    cfg = cfg.replace(
+        train={**cfg.train, "data": {**cfg.train["data"], "test": {"test": str(broken)}}}
+    )
+    trials = run_search(cfg).study.trials()
+    assert [t.state.name for t in trials] == ["FAIL", "FAIL"]
+    status = trials[0].user_attrs["status"]
+    assert status.startswith("crashed: ") and "missing.jsonl" in status
+    assert "Traceback" in trials[0].user_attrs["traceback"]
+
+    cfg = search_config(tiny_corpus, tmp_path / "nan", fidelity=ONE_RUNG, n_trials=2)
+    cfg = cfg.replace(train={**cfg.train, "optim": {**cfg.train["optim"], "lr": 1e6}})
+    outcome = run_search(cfg)
+    trials = outcome.study.trials()
+    assert [t.state.name for t in trials] == ["FAIL", "FAIL"]
+    for t in trials:
+        status = t.user_attrs["status"]
+        assert status.startswith("diverged: loss is ") and " at step " in status
+    assert outcome.front == [] and (Path(cfg.output_dir) / "pareto.json").is_file()
+
+
+def test_two_workers_share_one_sqlite_study(tiny_corpus: CorpusInfo, tmp_path: Path) -> None:
+    cfg = search_config(tiny_corpus, tmp_path, n_trials=6, workers=2)
+    console = Console(file=io.StringIO(), width=200)
+    run_search(cfg, console=console)  # two spawned processes, one SQLite file
+    output = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "database is locked" not in output
+    trials = _trials(tmp_path / "search")
+    assert len(trials) == 6 and all(t.state.name == "COMPLETE" for t in trials), output
+    slots = sorted(t.user_attrs["slot"] for t in trials)  # brackets of (3, 1) and (2,)
+    assert slots == ["0/0/0", "0/0/1", "0/0/2", "0/1/0", "1/0/0", "1/0/1"]
+    proposals = sorted(t.user_attrs["proposal"] for t in trials if "proposal" in t.user_attrs)
+    assert proposals == list(range(5))
+    assert len({t.user_attrs["worker"] for t in trials}) == 2
+    logs = "".join(p.read_text() for p in (tmp_path / "search" / "logs").glob("*.log"))
+    assert "database is locked" not in logs
+
+
+def test_kill_then_resume_keeps_finished_trials(tiny_corpus: CorpusInfo, tmp_path: Path) -> None:
+    fidelity = ONE_RUNG | {"candidates": 4}
+    config = write_search_yaml(tiny_corpus, tmp_path, n_trials=4, fidelity=fidelity)
+    folder = tmp_path / "search"
+    proc = _search(config)
+    before: list[optuna.trial.FrozenTrial] = []
+    while proc.poll() is None and not before:  # kill -9 once a trial has finished
+        with contextlib.suppress(KeyError, sqlalchemy.exc.OperationalError):  # no study yet
+            before = [t for t in _trials(folder, poll=True) if t.state.name == "COMPLETE"]
+        time.sleep(0.2)
+    assert proc.poll() is None, "the search ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed = _trials(folder)
+    assert len(killed) < 4 or any(t.state.name == "RUNNING" for t in killed)
+    cfg = search_config(tiny_corpus, tmp_path, n_trials=4, fidelity=fidelity)
+    with pytest.raises(ValueError, match=r"already has \d+ trials; resume it"):
+        run_search(cfg)  # no silent restart over an existing study
+
+    proc = _search(config, "--resume")
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, output
+    after = _trials(folder)
+    by_number = {t.number: t for t in after}
+    for t in before:
+        assert by_number[t.number].values == t.values
+        assert by_number[t.number].user_attrs["arch_key"] == t.user_attrs["arch_key"]
+    running = [t.number for t in killed if t.state.name == "RUNNING"]
+    interrupted = [t for t in after if t.user_attrs.get("status") == INTERRUPTED]
+    assert [t.number for t in interrupted] == running
+    assert all(t.state.name == "FAIL" for t in interrupted)
+    done = [t for t in after if t.state.name == "COMPLETE"]
+    assert len(done) == 4 and len(after) == 4 + len(interrupted)
+    assert sorted(t.user_attrs["slot"] for t in done) == [f"0/0/{i}" for i in range(4)]
