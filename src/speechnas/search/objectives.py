@@ -14,7 +14,6 @@ ranking when no runtime is at hand, not a measurement of any device).
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,14 +77,6 @@ class ProxyLatency:
 LATENCY_TARGETS: dict[str, Callable[[], LatencyModel]] = {"proxy": ProxyLatency}
 
 
-def default_cache_dir() -> Path:
-    """Where calibration tables live between searches: ``$SPEECHNAS_CACHE`` or the user cache."""
-    root = os.environ.get("SPEECHNAS_CACHE")
-    if root:
-        return Path(root) / "latency"
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "speechnas" / "latency"
-
-
 def latency_model(target: str, *, cache_dir: str | Path | None = None) -> LatencyModel:
     """The latency model of a target name: the single hook for calibrated or measured ones.
 
@@ -97,7 +88,7 @@ def latency_model(target: str, *, cache_dir: str | Path | None = None) -> Latenc
     if target in LATENCY_TARGETS:
         return LATENCY_TARGETS[target]()
     from speechnas.hardware import LatencyPredictor, builtin_targets, load_target
-    from speechnas.hardware.predictor import cache_file
+    from speechnas.hardware.predictor import cache_file, default_cache_dir
 
     try:
         t = load_target(target)
