@@ -84,7 +84,13 @@ def main() -> None:
     ap.add_argument("--target", default="cpu-ort-1t")
     ap.add_argument("--space", default="speech-all")
     ap.add_argument("--archs", type=int, default=50, help="architectures to evaluate")
-    ap.add_argument("--correction", type=int, default=6, help="archs that fit the correction")
+    ap.add_argument(
+        "--correction",
+        type=int,
+        default=12,
+        help="archs that fit the correction (with "
+        "--per-encoder, two per family give each family its own scale)",
+    )
     ap.add_argument("--ratio-archs", type=int, default=3)
     ap.add_argument("--seconds", type=float, nargs="+", default=[2.0, 5.0, 10.0])
     ap.add_argument("--seed", type=int, default=0)
@@ -111,9 +117,10 @@ def main() -> None:
     measured = measure_archs(evaluated, target, args.seconds, seed=args.seed, **measure)
     corrected = accuracy(predictor, target=target, rows=measured, vocab_size=args.vocab_size)
     scale, offset = predictor.correction
-    predictor.correction = (1.0, 0.0)
+    families = predictor.family_scales
+    predictor.correction, predictor.family_scales = (1.0, 0.0), {}
     raw = accuracy(predictor, target=target, rows=measured, vocab_size=args.vocab_size)
-    predictor.correction = (scale, offset)
+    predictor.correction, predictor.family_scales = (scale, offset), families
     result = {
         "target": target.to_dict(),
         "space": args.space,
@@ -121,7 +128,12 @@ def main() -> None:
         "archs": len(evaluated),
         "seconds": args.seconds,
         "blocks": len(predictor.fits),
-        "correction": {"scale": scale, "offset_ms": offset, "archs": len(fitting)},
+        "correction": {
+            "scale": scale,
+            "offset_ms": offset,
+            "family_scales": predictor.family_scales,
+            "archs": len(fitting),
+        },
         "corrected": summary(corrected),
         "raw_block_sum": summary(raw),
         "ratios": ratios(evaluated[: args.ratio_archs], args.seconds, args),

@@ -238,6 +238,13 @@ def test_predictor_calibrate_save_load_predict(tmp_path: Path) -> None:
     predictor.fit_correction(acc["rows"], vocab_size=VOCAB)
     scale, offset = predictor.correction
     assert scale > 0 and offset == 0.0 and predictor.correction_archs == [small.hash()]
+    assert predictor.family_scales == {}  # one model is not enough for a family of its own
+    predictor.fit_correction(acc["rows"], vocab_size=VOCAB, per_family=1)
+    family = predictor.family_scales[str(small["encoder"])]
+    raw = predictor.raw_ms(small, 2.0, VOCAB)
+    assert predictor.predict(small, 2.0, VOCAB) == pytest.approx(family * raw)
+    kept = LatencyPredictor.load(predictor.save(tmp_path / "corrected.json"))
+    assert kept.family_scales == predictor.family_scales
 
 
 def test_cli_profile_and_latency(tmp_path: Path) -> None:

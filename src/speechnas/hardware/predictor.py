@@ -9,8 +9,10 @@ its warm and cold curve by the share of the model's weights that cannot stay in 
 (``1 - L2 / weight bytes``, at least 0), minus the fixed cost of the extra runtime calls the
 blocks were timed with (the deployed encoder side is one call). An optional final
 ``scale · sum (+ offset)`` correction, fitted on a few whole models, absorbs what isolated
-blocks do not see (the shared L3, the graph glue between blocks); :func:`accuracy` reports it
-on architectures not used to fit it.
+blocks do not see (the shared L3, the graph glue between blocks). What isolated blocks miss
+differs by encoder family (attention stacks lose more than LSTMs), so a family with enough
+fitting models gets its own scale on top; :func:`accuracy` reports the result on architectures
+not used to fit it.
 
 The table of fitted blocks is a JSON file keyed by target, block key and package versions, so a
 search calibrates each block once per machine and reuses it.
@@ -134,12 +136,14 @@ class LatencyPredictor:
         *,
         correction: tuple[float, float] = (1.0, 0.0),
         correction_archs: Sequence[str] = (),
+        family_scales: Mapping[str, float] | None = None,
         identity: dict[str, Any] | None = None,
     ) -> None:
         self.target = load_target(target)
         self.fits: dict[str, BlockFit] = dict(fits or {})
         self.correction = (float(correction[0]), float(correction[1]))
         self.correction_archs = list(correction_archs)
+        self.family_scales: dict[str, float] = dict(family_scales or {})
         self.identity = identity or calibration_identity(self.target)
         self.name = f"predicted:{self.target.name}"
         self.auto_extend = False
@@ -179,6 +183,7 @@ class LatencyPredictor:
                 if loaded.target == target:  # the correction is only valid for the same input
                     predictor.correction = loaded.correction
                     predictor.correction_archs = loaded.correction_archs
+                    predictor.family_scales = loaded.family_scales
         predictor.cache_path = path
         if isinstance(archs_or_space, SearchSpace):
             rng = random.Random(seed)
@@ -306,17 +311,24 @@ class LatencyPredictor:
         if self.auto_extend and self.extend([arch], vocab_size=vocab_size) and self.cache_path:
             self.save(self.cache_path)
         scale, offset = self.correction
+        scale = self.family_scales.get(str(arch.get("encoder")), scale)
         return scale * self.raw_ms(arch, seconds, vocab_size) + offset
 
     # -- correction ------------------------------------------------------------------------
 
     def fit_correction(
-        self, rows: Sequence[Mapping[str, Any]], *, vocab_size: int = 32, offset: bool = False
+        self,
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        vocab_size: int = 32,
+        offset: bool = False,
+        per_family: int = 2,
     ) -> None:
         """Fits ``measured ≈ scale · block sum`` (``+ offset`` with ``offset``; both >= 0, least
         squared relative error) on rows of :func:`measure_archs`; those archs should not be
         used to judge it. The offset is off by default: a constant fitted on a few models
-        weighs heavily on the smallest ones."""
+        weighs heavily on the smallest ones. An encoder family with at least ``per_family``
+        distinct fitting models also gets its own scale (0 turns that off)."""
         raw = np.array(
             [self.raw_ms(Arch.from_json(r["arch"]), r["seconds"], vocab_size) for r in rows]
         )
@@ -325,6 +337,15 @@ class LatencyPredictor:
         coef, _ = nnls(np.stack(columns, axis=1) / measured[:, None], np.ones_like(measured))
         self.correction = (float(coef[0]), float(coef[1]) if offset else 0.0)
         self.correction_archs = sorted({str(r["key"]) for r in rows})
+        self.family_scales = {}
+        families = np.array([str(r["arch"].get("encoder")) for r in rows])
+        for family in sorted(set(families)) if per_family else ():
+            mine = families == family
+            if len({str(r["key"]) for r, m in zip(rows, mine, strict=True) if m}) < per_family:
+                continue
+            # least squared relative error of scale · raw, given the shared offset
+            x = raw[mine] / (measured[mine] - self.correction[1])
+            self.family_scales[family] = float(np.sum(x) / np.sum(x * x))
 
     # -- persistence -----------------------------------------------------------------------
 
@@ -337,6 +358,7 @@ class LatencyPredictor:
                 "scale": self.correction[0],
                 "offset_ms": self.correction[1],
                 "archs": self.correction_archs,
+                "family_scales": self.family_scales,
             },
             "blocks": {k: f.to_dict() for k, f in sorted(self.fits.items())},
         }
@@ -360,5 +382,6 @@ class LatencyPredictor:
             {k: BlockFit.from_dict(k, v) for k, v in data["blocks"].items()},
             correction=(c["scale"], c["offset_ms"]),
             correction_archs=c.get("archs", []),
+            family_scales=c.get("family_scales", {}),
             identity=data["identity"],
         )
