@@ -308,11 +308,27 @@ class LatencyPredictor:
     def predict(self, arch: Mapping[str, Any], seconds: float = 5.0, vocab_size: int = 32) -> float:
         """Predicted milliseconds of ``arch`` on one utterance of ``seconds`` (the profiler's
         definition of latency; on a streaming target, the sum over the utterance's chunks)."""
-        if self.auto_extend and self.extend([arch], vocab_size=vocab_size) and self.cache_path:
-            self.save(self.cache_path)
+        if self.auto_extend and self.missing([arch], vocab_size=vocab_size):
+            self._sync()  # another process sharing the table may have measured them
+            if self.extend([arch], vocab_size=vocab_size) and self.cache_path:
+                self._sync()
+                self.save(self.cache_path)
         scale, offset = self.correction
         scale = self.family_scales.get(str(arch.get("encoder")), scale)
         return scale * self.raw_ms(arch, seconds, vocab_size) + offset
+
+    def _sync(self) -> None:
+        """Adopts the blocks the cache file holds (the file wins where both have a block), so
+        processes sharing a table, such as the workers of a search, time each block once and
+        predict the same for the same architecture."""
+        if self.cache_path is None or not self.cache_path.is_file():
+            return
+        try:
+            disk = LatencyPredictor.load(self.cache_path)
+        except (OSError, ValueError, KeyError):  # being replaced right now; measure instead
+            return
+        if disk.identity == self.identity:
+            self.fits.update(disk.fits)
 
     # -- correction ------------------------------------------------------------------------
 
