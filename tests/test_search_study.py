@@ -32,7 +32,7 @@ from speechnas.search.objectives import (
     latency_model,
     violations,
 )
-from speechnas.search.runner import run_search
+from speechnas.search.runner import measure_on_target, run_search
 from speechnas.search.select import Result, select_for_target
 from speechnas.search.worker import observations
 from speechnas.space import Arch, load_space
@@ -198,7 +198,7 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
 
 
 def test_search_completes_and_the_same_seed_proposes_the_same(
-    tiny_corpus: CorpusInfo, tmp_path: Path
+    tiny_corpus: CorpusInfo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     runs = []
     for name in ("a", "b"):
@@ -241,6 +241,11 @@ def test_search_completes_and_the_same_seed_proposes_the_same(
     assert a.retrained is not None and a.retrained["steps"] == 2
     loaded = load_model(a.retrained["checkpoint"])
     assert loaded.meta["arch"] == a.selected.arch.to_json()  # type: ignore[union-attr]
+    # On a hardware target the model handed over is measured, next to its prediction.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    on_device = measure_on_target(a.retrained["checkpoint"], cfg.replace(target="cpu-ort-1t"))
+    assert on_device["latency_measured"] > 0 and on_device["latency_predicted"] > 0
+    assert on_device["model_bytes"] > 4 * loaded.model.num_parameters()
 
 
 def test_constraint_rejects_candidates_before_training(

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 
 from speechnas.search.config import SearchConfig, base_train_config
+from speechnas.search.objectives import LATENCY_TARGETS, latency_model, violations
 from speechnas.search.progress import Progress
 from speechnas.search.select import (
     Result,
@@ -300,6 +301,15 @@ def finish(
         )
         for name in retrain_cfg.data.test:
             console.print(f"  {name}: WER {100 * retrained[f'wer:{name}']:.2f}%")
+        if cfg.target not in LATENCY_TARGETS:  # a real target: measure what is handed over
+            retrained.update(measure_on_target(retrained["checkpoint"], cfg))
+            console.print(
+                f"  latency on {cfg.target}: {retrained['latency_measured']:.2f} ms measured, "
+                f"{retrained['latency_predicted']:.2f} ms predicted"
+            )
+            measured = {"latency": retrained["latency_measured"]}
+            for problem in violations(measured, cfg.constraints.to_dict(), predicted=False):
+                console.print(f"[yellow]the retrained model misses the target:[/] {problem}")
         console.print(f"model: {retrained['checkpoint']}")
     trials = ss.trials()
     write_pareto_json(
@@ -325,6 +335,30 @@ def finish(
     )
     console.print(f"results: {paths['pareto_json']}, {paths['pareto_png']}")
     return SearchOutcome(ss, rows, fr, selected, retrained, paths, list(interrupted))
+
+
+def measure_on_target(checkpoint: str | Path, cfg: SearchConfig) -> dict[str, float]:
+    """The retrained model profiled on the search's target (exported, timed, peak memory),
+    next to the predictor's figure for its architecture."""
+    from speechnas.hardware import profile
+    from speechnas.train.checkpoint import load_model
+
+    loaded = load_model(checkpoint)
+    seconds = cfg.latency_seconds
+    prof = profile(checkpoint, cfg.target, seconds=[seconds])
+    predicted = latency_model(cfg.target).predict(
+        loaded.model.arch, seconds, loaded.tokenizer.vocab_size
+    )
+    (length,) = prof.lengths
+    out = {
+        "latency_measured": length.median_ms,
+        "latency_p90_measured": length.p90_ms,
+        "latency_predicted": predicted,
+        "model_bytes": float(prof.model_bytes),
+    }
+    if prof.peak_memory_bytes is not None:
+        out["memory_measured_mb"] = prof.peak_memory_bytes / 2**20
+    return out
 
 
 def _prefer(cfg: SearchConfig) -> str:
