@@ -39,12 +39,7 @@ def main() -> None:
     info = build_corpus(CorpusConfig(), args.corpora, force=args.rebuild_corpus)
     base = load_config(default_config_path())
     m = info.manifests
-    data = dataclasses.replace(
-        base.data,
-        train=str(m["train"]),
-        dev=str(m["dev"]),
-        test={k: str(v) for k, v in m.items() if k.startswith("test")},
-    )
+    data = base.data.with_corpus(m)
     marks = tuple(float(x) for x in args.marks.split(","))
     report = {
         "corpus": {"folder": str(info.folder), **info.stats},

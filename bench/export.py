@@ -43,12 +43,7 @@ from speechnas.versions import versions
 
 def train_baseline(args: argparse.Namespace, manifests: dict[str, Path]) -> Path:
     base = load_config(default_config_path())
-    data = dataclasses.replace(
-        base.data,
-        train=str(manifests["train"]),
-        dev=str(manifests["dev"]),
-        test={k: str(v) for k, v in manifests.items() if k.startswith("test")},
-    )
+    data = base.data.with_corpus(manifests)
     cfg = base.replace(
         data=data,
         threads=args.threads,

@@ -20,11 +20,11 @@ import time
 import torch
 from rich.console import Console
 from rich.table import Table
-from speechnas.nn.cost import analytic_macs, count_parameters
 
 from speechnas.cli import default_config_path
 from speechnas.data.features import FeatureExtractor
 from speechnas.data.synth.corpus import CorpusConfig, build_corpus
+from speechnas.nn.cost import analytic_macs, count_parameters
 from speechnas.space import Arch, load_space
 from speechnas.train.checkpoint import load_model
 from speechnas.train.config import load_config
@@ -105,10 +105,7 @@ def main() -> None:
     info = build_corpus(CorpusConfig(), "corpora")
     base = load_config(default_config_path())
     m = info.manifests
-    data = dataclasses.replace(
-        base.data, train=str(m["train"]), dev=str(m["dev"]),
-        test={k: str(v) for k, v in m.items() if k.startswith("test")},
-    )  # fmt: skip
+    data = base.data.with_corpus(m)
     names = [n for n in ZOO if not args.only or n in args.only.split(",")]
     rows = {}
     for name in names:

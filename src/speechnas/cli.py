@@ -261,12 +261,7 @@ def quickstart(
     info = build_corpus(CorpusConfig(), corpora)
     cfg = load_config(default_config_path())
     m = info.manifests
-    data = dataclasses.replace(
-        cfg.data,
-        train=str(m["train"]),
-        dev=str(m["dev"]),
-        test={k: str(v) for k, v in m.items() if k.startswith("test")},
-    )
+    data = cfg.data.with_corpus(m)
     cfg = cfg.replace(
         data=data,
         output_dir=output_dir,

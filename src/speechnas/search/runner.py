@@ -72,12 +72,7 @@ def prepare_base(cfg: SearchConfig) -> TrainConfig:
         task, _, lang = cfg.corpus.partition("-")
         info = build_corpus(CorpusConfig(task=task, lang=lang or "en"), Path(cfg.corpora_dir))
         m = info.manifests
-        data = dataclasses.replace(
-            base.data,
-            train=str(m["train"]),
-            dev=str(m["dev"]),
-            test={k: str(v) for k, v in m.items() if k.startswith("test")},
-        )
+        data = base.data.with_corpus(m)
         base = base.replace(data=data)
     return base.replace(space=cfg.space)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,16 @@ class DataConfig:
     def __post_init__(self) -> None:
         if not 0.0 < self.fraction <= 1.0:
             raise ValueError(f"data.fraction: {self.fraction} is not in (0, 1]")
+
+    def with_corpus(self, manifests: Mapping[str, str | Path]) -> DataConfig:
+        """This config reading a built corpus: its ``train`` and ``dev`` splits, and every
+        ``test*`` split as a test set (the manifests of ``CorpusInfo.manifests``)."""
+        return dataclasses.replace(
+            self,
+            train=str(manifests["train"]),
+            dev=str(manifests["dev"]),
+            test={k: str(v) for k, v in manifests.items() if k.startswith("test")},
+        )
 
 
 @dataclass(frozen=True, slots=True)
