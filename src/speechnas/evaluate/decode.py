@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
-from speechnas.data.dataset import SpeechDataset
+from speechnas.data.dataset import Batch, SpeechDataset
 from speechnas.data.sampler import DurationBatchSampler
 from speechnas.evaluate.metrics import ErrorRates, error_rates
 from speechnas.nn.model import SpeechRecognizer
@@ -25,20 +26,37 @@ class Evaluation:
         return self.compute_seconds / max(self.audio_seconds, 1e-9)
 
 
-@torch.no_grad()
-def evaluate_dataset(
-    model: SpeechRecognizer, dataset: SpeechDataset, *, max_batch_seconds: float = 300.0
-) -> Evaluation:
-    """Decodes every utterance (greedy); WER/CER against the dataset's texts."""
-    was_training = model.training
-    model.eval()
+def prepare_batches(
+    dataset: SpeechDataset, *, max_batch_seconds: float = 300.0
+) -> list[tuple[list[int], Batch]]:
+    """The dataset's evaluation batches with their features computed, to decode many models
+    (supernet paths) without extracting the features again each time."""
     sampler = DurationBatchSampler(
         dataset.durations(), max_seconds=max_batch_seconds, shuffle=False
     )
+    return [(indices, dataset.batch(indices)) for indices in sampler]
+
+
+@torch.no_grad()
+def evaluate_dataset(
+    model: SpeechRecognizer,
+    dataset: SpeechDataset,
+    *,
+    max_batch_seconds: float = 300.0,
+    batches: Sequence[tuple[list[int], Batch]] | None = None,
+) -> Evaluation:
+    """Decodes every utterance (greedy); WER/CER against the dataset's texts. ``batches`` are
+    :func:`prepare_batches` of the same dataset, made once for many models."""
+    was_training = model.training
+    model.eval()
+    if batches is None:
+        sampler = DurationBatchSampler(
+            dataset.durations(), max_seconds=max_batch_seconds, shuffle=False
+        )
+        batches = ((indices, dataset.batch(indices)) for indices in sampler)
     hyps: list[str] = [""] * len(dataset)
     audio = compute = 0.0
-    for indices in sampler:
-        batch = dataset.batch(indices)
+    for indices, batch in batches:
         start = time.perf_counter()
         decoded = model.decode(batch.feats, batch.feat_lens)
         compute += time.perf_counter() - start

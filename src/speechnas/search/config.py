@@ -19,7 +19,7 @@ from speechnas.search.objectives import CONSTRAINT_KEYS, check_objective
 from speechnas.search.trial import Fidelity
 from speechnas.train.config import TrainConfig, _build, config_from_dict, load_config
 
-STRATEGIES = ("random", "evolution", "tpe", "nsga2", "reinforce", "warmstart")
+STRATEGIES = ("random", "evolution", "tpe", "nsga2", "reinforce", "warmstart", "oneshot")
 PROMOTIONS = ("auto", "pareto", "scalar")
 
 

@@ -179,6 +179,10 @@ def run_search(
 ) -> SearchOutcome:
     """Runs (or resumes) the search ``cfg`` describes and writes its results."""
     console = console or Console()
+    if cfg.strategy.name == "oneshot":
+        from speechnas.search.oneshot import oneshot_setup
+
+        oneshot_setup(cfg)  # a bad option or space fails before any work
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     base = prepare_base(cfg)
@@ -200,7 +204,11 @@ def run_search(
     status = console.status("starting") if console.is_terminal else contextlib.nullcontext()
     with status as live:
         progress.status = live
-        if cfg.workers == 1:
+        if cfg.strategy.name == "oneshot":
+            from speechnas.search.oneshot import run_oneshot
+
+            run_oneshot(cfg, ss, tbase, vocab_size=vocab, console=console)
+        elif cfg.workers == 1:
             ctx = Context.create(cfg, tbase, vocab)
             tick = functools.partial(progress.update, ss)
             work(ctx, ss, deadline=deadline, on_claim=tick, on_trial=tick)
@@ -293,6 +301,7 @@ def finish(
             seed=cfg.seed,
             steps=cfg.retrain_steps,
             threads=cfg.retrain_threads,
+            init_from=_init_from(cfg, selected),
         )
         for name in retrain_cfg.data.test:
             console.print(f"  {name}: WER {100 * retrained[f'wer:{name}']:.2f}%")
@@ -354,6 +363,15 @@ def measure_on_target(checkpoint: str | Path, cfg: SearchConfig) -> dict[str, fl
     if prof.peak_memory_bytes is not None:
         out["memory_measured_mb"] = prof.peak_memory_bytes / 2**20
     return out
+
+
+def _init_from(cfg: SearchConfig, selected: Result) -> str | None:
+    """Where the retraining starts: a one-shot finalist continues from its fine-tuned
+    weights; every other architecture trains from scratch."""
+    if cfg.strategy.name != "oneshot" or not selected.output_dir:
+        return None
+    best = Path(selected.output_dir) / "best"
+    return str(best) if best.is_dir() else None
 
 
 def _prefer(cfg: SearchConfig) -> str:

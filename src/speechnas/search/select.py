@@ -219,14 +219,16 @@ def retrain(
     seed: int = 0,
     steps: int | None = None,
     threads: int | None = None,
+    init_from: str | None = None,
 ) -> dict[str, Any]:
-    """Trains ``arch`` from scratch on all the training data for ``minutes`` and scores every
-    test set of ``base``. The model is a normal checkpoint folder, ``output_dir/best``
+    """Trains ``arch`` on all the training data for ``minutes`` (from scratch, or from the
+    checkpoint ``init_from`` of the same architecture) and scores every test set of ``base``.
+    The model is a normal checkpoint folder, ``output_dir/best``
     (``speechnas.train.checkpoint.load_model``, ``speechnas evaluate``). Returns the trial
     metrics plus ``checkpoint``."""
     if threads is not None:
         base = base.replace(threads=threads)
-    base = base.replace(data=dataclasses.replace(base.data, fraction=1.0))
+    base = base.replace(data=dataclasses.replace(base.data, fraction=1.0), init_from=init_from)
     metrics = run_trial(
         arch, base=base, fidelity=Fidelity(minutes, 1.0, steps), output_dir=output_dir, seed=seed
     )

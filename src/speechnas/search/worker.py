@@ -189,7 +189,7 @@ def _trial_dir(ctx: Context, c: Claim) -> Path:
     return ctx.out / "trials" / f"{c.number:04d}-r{c.job.rung}-{c.arch.hash()[:8]}"
 
 
-def _fail(ss: SearchStudy, number: int, status: str, **attrs: Any) -> str:
+def fail_trial(ss: SearchStudy, number: int, status: str, **attrs: Any) -> str:
     from optuna.trial import TrialState
 
     set_attrs(ss, number, {**attrs, "status": status})
@@ -207,13 +207,13 @@ def evaluate(ctx: Context, ss: SearchStudy, c: Claim) -> str:
     try:
         return _evaluate(ctx, ss, c)
     except Diverged as e:
-        return _fail(ss, c.number, f"diverged: {e}")
+        return fail_trial(ss, c.number, f"diverged: {e}")
     except KeyboardInterrupt:
-        _fail(ss, c.number, INTERRUPTED)
+        fail_trial(ss, c.number, INTERRUPTED)
         raise
     except Exception as e:
         summary = "".join(traceback.format_exception(e, limit=-6))[-4000:]
-        return _fail(ss, c.number, f"crashed: {type(e).__name__}: {e}", traceback=summary)
+        return fail_trial(ss, c.number, f"crashed: {type(e).__name__}: {e}", traceback=summary)
 
 
 def _evaluate(ctx: Context, ss: SearchStudy, c: Claim) -> str:
@@ -222,18 +222,20 @@ def _evaluate(ctx: Context, ss: SearchStudy, c: Claim) -> str:
     try:
         arch = ctx.space.validate(c.arch)
     except ValueError as e:
-        return _fail(ss, c.number, f"invalid: {e}", train_minutes=0.0)
+        return fail_trial(ss, c.number, f"invalid: {e}", train_minutes=0.0)
     try:
         check_builds(arch, ctx.vocab_size)
     except Exception as e:
         why = f"invalid: the model does not build: {type(e).__name__}: {e}"
-        return _fail(ss, c.number, why, train_minutes=0.0)
+        return fail_trial(ss, c.number, why, train_minutes=0.0)
     pre = predicted_metrics(
         arch, vocab_size=ctx.vocab_size, latency=ctx.latency, seconds=cfg.latency_seconds
     )
     bad = violations(pre, constraints, predicted=True)
     if bad:
-        return _fail(ss, c.number, "rejected: " + "; ".join(bad), metrics=pre, train_minutes=0.0)
+        return fail_trial(
+            ss, c.number, "rejected: " + "; ".join(bad), metrics=pre, train_minutes=0.0
+        )
     earlier = find_evaluation(ss.trials(), arch.hash(), fid.to_dict())
     if earlier is not None:
         return _reuse(ctx, ss, c, earlier)
@@ -261,11 +263,11 @@ def _evaluate(ctx: Context, ss: SearchStudy, c: Claim) -> str:
     attrs = {"metrics": metrics, "checkpoint": str(out / "best")}
     bad = violations(metrics, constraints, predicted=() if ctx.latency.measured else ("latency",))
     if bad:
-        return _fail(ss, c.number, "rejected after training: " + "; ".join(bad), **attrs)
+        return fail_trial(ss, c.number, "rejected after training: " + "; ".join(bad), **attrs)
     try:
         values = objective_values(metrics, cfg.objectives)
     except ValueError as e:
-        return _fail(ss, c.number, f"no objective values: {e}", **attrs)
+        return fail_trial(ss, c.number, f"no objective values: {e}", **attrs)
     set_attrs(ss, c.number, {**attrs, "status": "ok", "scalar": ctx.scalarize(values)})
     ss.study.tell(c.number, list(values))
     return "complete"
@@ -281,7 +283,7 @@ def _reuse(ctx: Context, ss: SearchStudy, c: Claim, earlier: Any) -> str:
         "checkpoint": a.get("checkpoint"),
     }
     if earlier.values is None:
-        return _fail(ss, c.number, f"{a.get('status')} (trial {earlier.number})", **attrs)
+        return fail_trial(ss, c.number, f"{a.get('status')} (trial {earlier.number})", **attrs)
     values = tuple(earlier.values)
     set_attrs(ss, c.number, {**attrs, "status": "reused", "scalar": ctx.scalarize(values)})
     ss.study.tell(c.number, list(values))

@@ -82,5 +82,31 @@ def load_model(folder: str | Path) -> LoadedModel:
     return LoadedModel(model=model, tokenizer=tokenizer, features=features, meta=meta)
 
 
+def load_supernet(folder: str | Path) -> LoadedModel:
+    """Rebuilds the weight-sharing supernet a supernet training wrote (eval mode, the largest
+    path active). :func:`load_model` on the same folder gives the largest path as a plain
+    model."""
+    from speechnas.nn.supernet import Supernet
+    from speechnas.space import SearchSpace
+
+    folder = Path(folder)
+    plain = load_model(folder)
+    spec = plain.meta.get("supernet")
+    if spec is None:
+        raise ValueError(f"{folder} is a plain model checkpoint, not a supernet")
+    net = Supernet(
+        SearchSpace.from_dict(spec["space"]),
+        vocab_size=plain.tokenizer.vocab_size,
+        dropout=float(plain.meta["config"]["model"]["dropout"]),
+        random_subnets=int(spec["random_subnets"]),
+        distill=float(spec["distill"]),
+    )
+    net.load_state_dict(plain.model.state_dict())
+    net.eval()
+    return LoadedModel(
+        model=net, tokenizer=plain.tokenizer, features=plain.features, meta=plain.meta
+    )
+
+
 def load_state(folder: Path) -> dict[str, Any]:
     return torch.load(Path(folder) / "state.pt", weights_only=True)

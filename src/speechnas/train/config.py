@@ -79,6 +79,26 @@ class BudgetConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SupernetConfig:
+    """Train a weight-sharing supernet over ``space`` instead of one architecture.
+
+    Each step trains the largest path on the labels and, by the sandwich rule, the smallest and
+    ``random_subnets`` random paths on the labels mixed with distillation from the largest path
+    (weight ``distill``). ``fixed`` sets the space's non-elastic choices (default: first value).
+    """
+
+    random_subnets: int = 2
+    distill: float = 0.5
+    fixed: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.random_subnets, bool) or self.random_subnets < 0:
+            raise ValueError(f"supernet.random_subnets: expected >= 0, got {self.random_subnets!r}")
+        if not 0.0 <= self.distill <= 1.0:
+            raise ValueError(f"supernet.distill: {self.distill!r} is not in [0, 1]")
+
+
+@dataclass(frozen=True, slots=True)
 class TrainConfig:
     seed: int = 0
     threads: int = 2
@@ -94,6 +114,15 @@ class TrainConfig:
     # the input features (its frontend), and `space` names the space that validates it.
     arch: dict[str, Any] | None = None
     space: str | None = None
+    # A weight-sharing supernet over `space` (which must be set; `arch` must not be).
+    supernet: SupernetConfig | None = None
+    # A checkpoint folder of the same architecture whose weights and normalisation start the
+    # training (fine-tuning; an extracted supernet path, say) instead of a random init.
+    init_from: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.supernet is not None and (self.space is None or self.arch is not None):
+            raise ValueError("supernet: needs `space` (the subspace to share) and no `arch`")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -181,6 +210,7 @@ __all__ = [
     "ModelConfig",
     "OptimConfig",
     "SpecAugmentConfig",
+    "SupernetConfig",
     "TokenizerConfig",
     "TrainConfig",
     "config_from_dict",

@@ -31,6 +31,7 @@ from speechnas.data.tokenizer import Tokenizer, build_tokenizer
 from speechnas.data.utterance import Utterance
 from speechnas.evaluate.decode import evaluate_dataset
 from speechnas.nn.build import create_model, feature_config
+from speechnas.nn.supernet import Supernet, largest, supernet_space
 from speechnas.report.plots import plot_training
 from speechnas.space import Arch, load_space
 from speechnas.train.checkpoint import load_state, save_checkpoint
@@ -158,6 +159,11 @@ class Trainer:
             cfg.tokenizer.kind, [u.text for u in train], vocab_size=cfg.tokenizer.vocab_size
         )
         self.arch = _arch(cfg)
+        shared = None
+        if cfg.supernet is not None:
+            assert cfg.space is not None  # TrainConfig checks it
+            shared = supernet_space(load_space(cfg.space), cfg.supernet.fixed)
+            self.arch = largest(shared)  # the supernet checkpoint loads as this model
         self.features = cfg.features if self.arch is None else feature_config(self.arch)
         self.train_set = SpeechDataset(
             train, self.tokenizer, self.features, augment=cfg.augment, seed=cfg.seed
@@ -168,12 +174,22 @@ class Trainer:
             for name, p in d.test.items()
         }
         torch.manual_seed(cfg.seed)
-        self.model = create_model(
-            arch=self.arch,
-            model=cfg.model,
-            features=self.features,
-            vocab_size=self.tokenizer.vocab_size,
-        )
+        self.model: Any
+        if shared is not None and cfg.supernet is not None:
+            self.model = Supernet(
+                shared,
+                vocab_size=self.tokenizer.vocab_size,
+                dropout=cfg.model.dropout,
+                random_subnets=cfg.supernet.random_subnets,
+                distill=cfg.supernet.distill,
+            )
+        else:
+            self.model = create_model(
+                arch=self.arch,
+                model=cfg.model,
+                features=self.features,
+                vocab_size=self.tokenizer.vocab_size,
+            )
         self.sampler = DurationBatchSampler(
             self.train_set.durations(), max_seconds=cfg.optim.max_batch_seconds, seed=cfg.seed
         )
@@ -201,7 +217,15 @@ class Trainer:
 
     # ----------------------------------------------------------------------------- state
     def meta(self) -> dict[str, Any]:
+        extra = {}
+        if isinstance(self.model, Supernet):
+            extra["supernet"] = {
+                "space": self.model.space.to_dict(),
+                "random_subnets": self.model.random_subnets,
+                "distill": self.model.distill,
+            }
         return {
+            **extra,
             "model": self.cfg.model.to_dict(),
             "arch": None if self.arch is None else self.arch.to_json(),
             "features": self.features.to_dict(),
@@ -258,6 +282,22 @@ class Trainer:
         log.info("resumed from %s at epoch %d step %d", folder, self.sampler.epoch, self.step)
         return True
 
+    def _init_from(self, folder: Path) -> None:
+        """Starts from the weights (and normalisation) of a checkpoint of the same model."""
+        from speechnas.train.checkpoint import load_model
+
+        loaded = load_model(folder)
+        mine = None if self.arch is None else self.arch.to_json()
+        if loaded.meta.get("arch") != mine:
+            raise ValueError(
+                f"init_from: {folder} holds architecture {loaded.meta.get('arch')}, "
+                f"not this config's {mine}"
+            )
+        if loaded.tokenizer.to_dict() != self.tokenizer.to_dict():
+            raise ValueError(f"init_from: {folder} was trained with another tokenizer")
+        self.model.load_state_dict(loaded.model.state_dict())
+        log.info("initialised from %s", folder)
+
     # ----------------------------------------------------------------------------- loop
     def _train_step(self, indices: list[int]) -> float:
         torch.manual_seed(self.cfg.seed * 1_000_003 + self.step)  # dropout, resumable
@@ -302,7 +342,10 @@ class Trainer:
         torch.use_deterministic_algorithms(True)
         self.out.mkdir(parents=True, exist_ok=True)
         if not (resume and self.try_resume()):
-            self.model.set_cmvn(*_cmvn(self.train_set))
+            if cfg.init_from:
+                self._init_from(Path(cfg.init_from))
+            else:
+                self.model.set_cmvn(*_cmvn(self.train_set))
         log.info(
             "training %d parameters on %d utterances (%.1f h), dev %d, tests %s",
             self.model.num_parameters(),
@@ -350,6 +393,8 @@ class Trainer:
             if not epoch_done:
                 stop_reason = "budget"
                 break
+        if not self.history:  # no step fitted in the budget: score the starting weights
+            self._end_of_epoch(self.sampler.epoch, [], complete=False)
         self._check_marks()  # a mark that coincides with the end of the budget
         self.save()
         return self._finish(stop_reason)

@@ -8,7 +8,7 @@ from torch import nn
 
 from speechnas.nn.decoders.base import BLANK, DecoderModule, check_beam, check_common
 
-__all__ = ["CTCDecoder", "ctc_greedy_search", "ctc_prefix_beam_search"]
+__all__ = ["CTCDecoder", "ctc_greedy_search", "ctc_losses", "ctc_prefix_beam_search"]
 
 
 class CTCDecoder(DecoderModule):
@@ -32,16 +32,7 @@ class CTCDecoder(DecoderModule):
         token_lens: torch.Tensor,
     ) -> torch.Tensor:
         """(B,) CTC negative log-likelihoods; impossible alignments give 0 (zero_infinity)."""
-        log_probs = self(enc).float()  # (B, T, V)
-        return F.ctc_loss(
-            log_probs.transpose(0, 1),  # (T, B, V)
-            tokens,
-            enc_lens,
-            token_lens,
-            blank=BLANK,
-            reduction="none",
-            zero_infinity=True,
-        )
+        return ctc_losses(self(enc), enc_lens, tokens, token_lens)
 
     @torch.no_grad()
     def decode(
@@ -56,6 +47,25 @@ class CTCDecoder(DecoderModule):
             ctc_prefix_beam_search(log_probs[b, : int(n)], beam=beam)[0][0]
             for b, n in enumerate(enc_lens.tolist())
         ]
+
+
+def ctc_losses(
+    log_probs: torch.Tensor,
+    lengths: torch.Tensor,
+    tokens: torch.Tensor,
+    token_lens: torch.Tensor,
+) -> torch.Tensor:
+    """(B, T, V) log-probabilities → (B,) CTC negative log-likelihoods (impossible alignments
+    give 0, zero_infinity)."""
+    return F.ctc_loss(
+        log_probs.float().transpose(0, 1),  # (T, B, V)
+        tokens,
+        lengths,
+        token_lens,
+        blank=BLANK,
+        reduction="none",
+        zero_infinity=True,
+    )
 
 
 def ctc_greedy_search(log_probs: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:

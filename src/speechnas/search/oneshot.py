@@ -1,0 +1,501 @@
+"""One-shot search: train a weight-sharing supernet once, search its paths by inherited weights,
+then fine-tune and measure the best paths for real as ordinary trials of the study.
+
+1. The supernet (:class:`speechnas.nn.supernet.Supernet`) over the search space's elastic
+   subspace trains for ``supernet_minutes`` by the sandwich rule with in-place distillation;
+   the training is resumable (``output_dir/supernet``).
+2. An evolutionary strategy of the engine (NSGA-II by default) proposes paths. Each is checked
+   against the hard limits with the predicted metrics first (latency from the target's
+   predictor), so a path over a limit costs nothing; the rest are scored by their inherited
+   weights on a subset of dev. Error-rate objectives are scored as that inherited dev error;
+   latency, params, MACs and memory are the predicted values. Every scored path is appended to
+   ``oneshot/candidates.jsonl``, so a killed search resumes without scoring any path twice.
+3. ``finalists`` paths of the inherited front (spread by crowding distance) are extracted as
+   plain models, fine-tuned for ``finetune_minutes`` (0: none) and scored on the search test set
+   like any trial: they become the study's trials, so the front, plots, selection, retraining
+   (which continues from the fine-tuned weights) and export are those of every strategy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import time
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from speechnas.search.config import SearchConfig
+from speechnas.search.encoding import distributions, flatten
+from speechnas.search.objectives import (
+    LATENCY_TARGETS,
+    Scalarizer,
+    latency_model,
+    objective_values,
+    predicted_metrics,
+    violations,
+)
+from speechnas.search.pareto import crowding_distance, non_dominated_sort
+from speechnas.search.strategies import Observation, make_strategy
+from speechnas.search.study import INTERRUPTED, SearchStudy, add_trial, set_attrs
+from speechnas.search.trial import Fidelity, run_trial
+from speechnas.space import Arch, SearchSpace, load_space
+from speechnas.train.config import SupernetConfig, TrainConfig
+from speechnas.versions import versions
+
+log = logging.getLogger(__name__)
+
+ERROR_PREFIXES = ("wer:", "cer:", "dev_wer")
+
+
+@dataclass(frozen=True, slots=True)
+class OneShotOptions:
+    """``strategy.options`` of ``strategy: {name: oneshot}``."""
+
+    supernet_minutes: float = 6.0  # training of the supernet (wall-clock minutes)
+    supernet_steps: int | None = None  # an optional step cap (tests; reproducible runs)
+    threads: int = 2  # torch threads for the supernet, the scoring and the fine-tuning
+    random_subnets: int = 2  # sandwich rule: random paths per step besides largest/smallest
+    distill: float = 0.5  # weight of in-place distillation for the smaller paths
+    fixed: dict[str, Any] = field(default_factory=dict)  # values of the non-elastic choices
+    inner: str = "nsga2"  # the strategy proposing paths
+    inner_options: dict[str, Any] = field(default_factory=lambda: {"population_size": 12})
+    evaluations: int = 60  # paths proposed (those over a hard limit are not scored)
+    dev_utterances: int = 150  # the dev subset inherited weights are scored on (0 = all)
+    finalists: int = 4  # paths fine-tuned and measured as trials
+    finetune_minutes: float = 0.5
+    finetune_steps: int | None = None
+
+    def __post_init__(self) -> None:
+        positive = ("supernet_minutes", "threads", "evaluations", "finalists")
+        for name in positive:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | float) or v <= 0:
+                raise ValueError(f"strategy.options.{name}: expected > 0, got {v!r}")
+        for name in ("dev_utterances", "finetune_minutes"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
+                raise ValueError(f"strategy.options.{name}: expected >= 0, got {v!r}")
+        if self.inner == "oneshot":
+            raise ValueError("strategy.options.inner: a strategy other than oneshot")
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> OneShotOptions:
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(options) - set(names))
+        if unknown:
+            raise ValueError(f"strategy.options: unknown {unknown} for oneshot; allowed: {names}")
+        try:
+            return cls(**options)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"strategy.options: {e}") from None
+
+    def supernet_config(self) -> SupernetConfig:
+        return SupernetConfig(
+            random_subnets=self.random_subnets, distill=self.distill, fixed=dict(self.fixed)
+        )
+
+
+def oneshot_setup(cfg: SearchConfig) -> tuple[OneShotOptions, SearchSpace, SearchSpace]:
+    """The options, the search space and the supernet's subspace of a one-shot search; a
+    ValueError naming the option or choice when they do not fit."""
+    from speechnas.nn.supernet import supernet_space
+
+    opts = OneShotOptions.from_options(cfg.strategy.options)
+    search_space = load_space(cfg.space)
+    return opts, search_space, supernet_space(search_space, opts.fixed)
+
+
+def train_supernet(
+    base: TrainConfig,
+    space: str,
+    opts: OneShotOptions,
+    output_dir: Path,
+    *,
+    seed: int,
+    show_progress: bool = False,
+) -> dict[str, Any]:
+    """Trains (or resumes) the supernet over ``space``'s elastic subspace on all the training
+    data; returns the trainer's result as a dict."""
+    from speechnas.train.trainer import Trainer
+
+    budget = dataclasses.replace(
+        base.budget,
+        max_minutes=opts.supernet_minutes,
+        max_steps=opts.supernet_steps,
+        patience=None,
+        eval_at_minutes=(),
+    )
+    cfg = base.replace(
+        arch=None,
+        space=space,
+        supernet=opts.supernet_config(),
+        seed=seed,
+        threads=opts.threads,
+        output_dir=str(output_dir),
+        budget=budget,
+        data=dataclasses.replace(base.data, fraction=1.0),
+    )
+    return Trainer(cfg, show_progress=show_progress).fit(resume=True).to_dict()
+
+
+class PathScorer:
+    """Inherited-weight error rates of supernet paths on a fixed dev subset, features computed
+    once."""
+
+    def __init__(self, checkpoint: Path, dev: str, *, utterances: int, seed: int) -> None:
+        import numpy as np
+
+        from speechnas.data.dataset import SpeechDataset
+        from speechnas.evaluate.decode import prepare_batches
+        from speechnas.train.checkpoint import load_supernet
+        from speechnas.train.trainer import load_utterances
+
+        loaded = load_supernet(checkpoint)
+        self.net = loaded.model
+        utts = load_utterances(dev, skip_invalid=True)
+        if 0 < utterances < len(utts):
+            keep = np.sort(np.random.default_rng([seed, 13]).permutation(len(utts))[:utterances])
+            utts = [utts[i] for i in keep]
+        self.dataset = SpeechDataset(utts, loaded.tokenizer, loaded.features, seed=seed)
+        self.batches = prepare_batches(self.dataset)
+        self.meta = loaded.meta
+
+    def __call__(self, arch: Arch) -> dict[str, float]:
+        from speechnas.evaluate.decode import evaluate_dataset
+
+        self.net.set_active(arch)
+        ev = evaluate_dataset(self.net, self.dataset, batches=self.batches)
+        return {"dev_wer": ev.rates.wer, "dev_cer": ev.rates.cer}
+
+
+def inherited_values(metrics: Mapping[str, float], objectives: list[str]) -> tuple[float, ...]:
+    """The objective vector of a scored path: error rates as its inherited dev error."""
+    out = []
+    for o in objectives:
+        if o.startswith(ERROR_PREFIXES):
+            out.append(metrics["dev_cer" if o.startswith("cer:") else "dev_wer"])
+        else:
+            out.append(float(metrics[o]))
+    return tuple(out)
+
+
+def _read_candidates(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut short by a kill: scored again
+                break
+    return rows
+
+
+def search_paths(
+    cfg: SearchConfig,
+    space: SearchSpace,
+    scorer: PathScorer,
+    opts: OneShotOptions,
+    folder: Path,
+    *,
+    vocab_size: int,
+    console: Console,
+) -> list[dict[str, Any]]:
+    """Proposes ``evaluations`` paths with the inner strategy and scores the feasible ones;
+    returns every candidate record (index, arch, metrics, values or the rejection)."""
+    from tqdm import tqdm
+
+    objectives = list(cfg.objectives)
+    for o in objectives:
+        if o.startswith("rtf:"):
+            raise ValueError(f"objectives: {o} cannot be estimated from a supernet path")
+    path = folder / "candidates.jsonl"
+    done = _read_candidates(path)
+    latency = latency_model(cfg.target)
+    from speechnas.search.worker import MULTI_OBJECTIVE_STRATEGIES
+
+    multi = opts.inner in MULTI_OBJECTIVE_STRATEGIES
+    strategy = make_strategy(
+        opts.inner, space, seed=cfg.seed, n_objectives=len(objectives) if multi else 1,
+        scalarize=Scalarizer(cfg.objectives, cfg.latency_lambda), **opts.inner_options,
+    )  # fmt: skip
+    constraints = cfg.constraints.to_dict()
+    history: list[Observation] = []
+    records: list[dict[str, Any]] = []
+    scored: dict[str, dict[str, Any]] = {}
+    bar = tqdm(total=opts.evaluations, desc="scoring paths", dynamic_ncols=True, leave=False)
+    folder.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as sink:
+        for i in range(opts.evaluations):
+            arch = strategy.propose(history, i)
+            if i < len(done):
+                rec = done[i]
+                if rec["key"] != arch.hash():
+                    raise ValueError(
+                        f"{path}: candidate {i} is {rec['key']}, but this search proposes "
+                        f"{arch.hash()}; it was written by another search (delete the file "
+                        "or use another output_dir)"
+                    )
+            else:
+                rec = _score(arch, i, scorer, scored, latency, constraints, objectives, cfg,
+                             vocab_size)  # fmt: skip
+                sink.write(json.dumps(rec) + "\n")
+                sink.flush()
+            scored.setdefault(rec["key"], rec)
+            values = None if rec["values"] is None else tuple(rec["values"])
+            history.append(Observation(arch, values))
+            records.append(rec)
+            bar.update(1)
+            best = min((r["values"][0] for r in records if r["values"]), default=math.nan)
+            bar.set_postfix(best=f"{best:.3f}", rejected=sum(not r["values"] for r in records))
+    bar.close()
+    n_ok = sum(1 for r in records if r["values"])
+    console.print(
+        f"scored {n_ok} of {len(records)} proposed paths by inherited weights "
+        f"({len(records) - n_ok} over a limit or repeated)"
+    )
+    return records
+
+
+def _score(
+    arch: Arch,
+    index: int,
+    scorer: PathScorer,
+    scored: dict[str, dict[str, Any]],
+    latency: Any,
+    constraints: dict[str, float | None],
+    objectives: list[str],
+    cfg: SearchConfig,
+    vocab_size: int,
+) -> dict[str, Any]:
+    key = arch.hash()
+    rec: dict[str, Any] = {"index": index, "key": key, "arch": arch.to_json()}
+    if key in scored:  # the same path again: same numbers, no second scoring
+        return {**scored[key], "index": index, "repeat": True}
+    pre = predicted_metrics(
+        arch, vocab_size=vocab_size, latency=latency, seconds=cfg.latency_seconds
+    )
+    bad = violations(pre, constraints, predicted=True)
+    if bad:
+        return {**rec, "metrics": pre, "values": None, "status": "rejected: " + "; ".join(bad)}
+    start = time.perf_counter()
+    metrics = {**pre, **scorer(arch)}
+    metrics["score_seconds"] = time.perf_counter() - start
+    return {**rec, "metrics": metrics, "values": list(inherited_values(metrics, objectives))}
+
+
+def pick_finalists(records: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
+    """Up to ``n`` distinct scored paths: the inherited front first, spread by crowding
+    distance (extremes first), then the next fronts."""
+    unique: dict[str, dict[str, Any]] = {}
+    for r in records:
+        if r["values"] and r["key"] not in unique:
+            unique[r["key"]] = r
+    rows = list(unique.values())
+    points = [tuple(r["values"]) for r in rows]
+    out: list[dict[str, Any]] = []
+    for fr in non_dominated_sort(points) if rows else []:
+        dist = crowding_distance(points, fr)
+        order = sorted(range(len(fr)), key=lambda k: (-dist[k], points[fr[k]]))
+        out.extend(rows[fr[k]] for k in order[: n - len(out)])
+        if len(out) >= n:
+            break
+    return out
+
+
+def run_oneshot(
+    cfg: SearchConfig,
+    ss: SearchStudy,
+    base: TrainConfig,
+    *,
+    vocab_size: int,
+    console: Console,
+) -> dict[str, Any]:
+    """The whole one-shot search into ``ss``; returns its summary (also in the study's user
+    attributes and ``oneshot/summary.json``)."""
+    from optuna.trial import TrialState
+
+    from speechnas.report.search_plots import plot_pareto
+
+    opts, search_space, space = oneshot_setup(cfg)
+    out = Path(cfg.output_dir)
+    folder = out / "oneshot"
+    console.print(
+        f"one-shot: supernet over {space.count():,} paths of {cfg.space} "
+        f"(fixed: {_fixed(space)}), training {opts.supernet_minutes:g} min"
+        + (f" or {opts.supernet_steps} steps" if opts.supernet_steps else "")
+        + f" on {opts.threads} thread(s)"
+    )
+    clock = time.process_time()
+    start = time.perf_counter()
+    trained = train_supernet(
+        base, cfg.space, opts, out / "supernet", seed=cfg.seed, show_progress=console.is_terminal
+    )
+    console.print(
+        f"supernet: {trained['steps']} steps in {trained['train_seconds'] / 60:.1f} min, "
+        f"largest path dev WER {100 * trained['best_dev_wer']:.2f}%"
+    )
+    supernet_cpu = time.process_time() - clock
+    clock, t_score = time.process_time(), time.perf_counter()
+    scorer = PathScorer(
+        out / "supernet" / "last", base.data.dev, utterances=opts.dev_utterances, seed=cfg.seed
+    )
+    records = search_paths(cfg, space, scorer, opts, folder, vocab_size=vocab_size,
+                           console=console)  # fmt: skip
+    scoring_cpu, scoring_wall = time.process_time() - clock, time.perf_counter() - t_score
+    finalists = pick_finalists(records, opts.finalists)
+    ok = [r for r in records if r["values"]]
+    plot_pareto(
+        [{"trial": r["index"], "rung": 0, "values": r["values"]} for r in ok],
+        [{"values": r["values"]} for r in finalists],
+        [_inherited_name(o) for o in cfg.objectives],
+        folder / "candidates.png",
+        title=f"{len(ok)} supernet paths by inherited weights; finalists as the staircase",
+    )
+    clock, t_fine = time.process_time(), time.perf_counter()
+    dists = distributions(search_space)
+    done = {
+        t.user_attrs.get("arch_key")
+        for t in ss.trials()
+        if t.state == TrialState.COMPLETE or (t.state == TrialState.FAIL
+                                              and t.user_attrs.get("status") != INTERRUPTED)
+    }  # fmt: skip
+    init_meta = scorer.meta
+    for k, rec in enumerate(finalists):
+        arch = Arch.from_json(rec["arch"])
+        if arch.hash() in done:
+            continue
+        params = flatten(arch, search_space)
+        attrs = {
+            "slot": f"oneshot-{k}",
+            "bracket": 0,
+            "rung": 0,
+            "position": k,
+            "fidelity": Fidelity(opts.finetune_minutes, 1.0, opts.finetune_steps).to_dict(),
+            "seed": cfg.seed,
+            "worker": "oneshot",
+            "strategy": "oneshot",
+            "arch": arch.to_json(),
+            "arch_key": arch.hash(),
+            "versions": versions(),
+            "inherited": rec["metrics"],
+            "candidate": rec["index"],
+        }
+        number = add_trial(
+            ss, state=TrialState.RUNNING, params=params,
+            distributions={p: dists[p] for p in params}, user_attrs=attrs,
+        )  # fmt: skip
+        _finalist(cfg, ss, number, arch, rec, scorer, init_meta, base, opts, console)
+    finetune_cpu = time.process_time() - clock
+    summary = {
+        "paths": space.count(),
+        "subspace": space.to_dict(),
+        "supernet": {k: trained[k] for k in ("steps", "train_seconds", "best_dev_wer", "epochs")},
+        "proposed": len(records),
+        "scored": len(ok),
+        "finalists": [r["key"] for r in finalists],
+        "cpu_seconds": {
+            "supernet": supernet_cpu,
+            "scoring": scoring_cpu,
+            "finetune": finetune_cpu,
+        },
+        "wall_seconds": {
+            "supernet_and_setup": t_score - start,
+            "scoring": scoring_wall,
+            "finetune": time.perf_counter() - t_fine,
+        },
+    }
+    ss.study.set_user_attr("oneshot", summary)
+    (folder / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def _finalist(
+    cfg: SearchConfig,
+    ss: SearchStudy,
+    number: int,
+    arch: Arch,
+    rec: dict[str, Any],
+    scorer: PathScorer,
+    init_meta: dict[str, Any],
+    base: TrainConfig,
+    opts: OneShotOptions,
+    console: Console,
+) -> None:
+    """Extracts, fine-tunes and scores one finalist as study trial ``number``."""
+
+    from speechnas.search.worker import fail_trial
+    from speechnas.train.checkpoint import save_checkpoint
+
+    out = Path(cfg.output_dir) / "trials" / f"{number:04d}-oneshot-{arch.hash()[:8]}"
+    try:
+        meta = {**init_meta, "arch": arch.to_json(), "supernet": None, "step": 0}
+        save_checkpoint(out / "extracted", scorer.net.extract(arch).eval(), meta)
+        set_attrs(ss, number, {"output_dir": str(out)})
+        fid = Fidelity(opts.finetune_minutes, 1.0, opts.finetune_steps)
+        tuned = base.replace(init_from=str(out / "extracted"), threads=opts.threads)
+        metrics = run_trial(arch, base=tuned, fidelity=fid, output_dir=out, seed=cfg.seed)
+        keep = ("latency", "memory", "macs")
+        metrics = {**metrics, **{k: rec["metrics"][k] for k in keep if k in rec["metrics"]}}
+        if cfg.target not in LATENCY_TARGETS:  # a real target: export and time the finalist
+            from speechnas.search.runner import measure_on_target
+
+            metrics.update(measure_on_target(out / "best", cfg))
+        attrs = {"metrics": metrics, "checkpoint": str(out / "best")}
+        bad = violations(metrics, cfg.constraints.to_dict(), predicted=("latency",))
+        if bad:
+            fail_trial(ss, number, "rejected after training: " + "; ".join(bad), **attrs)
+            return
+        values = objective_values(metrics, cfg.objectives)
+    except KeyboardInterrupt:
+        fail_trial(ss, number, INTERRUPTED)
+        raise
+    except Exception as e:
+        summary = "".join(traceback.format_exception(e, limit=-6))[-4000:]
+        fail_trial(ss, number, f"crashed: {type(e).__name__}: {e}", traceback=summary)
+        return
+    scalar = Scalarizer(cfg.objectives, cfg.latency_lambda)(values)
+    set_attrs(ss, number, {**attrs, "status": "ok", "scalar": scalar})
+    ss.study.tell(number, list(values))
+    measured = metrics.get("latency_measured")
+    console.print(
+        f"finalist #{number} {arch.hash()[:8]}: inherited dev WER "
+        f"{100 * rec['metrics']['dev_wer']:.2f}%, fine-tuned dev WER "
+        f"{100 * metrics['dev_wer']:.2f}%"
+        + ("" if measured is None else f", latency {measured:.2f} ms measured on {cfg.target}"),
+        highlight=False,
+    )
+
+
+def _inherited_name(objective: str) -> str:
+    if objective.startswith("cer:"):
+        return "inherited dev CER"
+    if objective.startswith(ERROR_PREFIXES):
+        return "inherited dev WER"
+    return objective
+
+
+def _fixed(space: SearchSpace) -> str:
+    from speechnas.nn.supernet import ELASTIC
+
+    return ", ".join(f"{n}={space[n].values[0]}" for n in space.names if n not in ELASTIC)
+
+
+__all__ = [
+    "OneShotOptions",
+    "PathScorer",
+    "inherited_values",
+    "oneshot_setup",
+    "pick_finalists",
+    "run_oneshot",
+    "search_paths",
+    "train_supernet",
+]

@@ -1,0 +1,105 @@
+"""One-shot search end to end on the tiny corpus: supernet, scoring by inherited weights under
+the hard limits, finalists fine-tuned into the study, the common results, and resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from search_helpers import search_config
+from test_supernet import _space_file
+
+from speechnas.data.synth.corpus import CorpusInfo
+from speechnas.search.oneshot import pick_finalists
+from speechnas.search.runner import run_search
+from speechnas.space import Arch
+
+OPTIONS = {
+    "supernet_steps": 4,
+    "threads": 1,
+    "random_subnets": 1,
+    "inner": "evolution",
+    "inner_options": {"population": 3},
+    "evaluations": 8,
+    "dev_utterances": 6,
+    "finalists": 2,
+    "finetune_steps": 1,
+}
+
+
+def _config(corpus: CorpusInfo, tmp: Path, **changes):
+    return search_config(
+        corpus,
+        tmp,
+        space=str(_space_file(tmp)),
+        strategy={"name": "oneshot", "options": OPTIONS},
+        target="proxy",
+        **changes,
+    )
+
+
+def test_oneshot_search_fills_the_study_and_resumes(
+    tiny_corpus: CorpusInfo, tmp_path: Path
+) -> None:
+    cfg = _config(
+        tiny_corpus, tmp_path, constraints={"max_params": 45_000}, retrain_minutes=1,
+        retrain_steps=1, retrain_threads=1,
+    )  # fmt: skip
+    out = Path(cfg.output_dir)
+    outcome = run_search(cfg)
+    records = [
+        json.loads(x) for x in (out / "oneshot" / "candidates.jsonl").read_text().splitlines()
+    ]
+    assert [r["index"] for r in records] == list(range(8))
+    rejected = [r for r in records if r["values"] is None]
+    scored = [r for r in records if r["values"] is not None]
+    assert scored and rejected  # the limit splits this space
+    for r in rejected:
+        assert (
+            r["status"].startswith("rejected: predicted params") and "dev_wer" not in r["metrics"]
+        )
+    for r in scored:
+        assert r["metrics"]["params"] <= 45_000 and 0 <= r["metrics"]["dev_wer"] <= 1.5
+        assert r["values"] == [r["metrics"]["dev_wer"], r["metrics"]["latency"]]
+    trials = outcome.study.trials()
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    finalists = pick_finalists(records, 2)
+    assert [t.user_attrs["arch_key"] for t in trials] == [r["key"] for r in finalists]
+    for t in trials:
+        a = t.user_attrs
+        assert a["strategy"] == "oneshot" and Arch.from_json(a["arch"]).hash() == a["arch_key"]
+        assert a["metrics"]["steps"] == 1 and "wer:test" in a["metrics"]
+        assert a["inherited"]["dev_wer"] == records[a["candidate"]]["metrics"]["dev_wer"]
+        assert (Path(a["output_dir"]) / "extracted" / "model.safetensors").is_file()
+        assert t.values == [a["metrics"]["wer:test"], a["metrics"]["latency"]]
+    pareto = json.loads((out / "pareto.json").read_text())
+    assert pareto["front"] and pareto["retrained"]["steps"] == 1
+    assert (out / "pareto.png").is_file() and (out / "oneshot" / "candidates.png").is_file()
+    summary = json.loads((out / "oneshot" / "summary.json").read_text())
+    assert summary["supernet"]["steps"] == 4 and summary["scored"] == len(scored)
+    assert outcome.study.study.user_attrs["oneshot"]["proposed"] == 8
+
+    # resumed: nothing is trained, scored or fine-tuned again
+    before = (out / "oneshot" / "candidates.jsonl").read_text()
+    again = run_search(cfg.replace(retrain_minutes=0), resume=True)
+    assert (out / "oneshot" / "candidates.jsonl").read_text() == before
+    assert [t.number for t in again.study.trials()] == [0, 1]
+    assert again.study.study.user_attrs["oneshot"]["supernet"]["steps"] == 4
+
+
+def test_oneshot_options_are_checked_before_any_work(
+    tiny_corpus: CorpusInfo, tmp_path: Path
+) -> None:
+    cfg = _config(tiny_corpus, tmp_path)
+    bad = cfg.replace(strategy=cfg.strategy.__class__("oneshot", {"finalist": 2}))
+    with pytest.raises(ValueError, match=r"strategy.options: unknown \['finalist'\] for oneshot"):
+        run_search(bad)
+    assert not (Path(cfg.output_dir) / "supernet").exists()
+    lstm = cfg.replace(
+        space="speech-all",
+        strategy=cfg.strategy.__class__("oneshot", {"fixed": {"encoder": "lstm"}}),
+    )
+    with pytest.raises(ValueError, match="encoder: a supernet shares weights"):
+        run_search(lstm)
+    assert not (Path(cfg.output_dir) / "supernet").exists()
