@@ -3,15 +3,17 @@ the hard limits, finalists fine-tuned into the study, the common results, and re
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 from search_helpers import search_config
 from test_supernet import _space_file
 
 from speechnas.data.synth.corpus import CorpusInfo
-from speechnas.search.oneshot import pick_finalists
+from speechnas.search.oneshot import PathScorer, oneshot_setup, pick_finalists, search_paths
 from speechnas.search.runner import run_search
 from speechnas.space import Arch
 
@@ -86,6 +88,19 @@ def test_oneshot_search_fills_the_study_and_resumes(
     assert (out / "oneshot" / "candidates.jsonl").read_text() == before
     assert [t.number for t in again.study.trials()] == [0, 1]
     assert again.study.study.user_attrs["oneshot"]["supernet"]["steps"] == 4
+
+    # killed while scoring: the complete records are kept, the cut one and the rest are scored
+    lines = before.splitlines()
+    (out / "oneshot" / "candidates.jsonl").write_text("\n".join(lines[:5]) + "\n" + lines[5][:20])
+    opts, _, sub = oneshot_setup(cfg)
+    scorer = PathScorer(out / "supernet" / "last", cfg.train["data"]["dev"], utterances=6, seed=0)
+    redone = search_paths(cfg, sub, scorer, opts, out / "oneshot", vocab_size=scorer.net.vocab_size,
+                          console=Console(file=io.StringIO()))  # fmt: skip
+    assert [r["key"] for r in redone] == [r["key"] for r in records]
+    rows = (out / "oneshot" / "candidates.jsonl").read_text().splitlines()
+    assert [json.loads(x)["index"] for x in rows] == list(range(8))  # the cut line is gone
+    for a, b in zip(redone, records, strict=True):
+        assert a["values"] == pytest.approx(b["values"]) if b["values"] else a["values"] is None
 
 
 def test_oneshot_options_are_checked_before_any_work(

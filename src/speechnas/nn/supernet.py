@@ -141,10 +141,10 @@ class Supernet(SpeechModel):
     """Shared weights of ``largest(space)`` plus an active path (initially the largest).
 
     The state dict is the largest architecture's, so a supernet checkpoint also loads as that
-    plain model. ``loss`` trains by the sandwich rule while in training mode with
-    ``random_subnets`` set: the largest path on the labels, then the smallest and
-    ``random_subnets`` random paths on the labels mixed with in-place distillation from the
-    largest path's frame posteriors (weight ``distill``); one backward pass covers them all.
+    plain model. In training mode ``loss`` follows the sandwich rule: the largest path on the
+    labels, then the smallest and ``random_subnets`` random paths on the labels mixed with
+    in-place distillation from the largest path's frame posteriors (weight ``distill``); one
+    backward pass covers them all. In eval mode it is the active path's CTC loss.
     """
 
     def __init__(

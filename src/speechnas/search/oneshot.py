@@ -66,7 +66,7 @@ class OneShotOptions:
     fixed: dict[str, Any] = field(default_factory=dict)  # values of the non-elastic choices
     inner: str = "nsga2"  # the strategy proposing paths
     inner_options: dict[str, Any] = field(default_factory=lambda: {"population_size": 12})
-    evaluations: int = 60  # paths proposed (those over a hard limit are not scored)
+    evaluations: int = 200  # paths proposed (those over a hard limit are not scored)
     dev_utterances: int = 150  # the dev subset inherited weights are scored on (0 = all)
     finalists: int = 4  # paths fine-tuned and measured as trials
     finetune_minutes: float = 0.5
@@ -187,15 +187,21 @@ def inherited_values(metrics: Mapping[str, float], objectives: list[str]) -> tup
 
 
 def _read_candidates(path: Path) -> list[dict[str, Any]]:
+    """The complete records of an earlier run; a line cut short by a kill is dropped from the
+    file (that path is scored again)."""
     if not path.is_file():
         return []
     rows = []
-    for line in path.read_text().splitlines():
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:  # a line cut short by a kill: scored again
-                break
+    lines = path.read_text().splitlines()
+    for line in lines:
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    if len(rows) < len(lines):
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        tmp.replace(path)
     return rows
 
 

@@ -289,9 +289,11 @@ def finish(
         except ValueError as e:
             console.print(f"[yellow]no selection:[/] {e}")
     if selected is not None and (cfg.retrain_minutes > 0 or cfg.retrain_steps):
+        init = _init_from(cfg, selected)
         console.print(
             f"retraining trial {selected.trial} ({selected.key[:8]}) for "
             f"{cfg.retrain_minutes:g} min on all training data"
+            + (f", starting from {init}" if init else "")
         )
         retrained = retrain(
             selected.arch,
@@ -301,7 +303,7 @@ def finish(
             seed=cfg.seed,
             steps=cfg.retrain_steps,
             threads=cfg.retrain_threads,
-            init_from=_init_from(cfg, selected),
+            init_from=init,
         )
         for name in retrain_cfg.data.test:
             console.print(f"  {name}: WER {100 * retrained[f'wer:{name}']:.2f}%")
