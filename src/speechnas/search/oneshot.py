@@ -11,7 +11,8 @@ then fine-tune and measure the best paths for real as ordinary trials of the stu
    latency, params, MACs and memory are the predicted values. Every scored path is appended to
    ``oneshot/candidates.jsonl``, so a killed search resumes without scoring any path twice.
 3. ``finalists`` paths of the inherited front (spread by crowding distance) are extracted as
-   plain models, fine-tuned for ``finetune_minutes`` (0: none) and scored on the search test set
+   plain models, fine-tuned for ``finetune_minutes`` (0: none; the learning rate continues from
+   where the supernet's schedule ended) and scored on the search test set
    like any trial: they become the study's trials, so the front, plots, selection, retraining
    (which continues from the fine-tuned weights) and export are those of every strategy.
 """
@@ -71,6 +72,9 @@ class OneShotOptions:
     finalists: int = 4  # paths fine-tuned and measured as trials
     finetune_minutes: float = 0.5
     finetune_steps: int | None = None
+    # Peak learning rate of the fine-tuning (after 10 warm-up steps); None: the rate the
+    # supernet ended with, so fine-tuning continues its schedule rather than restarting it.
+    finetune_lr: float | None = None
 
     def __post_init__(self) -> None:
         positive = ("supernet_minutes", "threads", "evaluations", "finalists")
@@ -78,6 +82,10 @@ class OneShotOptions:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int | float) or v <= 0:
                 raise ValueError(f"strategy.options.{name}: expected > 0, got {v!r}")
+        if self.finetune_lr is not None and not self.finetune_lr > 0:
+            raise ValueError(
+                f"strategy.options.finetune_lr: expected > 0, got {self.finetune_lr!r}"
+            )
         for name in ("dev_utterances", "finetune_minutes"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
@@ -375,6 +383,11 @@ def run_oneshot(
                                               and t.user_attrs.get("status") != INTERRUPTED)
     }  # fmt: skip
     init_meta = scorer.meta
+    history = trained.get("history") or [{}]
+    lr = opts.finetune_lr or float(history[-1].get("lr") or base.optim.lr)
+    tune_base = base.replace(
+        optim=dataclasses.replace(base.optim, lr=lr, warmup_steps=min(base.optim.warmup_steps, 10))
+    )
     for k, rec in enumerate(finalists):
         arch = Arch.from_json(rec["arch"])
         if arch.hash() in done:
@@ -399,7 +412,7 @@ def run_oneshot(
             ss, state=TrialState.RUNNING, params=params,
             distributions={p: dists[p] for p in params}, user_attrs=attrs,
         )  # fmt: skip
-        _finalist(cfg, ss, number, arch, rec, scorer, init_meta, base, opts, console)
+        _finalist(cfg, ss, number, arch, rec, scorer, init_meta, tune_base, opts, console)
     finetune_cpu = time.process_time() - clock
     summary = {
         "paths": space.count(),
@@ -408,6 +421,7 @@ def run_oneshot(
         "proposed": len(records),
         "scored": len(ok),
         "finalists": [r["key"] for r in finalists],
+        "finetune_lr": lr,
         "cpu_seconds": {
             "supernet": supernet_cpu,
             "scoring": scoring_cpu,

@@ -207,7 +207,10 @@ def run_search(
         if cfg.strategy.name == "oneshot":
             from speechnas.search.oneshot import run_oneshot
 
-            run_oneshot(cfg, ss, tbase, vocab_size=vocab, console=console)
+            summary = run_oneshot(cfg, ss, tbase, vocab_size=vocab, console=console)
+            # retraining continues a finalist's fine-tuning, at its learning rate
+            optim = dataclasses.replace(rbase.optim, lr=summary["finetune_lr"], warmup_steps=10)
+            rbase = rbase.replace(optim=optim)
         elif cfg.workers == 1:
             ctx = Context.create(cfg, tbase, vocab)
             tick = functools.partial(progress.update, ss)
