@@ -9,7 +9,8 @@ both searches see exactly the same architectures.
 2. Multi-trial search (the default search's NSGA-II and successive halving) into ``OUT/multi``
    on the same subspace, objectives and target.
    Cost: CPU seconds of this process and its children during each search; the fronts'
-   hypervolume over (wer:test, predicted latency) with the default search's reference point;
+   hypervolume over (wer:test, predicted latency) in the box from 0 to the default search's
+   reference point, scaled to [0, 1];
    and the multi-trial compute (sum of its trials' training seconds, one thread each) at which
    its hypervolume first reached the one-shot search's.
 3. Ranking: ``--subnets`` paths spread over the subspace by parameter count (the smallest, the
@@ -45,9 +46,8 @@ from speechnas.nn.cost import count_parameters
 from speechnas.nn.supernet import largest, smallest, supernet_space
 from speechnas.search.config import default_search_path, load_search_config
 from speechnas.search.oneshot import PathScorer
-from speechnas.search.pareto import hypervolume
 from speechnas.search.runner import prepare_base, run_search, trial_base, vocab_size
-from speechnas.search.select import front, results
+from speechnas.search.select import front, normalized_hypervolume, results
 from speechnas.search.trial import Fidelity, run_trial
 from speechnas.space import Arch, SearchSpace, load_space
 from speechnas.versions import versions
@@ -87,7 +87,7 @@ def _standalone(job: tuple[dict[str, Any], Any, float, str, int]) -> dict[str, A
 
 def front_hv(study: Any, reference: tuple[float, ...]) -> tuple[float, list[dict[str, Any]]]:
     fr = front(results(study))
-    return hypervolume([r.values for r in fr], reference), [
+    return normalized_hypervolume([r.values for r in fr], reference), [
         {"key": r.key, "values": list(r.values)} for r in fr
     ]
 

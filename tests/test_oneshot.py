@@ -118,3 +118,41 @@ def test_oneshot_options_are_checked_before_any_work(
     with pytest.raises(ValueError, match="encoder: a supernet shares weights"):
         run_search(lstm)
     assert not (Path(cfg.output_dir) / "supernet").exists()
+
+
+def test_extract_writes_a_plain_checkpoint_of_a_path(
+    tiny_corpus: CorpusInfo, tmp_path: Path
+) -> None:
+    import torch
+    from conftest import tiny_config
+    from typer.testing import CliRunner
+
+    from speechnas.cli import app
+    from speechnas.nn.build import SpeechModel
+    from speechnas.train.checkpoint import load_model, load_supernet
+    from speechnas.train.config import SupernetConfig
+    from speechnas.train.trainer import Trainer
+
+    cfg = tiny_config(tiny_corpus, tmp_path / "net", max_steps=2, max_epochs=10)
+    cfg = cfg.replace(space=str(_space_file(tmp_path)), supernet=SupernetConfig(random_subnets=1))
+    Trainer(cfg, show_progress=False).fit()
+    net = load_supernet(tmp_path / "net" / "last").model
+    arch = net.smallest.replace(d_model=24, heads=2)
+    runner = CliRunner()
+    last = str(tmp_path / "net" / "last")
+    out = runner.invoke(
+        app,
+        ["extract", last, "--arch", json.dumps(arch.to_json()), "--output", str(tmp_path / "p")],
+    )
+    assert out.exit_code == 0, out.output
+    model = load_model(tmp_path / "p").model
+    assert type(model) is SpeechModel and model.arch == arch
+    feats, lens = torch.randn(2, 70, 80), torch.tensor([70, 50])
+    net.set_active(arch)
+    assert net.decode(feats, lens) == model.decode(feats, lens)
+    lp, _ = net.path_forward(arch, feats, lens)
+    assert torch.allclose(lp, model.decoder(model.encode(feats, lens)[0]), atol=1e-6)
+    bad = runner.invoke(app, ["extract", str(tmp_path / "net" / "last"), "--arch",
+                              json.dumps(arch.replace(d_model=40).to_json()), "--output",
+                              str(tmp_path / "bad")])  # fmt: skip
+    assert bad.exit_code != 0 and "d_model: 40 is not one of" in bad.output

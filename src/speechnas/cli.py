@@ -316,6 +316,28 @@ def search(
         raise _fail(str(e)) from None
 
 
+@app.command()
+def extract(
+    supernet: Annotated[Path, typer.Argument(help="a supernet checkpoint folder")],
+    arch: Annotated[str, typer.Option(help="the path: a JSON architecture or a file of them")],
+    output: Annotated[Path, typer.Option(help="the checkpoint folder to write")],
+) -> None:
+    """Writes one path of a trained supernet as a plain model checkpoint (for evaluate, export,
+    or fine-tuning with init_from)."""
+    from speechnas.train.checkpoint import load_supernet, save_extracted
+
+    (one, *rest) = _read_archs(arch)
+    if rest:
+        raise _fail(f"--arch {arch!r}: holds {1 + len(rest)} architectures; give one")
+    try:
+        loaded = load_supernet(supernet)
+        folder = save_extracted(loaded, one, output)
+    except ValueError as e:
+        raise _fail(str(e)) from None
+    params = sum(p.numel() for p in loaded.model.extract(one).parameters())
+    console.print(f"extracted {one.hash()[:8]} ({params:,} parameters) to {folder}")
+
+
 def _read_archs(spec: str) -> list[Arch]:
     """Architectures from a JSON object or a file of JSON lines (``space sample`` output, whose
     lines hold an "arch" entry, or plain architectures)."""

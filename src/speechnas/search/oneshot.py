@@ -165,7 +165,7 @@ class PathScorer:
         from speechnas.train.checkpoint import load_supernet
         from speechnas.train.trainer import load_utterances
 
-        loaded = load_supernet(checkpoint)
+        self.loaded = loaded = load_supernet(checkpoint)
         self.net = loaded.model
         utts = load_utterances(dev, skip_invalid=True)
         if 0 < utterances < len(utts):
@@ -173,7 +173,6 @@ class PathScorer:
             utts = [utts[i] for i in keep]
         self.dataset = SpeechDataset(utts, loaded.tokenizer, loaded.features, seed=seed)
         self.batches = prepare_batches(self.dataset)
-        self.meta = loaded.meta
 
     def __call__(self, arch: Arch) -> dict[str, float]:
         from speechnas.evaluate.decode import evaluate_dataset
@@ -382,7 +381,6 @@ def run_oneshot(
         if t.state == TrialState.COMPLETE or (t.state == TrialState.FAIL
                                               and t.user_attrs.get("status") != INTERRUPTED)
     }  # fmt: skip
-    init_meta = scorer.meta
     history = trained.get("history") or [{}]
     lr = opts.finetune_lr or float(history[-1].get("lr") or base.optim.lr)
     tune_base = base.replace(
@@ -412,7 +410,7 @@ def run_oneshot(
             ss, state=TrialState.RUNNING, params=params,
             distributions={p: dists[p] for p in params}, user_attrs=attrs,
         )  # fmt: skip
-        _finalist(cfg, ss, number, arch, rec, scorer, init_meta, tune_base, opts, console)
+        _finalist(cfg, ss, number, arch, rec, scorer, tune_base, opts, console)
     finetune_cpu = time.process_time() - clock
     summary = {
         "paths": space.count(),
@@ -433,6 +431,10 @@ def run_oneshot(
             "finetune": time.perf_counter() - t_fine,
         },
     }
+    earlier = ss.study.user_attrs.get("oneshot") or {}
+    for part in ("cpu_seconds", "wall_seconds"):  # a resumed search adds to the first run's
+        for k, v in (earlier.get(part) or {}).items():
+            summary[part][k] = summary[part].get(k, 0.0) + v
     ss.study.set_user_attr("oneshot", summary)
     (folder / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
@@ -445,7 +447,6 @@ def _finalist(
     arch: Arch,
     rec: dict[str, Any],
     scorer: PathScorer,
-    init_meta: dict[str, Any],
     base: TrainConfig,
     opts: OneShotOptions,
     console: Console,
@@ -453,12 +454,11 @@ def _finalist(
     """Extracts, fine-tunes and scores one finalist as study trial ``number``."""
 
     from speechnas.search.worker import fail_trial
-    from speechnas.train.checkpoint import save_checkpoint
+    from speechnas.train.checkpoint import save_extracted
 
     out = Path(cfg.output_dir) / "trials" / f"{number:04d}-oneshot-{arch.hash()[:8]}"
     try:
-        meta = {**init_meta, "arch": arch.to_json(), "supernet": None, "step": 0}
-        save_checkpoint(out / "extracted", scorer.net.extract(arch).eval(), meta)
+        save_extracted(scorer.loaded, arch, out / "extracted")
         set_attrs(ss, number, {"output_dir": str(out)})
         fid = Fidelity(opts.finetune_minutes, 1.0, opts.finetune_steps)
         tuned = base.replace(init_from=str(out / "extracted"), threads=opts.threads)

@@ -108,5 +108,15 @@ def load_supernet(folder: str | Path) -> LoadedModel:
     )
 
 
+def save_extracted(loaded: LoadedModel, arch: Any, folder: str | Path) -> Path:
+    """Writes the path ``arch`` of a loaded supernet (:func:`load_supernet`) as a plain model
+    checkpoint (for ``evaluate``, ``export``, fine-tuning with ``init_from``); returns it."""
+    net = loaded.model
+    model = net.extract(arch).eval()  # type: ignore[operator]
+    meta = {**loaded.meta, "arch": model.arch.to_json(), "supernet": None, "step": 0}
+    save_checkpoint(Path(folder), model, meta)
+    return Path(folder)
+
+
 def load_state(folder: Path) -> dict[str, Any]:
     return torch.load(Path(folder) / "state.pt", weights_only=True)
