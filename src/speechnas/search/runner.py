@@ -199,7 +199,9 @@ def run_search(
     deadline = None if cfg.max_minutes is None else time.time() + 60 * cfg.max_minutes
     console.print(
         f"search {cfg.study_name!r}: space {cfg.space}, strategy {cfg.strategy.name}, "
-        f"objectives {list(cfg.objectives)}, {cfg.workers} worker(s), storage {cfg.storage_url}"
+        f"objectives {list(cfg.objectives)}, "
+        + ("" if cfg.strategy.name == "oneshot" else f"{cfg.workers} worker(s), ")
+        + f"storage {cfg.storage_url}"
     )
     status = console.status("starting") if console.is_terminal else contextlib.nullcontext()
     with status as live:
