@@ -270,10 +270,11 @@ def search_paths(
             best = min((r["values"][0] for r in records if r["values"]), default=math.nan)
             bar.set_postfix(best=f"{best:.3f}", rejected=sum(not r["values"] for r in records))
     bar.close()
-    n_ok = sum(1 for r in records if r["values"])
+    distinct = len({r["key"] for r in records if r["values"]})
+    rejected = sum(1 for r in records if r["values"] is None)
     console.print(
-        f"scored {n_ok} of {len(records)} proposed paths by inherited weights "
-        f"({len(records) - n_ok} over a limit or repeated)"
+        f"{len(records)} paths proposed: {distinct} distinct ones scored by inherited weights, "
+        f"{rejected} over a limit, {sum(1 for r in records if r.get('repeat'))} repeats"
     )
     return records
 
@@ -417,7 +418,7 @@ def run_oneshot(
         "subspace": space.to_dict(),
         "supernet": {k: trained[k] for k in ("steps", "train_seconds", "best_dev_wer", "epochs")},
         "proposed": len(records),
-        "scored": len(ok),
+        "scored": len({r["key"] for r in ok}),
         "finalists": [r["key"] for r in finalists],
         "finetune_lr": lr,
         "cpu_seconds": {

@@ -29,6 +29,7 @@ class Progress:
         self.counted = 0  # finished trials that count towards n_trials
         self.status: Status | None = None
         self.summary = "starting"
+        self.total: int | None = cfg.n_trials  # shown as "k/total trials"
 
     def skip(self, ss: SearchStudy) -> None:
         """Marks the trials finished so far (a resumed study's) as shown."""
@@ -40,7 +41,7 @@ class Progress:
     def update(self, ss: SearchStudy) -> None:
         trials = ss.trials()
         done = [t for t in trials if t.state.is_finished() and t.number not in self.shown]
-        total = self.cfg.n_trials
+        total = self.total
         for t in done:
             self.shown.add(t.number)
             self.counted += not is_interrupted(t)

@@ -195,6 +195,8 @@ def run_search(
         console.print(f"marked interrupted and to be run again: trials {interrupted}")
     vocab = vocab_size(tbase)
     progress = Progress(cfg, console)
+    if cfg.strategy.name == "oneshot":
+        progress.total = None  # its trials are the finalists, not n_trials
     progress.skip(ss)
     deadline = None if cfg.max_minutes is None else time.time() + 60 * cfg.max_minutes
     console.print(
