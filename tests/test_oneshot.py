@@ -132,7 +132,7 @@ def test_extract_writes_a_plain_checkpoint_of_a_path(
     from speechnas.cli import app
     from speechnas.nn.build import SpeechModel
     from speechnas.train.checkpoint import load_model, load_supernet
-    from speechnas.train.config import SupernetConfig
+    from speechnas.train.config import BudgetConfig, SupernetConfig
     from speechnas.train.trainer import Trainer
 
     cfg = tiny_config(tiny_corpus, tmp_path / "net", max_steps=2, max_epochs=10)
@@ -154,6 +154,18 @@ def test_extract_writes_a_plain_checkpoint_of_a_path(
     assert net.decode(feats, lens) == model.decode(feats, lens)
     lp, _ = net.path_forward(arch, feats, lens)
     assert torch.allclose(lp, model.decoder(model.encode(feats, lens)[0]), atol=1e-6)
+    init, other_dir = str(tmp_path / "p"), str(tmp_path / "other")
+    other = cfg.replace(supernet=None, space=None, arch=net.smallest.to_json(), init_from=init,
+                        output_dir=other_dir)  # fmt: skip
+    with pytest.raises(ValueError, match=r"init_from: .* holds architecture"):
+        Trainer(other, show_progress=False).fit()
+    zero = other.replace(arch=arch.to_json(), budget=BudgetConfig(max_steps=0))
+    trainer = Trainer(zero, show_progress=False)
+    tuned = trainer.fit()
+    from speechnas.evaluate.decode import evaluate_dataset
+
+    assert tuned.steps == 0  # zero steps: the path's own dev WER is scored as the starting point
+    assert tuned.best_dev_wer == evaluate_dataset(net, trainer.dev_set).rates.wer
     bad = runner.invoke(app, ["extract", str(tmp_path / "net" / "last"), "--arch",
                               json.dumps(arch.replace(d_model=40).to_json()), "--output",
                               str(tmp_path / "bad")])  # fmt: skip

@@ -175,7 +175,8 @@ class Trainer:
         }
         torch.manual_seed(cfg.seed)
         self.model: Any
-        if shared is not None and cfg.supernet is not None:
+        if shared is not None:
+            assert cfg.supernet is not None
             self.model = Supernet(
                 shared,
                 vocab_size=self.tokenizer.vocab_size,
