@@ -23,6 +23,10 @@ both searches see exactly the same architectures.
 
     .venv/bin/python bench/oneshot.py                       # about 50 minutes on 2 cores
     .venv/bin/python bench/oneshot.py --supernet-minutes 4 --subnets 15 --standalone-minutes 1
+
+Run again into the same ``--out``, it resumes: both searches are reused, and with a larger
+``--standalone-minutes`` the stand-alone models continue from their checkpoints (so a longer
+reference costs only the extra minutes); ``--skip-multi --skip-scratch`` leave those parts out.
 """
 
 from __future__ import annotations
