@@ -360,6 +360,8 @@ def _read_archs(spec: str) -> list[Arch]:
 TargetOption = Annotated[
     str, typer.Option("--target", help="a built-in target (cpu-ort-1t, ...) or a YAML file")
 ]
+TableOption = Annotated[Path | None, typer.Option(help="table file (default: in --cache)")]
+CacheOption = Annotated[Path | None, typer.Option(help="default ~/.cache/speechnas/latency")]
 SecondsOption = Annotated[
     list[float],
     typer.Option("--seconds", help="utterance length; repeatable (default: the target's)"),
@@ -435,8 +437,8 @@ def latency_calibrate(
     seed: int = 0,
     repeats: Annotated[int | None, typer.Option(help="timed runs per length")] = None,
     warmup: Annotated[int | None, typer.Option(help="untimed runs per length")] = None,
-    table: Annotated[Path | None, typer.Option(help="table file (default: in --cache)")] = None,
-    cache: Annotated[Path | None, typer.Option(help="default ~/.cache/speechnas/latency")] = None,
+    table: TableOption = None,
+    cache: CacheOption = None,
 ) -> None:
     """Times the building blocks of a space's architectures on a target (reusing the table)."""
     import random
@@ -465,8 +467,8 @@ def latency_predict(
     target: TargetOption = "cpu-ort-1t",
     seconds: SecondsOption = [],  # noqa: B006
     vocab_size: int = 32,
-    table: Annotated[Path | None, typer.Option(help="table file (default: in --cache)")] = None,
-    cache: Annotated[Path | None, typer.Option(help="default ~/.cache/speechnas/latency")] = None,
+    table: TableOption = None,
+    cache: CacheOption = None,
 ) -> None:
     """Predicted latency (ms) of architectures; blocks missing from the table are measured."""
     import torch

@@ -53,16 +53,12 @@ def plot_pareto(
             ax.scatter(xs, ys, color=cmap(k), s=22, alpha=0.7, label=f"rung {r}")
         fr = sorted(front, key=lambda p: p["values"][0])
         if fr:
-            ax.step(
-                [p["values"][0] * fx for p in fr],
-                [p["values"][1] * fy for p in fr],
-                where="post",
-                color="crimson",
-                lw=1.2,
-            )
+            fxs = [p["values"][0] * fx for p in fr]
+            fys = [p["values"][1] * fy for p in fr]
+            ax.step(fxs, fys, where="post", color="crimson", lw=1.2)
             ax.scatter(
-                [p["values"][0] * fx for p in fr],
-                [p["values"][1] * fy for p in fr],
+                fxs,
+                fys,
                 facecolors="none",
                 edgecolors="crimson",
                 s=70,
