@@ -6,6 +6,10 @@ in seconds of audio per second. Run by hand:
 
     .venv/bin/python bench/baseline.py                      # 20 min per size, marks 5/10/20
     .venv/bin/python bench/baseline.py --sizes base --minutes 5 --marks 5
+    .venv/bin/python bench/baseline.py --sizes small --steps 600 --seeds 0,1 --threads 1
+
+``--steps`` trains a fixed number of steps instead (the same work on any machine, so old and new
+code or two machines compare without timing noise); WER is then reported at the end only.
 """
 
 from __future__ import annotations
@@ -19,8 +23,7 @@ import time
 
 from speechnas.cli import default_config_path
 from speechnas.data.synth.corpus import CorpusConfig, build_corpus
-from speechnas.nn.model import preset
-from speechnas.train.config import load_config
+from speechnas.train.config import ModelConfig, load_config
 from speechnas.train.trainer import Trainer
 from speechnas.versions import versions
 
@@ -33,6 +36,9 @@ def main() -> None:
     ap.add_argument("--corpora", default="corpora")
     ap.add_argument("--out", default="runs/bench-baseline")
     ap.add_argument("--rebuild-corpus", action="store_true", help="time corpus generation anew")
+    ap.add_argument("--steps", type=int, default=None, help="a step budget instead of minutes")
+    ap.add_argument("--seeds", default="0", help="comma-separated training seeds")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (config default)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
 
@@ -43,24 +49,35 @@ def main() -> None:
     marks = tuple(float(x) for x in args.marks.split(","))
     report = {
         "corpus": {"folder": str(info.folder), **info.stats},
-        "budget_minutes": args.minutes,
+        "budget": {"steps": args.steps} if args.steps else {"minutes": args.minutes},
         "versions": versions(),
         "models": {},
     }
-    for size in args.sizes.split(","):
+    if args.steps is not None:
+        budget = dataclasses.replace(
+            base.budget, max_minutes=None, max_steps=args.steps, eval_at_minutes=(), patience=None
+        )
+    else:
+        budget = dataclasses.replace(
+            base.budget, max_minutes=args.minutes, eval_at_minutes=marks, patience=None
+        )
+    runs = [(size, int(seed)) for size in args.sizes.split(",") for seed in args.seeds.split(",")]
+    for size, seed in runs:
+        name = size if len(args.seeds.split(",")) == 1 else f"{size}-seed{seed}"
         cfg = base.replace(
             data=data,
-            model=preset(size),
-            output_dir=f"{args.out}/{size}",
-            budget=dataclasses.replace(
-                base.budget, max_minutes=args.minutes, eval_at_minutes=marks, patience=None
-            ),
+            model=ModelConfig(preset=size),
+            seed=seed,
+            threads=args.threads or base.threads,
+            output_dir=f"{args.out}/{name}",
+            budget=budget,
         )
         start = time.perf_counter()
-        result = Trainer(cfg, show_progress=False).fit(resume=False)
-        report["models"][size] = {
+        result = Trainer.from_config(cfg, show_progress=False).fit(resume=False)
+        report["models"][name] = {
             "parameters": result.parameters,
-            "model": cfg.model.to_dict(),
+            "seed": seed,
+            "arch": cfg.architecture().to_json(),
             "wall_minutes": (time.perf_counter() - start) / 60,
             "train_minutes": result.train_seconds / 60,
             "epochs": result.epochs,
@@ -80,7 +97,7 @@ def main() -> None:
             },
             "history": result.history,
         }
-        print(json.dumps({size: report["models"][size]["marks"]}), file=sys.stderr)
+        print(json.dumps({name: report["models"][name]["best_dev"]}), file=sys.stderr)
     print(json.dumps(report, indent=1))
 
 

@@ -50,7 +50,7 @@ def train_baseline(args: argparse.Namespace, manifests: dict[str, Path]) -> Path
         output_dir=f"{args.out}/baseline",
         budget=dataclasses.replace(base.budget, max_minutes=args.minutes),
     )
-    Trainer(cfg, show_progress=False).fit(resume=False)
+    Trainer.from_config(cfg, show_progress=False).fit(resume=False)
     return Path(cfg.output_dir) / "best"
 
 

@@ -13,8 +13,7 @@ from safetensors.torch import load_file
 
 from speechnas.cli import default_config_path
 from speechnas.data.synth.corpus import CorpusConfig, build_corpus
-from speechnas.nn.model import preset
-from speechnas.train.config import load_config
+from speechnas.train.config import ModelConfig, load_config
 from speechnas.train.trainer import Trainer
 
 
@@ -31,7 +30,7 @@ def main() -> None:
     runs = []
     for name in ("a", "b"):
         cfg = base.replace(
-            model=preset(args.preset),
+            model=ModelConfig(preset=args.preset),
             output_dir=f"{args.out}/{name}",
             data=dataclasses.replace(
                 base.data,
@@ -42,7 +41,7 @@ def main() -> None:
             ),
             budget=dataclasses.replace(base.budget, max_minutes=None, max_steps=args.steps),
         )
-        r = Trainer(cfg, show_progress=False).fit(resume=False)
+        r = Trainer.from_config(cfg, show_progress=False).fit(resume=False)
         test = {k: v for k, v in r.test["test"].items() if k != "rtf"}  # rtf is a timing
         runs.append({"dev_wer": r.best_dev_wer, "test": test, "steps": r.steps})
     wa = load_file(f"{args.out}/a/last/model.safetensors")

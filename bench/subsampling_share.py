@@ -31,7 +31,8 @@ def main() -> None:
     for sub in ("conv2d", "dwconv2d"):
         arch = space.validate(Arch({**CONFORMER, "subsampling": sub}))
         for channels in (32, 256):
-            m = analytic_macs(arch, seconds=5.0, vocab_size=VOCAB, subsampling_channels=channels)
+            wide = Arch({**arch, "subsampling_channels": channels})
+            m = analytic_macs(wide, seconds=5.0, vocab_size=VOCAB)
             out[f"{sub}/{channels}ch"] = {
                 "subsampling_mmacs": m.subsampling / 1e6,
                 "encoder_side_mmacs": m.encoder_side / 1e6,

@@ -114,7 +114,7 @@ def main() -> None:
             data=data, arch=arch.to_json(), space="speech-all", output_dir=f"{args.out}/{name}",
             budget=dataclasses.replace(base.budget, max_minutes=args.minutes, patience=None),
         )  # fmt: skip
-        result = Trainer(cfg, show_progress=False).fit(resume=False)
+        result = Trainer.from_config(cfg, show_progress=False).fit(resume=False)
         vocab = load_model(f"{args.out}/{name}/best").tokenizer.vocab_size
         macs = analytic_macs(arch, seconds=5.0, vocab_size=vocab)
         rows[name] = {

@@ -7,12 +7,13 @@ from pathlib import Path
 import pytest
 
 from speechnas.data.synth.corpus import CorpusConfig, CorpusInfo, build_corpus
-from speechnas.nn.model import ModelConfig
+from speechnas.nn.presets import preset
 from speechnas.train.config import BudgetConfig, DataConfig, OptimConfig, TrainConfig
 
 TINY_SIZES = {"train": 48, "dev": 12, "test": 12, "test-noisy": 8, "test-tel": 8}
-TINY_MODEL = ModelConfig(
-    d_model=32, layers=1, heads=2, ffn_dim=64, conv_kernel=7, subsampling_channels=8
+# The `small` preset's recipe at a size that trains in seconds.
+TINY_ARCH = preset(
+    "small", d_model=32, layers=1, heads=2, ffn_dim=64, conv_kernel=7, subsampling_channels=8
 )
 
 
@@ -31,7 +32,7 @@ def tiny_config(corpus: CorpusInfo, out: Path, **budget: object) -> TrainConfig:
         threads=1,
         output_dir=str(out),
         data=DataConfig(train=str(m["train"]), dev=str(m["dev"]), test={"test": str(m["test"])}),
-        model=TINY_MODEL,
+        arch=TINY_ARCH.to_json(),
         optim=OptimConfig(lr=3e-3, warmup_steps=5, max_batch_seconds=30.0),
         budget=BudgetConfig(**{"max_epochs": 2, "patience": None, **budget}),  # type: ignore[arg-type]
     )

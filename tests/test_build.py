@@ -79,7 +79,7 @@ def test_trainer_runs_an_architecture_and_reloads_it(
 ) -> None:
     arch = Arch(CASES["transformer-attention-local"])
     cfg = tiny_config(tiny_corpus, tmp_path / "a", max_epochs=1).replace(arch=arch.to_json())
-    result = Trainer(cfg, show_progress=False).fit()
+    result = Trainer.from_config(cfg, show_progress=False).fit()
     loaded = load_model(tmp_path / "a" / "best")
     assert loaded.meta["arch"] == arch.to_json() and loaded.features.n_mels == 40
     assert result.steps > 0 and "test" in result.test

@@ -9,7 +9,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from conftest import TINY_MODEL, tiny_config
+from conftest import TINY_ARCH, tiny_config
 
 import speechnas
 from speechnas.data.audio import read_audio
@@ -20,7 +20,6 @@ from speechnas.export.onnx import export_model
 from speechnas.export.quantize import quantize_int8
 from speechnas.export.transcribe import Transcriber, read_metadata
 from speechnas.nn.build import build
-from speechnas.nn.model import ASRModel
 from speechnas.space import Arch, load_space
 from speechnas.train.checkpoint import LoadedModel, load_model
 from speechnas.train.trainer import Trainer
@@ -62,10 +61,11 @@ CASES = {
 
 
 def _random_model(name: str) -> torch.nn.Module:
-    if name == "baseline":
-        return ASRModel(TINY_MODEL, feat_dim=80, vocab_size=9)
-    arch = Arch(CASES[name])
-    assert set(load_space("speech-all").active(arch)) == set(arch)  # a point of speech-all
+    if name == "baseline":  # a preset's recipe (absolute positions), outside speech-all's sizes
+        arch = TINY_ARCH
+    else:
+        arch = Arch(CASES[name])
+        assert set(load_space("speech-all").active(arch)) == set(arch)  # a point of speech-all
     torch.manual_seed(0)
     model = build(arch, vocab_size=9, dropout=0.0)
     with torch.no_grad():  # non-trivial statistics, so CMVN inside the graph is exercised
@@ -113,11 +113,8 @@ def test_graphs_match_pytorch_at_untraced_lengths(name: str, tmp_path: Path) -> 
         x, lens = _inputs(model, lengths, waveform), torch.tensor(lengths)
         log_probs, out_lens = session.run(None, {kind: x.numpy(), "lengths": lens.numpy()})
         with torch.no_grad():
-            if isinstance(model, ASRModel):
-                ref, ref_lens = model(x, lens)
-            else:
-                enc, ref_lens = model.encode(x[..., None] if waveform else x, lens)
-                ref = getattr(model.decoder, "ctc", model.decoder)(enc)
+            enc, ref_lens = model.encode(x[..., None] if waveform else x, lens)
+            ref = getattr(model.decoder, "ctc", model.decoder)(enc)
         assert out_lens.tolist() == ref_lens.tolist() and min(ref_lens.tolist()) >= 1
         for b, n in enumerate(ref_lens.tolist()):
             assert np.abs(log_probs[b, :n] - ref[b, :n].numpy()).max() < TOL
@@ -149,7 +146,7 @@ def test_metadata_describes_the_model_and_round_trips(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def trained(tiny_corpus: CorpusInfo, tmp_path_factory: pytest.TempPathFactory) -> LoadedModel:
     out = tmp_path_factory.mktemp("run")
-    Trainer(tiny_config(tiny_corpus, out, max_epochs=8), show_progress=False).fit()
+    Trainer.from_config(tiny_config(tiny_corpus, out, max_epochs=8), show_progress=False).fit()
     return load_model(out / "best")
 
 

@@ -136,8 +136,10 @@ def test_extract_writes_a_plain_checkpoint_of_a_path(
     from speechnas.train.trainer import Trainer
 
     cfg = tiny_config(tiny_corpus, tmp_path / "net", max_steps=2, max_epochs=10)
-    cfg = cfg.replace(space=str(_space_file(tmp_path)), supernet=SupernetConfig(random_subnets=1))
-    Trainer(cfg, show_progress=False).fit()
+    cfg = cfg.replace(
+        arch=None, space=str(_space_file(tmp_path)), supernet=SupernetConfig(random_subnets=1)
+    )
+    Trainer.from_config(cfg, show_progress=False).fit()
     net = load_supernet(tmp_path / "net" / "last").model
     arch = net.smallest.replace(d_model=24, heads=2)
     runner = CliRunner()
@@ -158,9 +160,9 @@ def test_extract_writes_a_plain_checkpoint_of_a_path(
     other = cfg.replace(supernet=None, space=None, arch=net.smallest.to_json(), init_from=init,
                         output_dir=other_dir)  # fmt: skip
     with pytest.raises(ValueError, match=r"init_from: .* holds architecture"):
-        Trainer(other, show_progress=False).fit()
+        Trainer.from_config(other, show_progress=False).fit()
     zero = other.replace(arch=arch.to_json(), budget=BudgetConfig(max_steps=0))
-    trainer = Trainer(zero, show_progress=False)
+    trainer = Trainer.from_config(zero, show_progress=False)
     tuned = trainer.fit()
     from speechnas.evaluate.decode import evaluate_dataset
 

@@ -127,11 +127,11 @@ def test_sandwich_training_resumes_and_loads(tiny_corpus: CorpusInfo, tmp_path: 
 
     def cfg(out: Path, steps: int):
         c = tiny_config(tiny_corpus, out, max_steps=steps, max_epochs=100)
-        return c.replace(model=c.model, space=str(space), supernet=SupernetConfig(random_subnets=1))
+        return c.replace(arch=None, space=str(space), supernet=SupernetConfig(random_subnets=1))
 
-    whole = Trainer(cfg(tmp_path / "whole", 6), show_progress=False).fit()
-    Trainer(cfg(tmp_path / "split", 3), show_progress=False).fit()
-    split = Trainer(cfg(tmp_path / "split", 6), show_progress=False).fit()
+    whole = Trainer.from_config(cfg(tmp_path / "whole", 6), show_progress=False).fit()
+    Trainer.from_config(cfg(tmp_path / "split", 3), show_progress=False).fit()
+    split = Trainer.from_config(cfg(tmp_path / "split", 6), show_progress=False).fit()
     assert whole.steps == split.steps == 6
     a = load_supernet(tmp_path / "whole" / "last").model
     b = load_supernet(tmp_path / "split" / "last").model

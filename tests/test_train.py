@@ -31,7 +31,7 @@ def test_training_learns_writes_results_and_checkpoints(
     tiny_corpus: CorpusInfo, tmp_path: Path
 ) -> None:
     cfg = tiny_config(tiny_corpus, tmp_path / "run", max_epochs=4)
-    result = Trainer(cfg, show_progress=False).fit()
+    result = Trainer.from_config(cfg, show_progress=False).fit()
     losses = [h["loss"] for h in result.history]
     assert len(losses) == 4 and losses[-1] < losses[0]
     assert result.stop_reason == "max_epochs" and result.throughput > 0
@@ -51,7 +51,7 @@ def test_same_config_and_seed_give_identical_results(
     results = []
     for name in ("a", "b"):
         cfg = tiny_config(tiny_corpus, tmp_path / name, max_epochs=2)
-        results.append(Trainer(cfg, show_progress=False).fit())
+        results.append(Trainer.from_config(cfg, show_progress=False).fit())
     a, b = (load_file(str(tmp_path / n / "last" / "model.safetensors")) for n in ("a", "b"))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert _scores(results[0].test) == _scores(results[1].test)
@@ -63,7 +63,7 @@ def test_same_config_and_seed_give_identical_results(
 def test_step_budget_and_data_fraction(tiny_corpus: CorpusInfo, tmp_path: Path) -> None:
     cfg = tiny_config(tiny_corpus, tmp_path / "r", max_steps=3, max_epochs=50)
     cfg = cfg.replace(data=dataclasses.replace(cfg.data, fraction=0.5))
-    trainer = Trainer(cfg, show_progress=False)
+    trainer = Trainer.from_config(cfg, show_progress=False)
     assert len(trainer.train_set) == 24
     result = trainer.fit()
     assert result.steps == 3 and result.stop_reason == "budget"
@@ -75,17 +75,19 @@ def test_finished_run_continues_with_a_larger_budget_only(
     """Continuing to 6 steps after stopping at 3 gives the weights of a straight 6-step run;
     any change other than the budget is refused."""
     straight = tiny_config(tiny_corpus, tmp_path / "straight", max_steps=6, max_epochs=50)
-    Trainer(straight, show_progress=False).fit()
+    Trainer.from_config(straight, show_progress=False).fit()
     short = tiny_config(tiny_corpus, tmp_path / "grown", max_steps=3, max_epochs=50)
-    assert Trainer(short, show_progress=False).fit().steps == 3
-    grown = Trainer(short.replace(budget=straight.budget), show_progress=False).fit(resume=True)
+    assert Trainer.from_config(short, show_progress=False).fit().steps == 3
+    grown = Trainer.from_config(short.replace(budget=straight.budget), show_progress=False).fit(
+        resume=True
+    )
     assert grown.steps == 6
     a = load_file(str(tmp_path / "straight" / "last" / "model.safetensors"))
     b = load_file(str(tmp_path / "grown" / "last" / "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
     changed = short.replace(optim=dataclasses.replace(short.optim, lr=1e-2))
     with pytest.raises(ValueError, match="only the budget may change"):
-        Trainer(changed, show_progress=False).fit(resume=True)
+        Trainer.from_config(changed, show_progress=False).fit(resume=True)
 
 
 def _run_train(cfg_path: Path) -> subprocess.Popen[bytes]:
@@ -101,7 +103,9 @@ def _run_train(cfg_path: Path) -> subprocess.Popen[bytes]:
 def test_resume_after_kill_matches_uninterrupted_run(
     tiny_corpus: CorpusInfo, tmp_path: Path
 ) -> None:
-    ref = Trainer(tiny_config(tiny_corpus, tmp_path / "ref", max_epochs=6), show_progress=False)
+    ref = Trainer.from_config(
+        tiny_config(tiny_corpus, tmp_path / "ref", max_epochs=6), show_progress=False
+    )
     ref_result = ref.fit()
 
     cfg = tiny_config(tiny_corpus, tmp_path / "killed", max_epochs=6, checkpoint_every_minutes=0.0)
@@ -125,7 +129,7 @@ def test_resume_after_kill_matches_uninterrupted_run(
     killed_at = load_state(state_file.parent)["step"]
     assert killed_at < ref_result.steps
 
-    resumed = Trainer(cfg, show_progress=False).fit(resume=True)
+    resumed = Trainer.from_config(cfg, show_progress=False).fit(resume=True)
     assert resumed.steps == ref_result.steps
     a = load_file(str(tmp_path / "ref" / "last" / "model.safetensors"))
     b = load_file(str(tmp_path / "killed" / "last" / "model.safetensors"))
@@ -137,11 +141,16 @@ def test_mfcc_features_and_bpe_tokens_train_too(tiny_corpus: CorpusInfo, tmp_pat
     from speechnas.data.features import FeatureConfig
     from speechnas.train.config import TokenizerConfig
 
-    cfg = tiny_config(tiny_corpus, tmp_path / "bpe", max_epochs=1).replace(
-        features=FeatureConfig(kind="mfcc", n_mels=40, n_mfcc=20),
+    cfg = tiny_config(tiny_corpus, tmp_path / "bpe", max_epochs=1)
+    cfg = cfg.replace(
+        arch={**cfg.arch, "frontend": "mfcc40"},
         tokenizer=TokenizerConfig(kind="bpe", vocab_size=24),
     )
-    result = Trainer(cfg, show_progress=False).fit()
+    mismatch = cfg.replace(features=FeatureConfig(kind="mfcc", n_mels=40, n_mfcc=20))
+    with pytest.raises(ValueError, match=r"features: .* differ from those of .* 'mfcc40'"):
+        Trainer.from_config(mismatch, show_progress=False)
+    result = Trainer.from_config(cfg, show_progress=False).fit()
     loaded = load_model(tmp_path / "bpe" / "best")
-    assert loaded.features.dim == 20 and loaded.meta["tokenizer"]["kind"] == "bpe"
+    assert loaded.features.kind == "mfcc" and loaded.features.dim == 40
+    assert loaded.meta["tokenizer"]["kind"] == "bpe"
     assert result.steps > 0

@@ -18,6 +18,7 @@ from speechnas.cli import app
 from speechnas.data.audio import read_audio, write_flac
 from speechnas.data.dataset import SpeechDataset
 from speechnas.data.features import FeatureConfig, FeatureExtractor
+from speechnas.data.loading import load_utterances
 from speechnas.data.synth.corpus import CorpusInfo
 from speechnas.data.tokenizer import CharTokenizer
 from speechnas.evaluate.decode import evaluate_dataset
@@ -27,7 +28,7 @@ from speechnas.export.transcribe import Transcriber
 from speechnas.nn.build import build
 from speechnas.space import Arch
 from speechnas.train.checkpoint import LoadedModel, load_model
-from speechnas.train.trainer import Trainer, load_utterances
+from speechnas.train.trainer import Trainer
 
 runner = CliRunner()
 
@@ -62,7 +63,7 @@ def _torch_text(loaded: LoadedModel, path: Path, sample_rate: int = 16000) -> st
 @pytest.fixture(scope="module")
 def checkpoint(tiny_corpus: CorpusInfo, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("run")
-    Trainer(tiny_config(tiny_corpus, out, max_epochs=8), show_progress=False).fit()
+    Trainer.from_config(tiny_config(tiny_corpus, out, max_epochs=8), show_progress=False).fit()
     return out / "best"
 
 

@@ -143,7 +143,7 @@ def train(
             cfg = cfg.replace(budget=dataclasses.replace(cfg.budget, max_steps=steps))
         if skip_invalid:
             cfg = cfg.replace(data=dataclasses.replace(cfg.data, skip_invalid=True))
-        result = Trainer(cfg).fit(resume=resume)
+        result = Trainer.from_config(cfg).fit(resume=resume)
     except (ValueError, ManifestError) as e:
         raise _fail(str(e)) from None
     for path, problems in result.skipped.items():
@@ -167,10 +167,10 @@ def evaluate(
 ) -> None:
     """WER/CER of a checkpoint on one or more test sets: one row each."""
     from speechnas.data.dataset import SpeechDataset
+    from speechnas.data.loading import load_utterances
     from speechnas.data.manifest import ManifestError
     from speechnas.evaluate.decode import evaluate_dataset
     from speechnas.train.checkpoint import load_model
-    from speechnas.train.trainer import load_utterances
 
     try:
         loaded = load_model(checkpoint)
@@ -267,7 +267,7 @@ def quickstart(
         output_dir=output_dir,
         budget=dataclasses.replace(cfg.budget, max_minutes=minutes),
     )
-    result = Trainer(cfg).fit()
+    result = Trainer.from_config(cfg).fit()
     console.print(_results_table(f"Conformer-CTC baseline after {minutes:g} min", result.test))
     console.print(
         f"{result.parameters:,} parameters, {result.throughput:.0f} s audio/s; "

@@ -11,7 +11,7 @@ import torch
 from speechnas.data.dataset import Batch, SpeechDataset
 from speechnas.data.sampler import DurationBatchSampler
 from speechnas.evaluate.metrics import ErrorRates, error_rates
-from speechnas.nn.model import SpeechRecognizer
+from speechnas.nn.build import SpeechModel
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +39,7 @@ def prepare_batches(
 
 @torch.no_grad()
 def evaluate_dataset(
-    model: SpeechRecognizer,
+    model: SpeechModel,
     dataset: SpeechDataset,
     *,
     max_batch_seconds: float = 300.0,

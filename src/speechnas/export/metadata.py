@@ -22,20 +22,14 @@ from speechnas.data.filters import FeatureConfig
 from speechnas.data.tokenizer import BLANK, Tokenizer
 from speechnas.nn.build import SpeechModel
 from speechnas.nn.decoders import AttentionDecoder, CTCDecoder, RNNTDecoder
-from speechnas.nn.model import ASRModel
 
 __all__ = ["decoder_kind", "model_features", "model_metadata"]
 
 
 def decoder_kind(model: nn.Module) -> str:
-    """ "ctc", "rnnt" or "attention" for a ``SpeechModel``; "ctc" for the baseline."""
-    if isinstance(model, ASRModel):
-        return "ctc"
+    """ "ctc", "rnnt" or "attention" for a ``SpeechModel``."""
     if not isinstance(model, SpeechModel):
-        raise ValueError(
-            f"model: {type(model).__name__} is not one of SpeechModel (speechnas.nn.build) "
-            "or ASRModel (speechnas.nn.model)"
-        )
+        raise ValueError(f"model: {type(model).__name__} is not a SpeechModel (speechnas.nn.build)")
     decoder = model.decoder
     for kind, cls in (("ctc", CTCDecoder), ("rnnt", RNNTDecoder), ("attention", AttentionDecoder)):
         if isinstance(decoder, cls):
@@ -44,25 +38,15 @@ def decoder_kind(model: nn.Module) -> str:
 
 
 def model_features(model: nn.Module, features: FeatureConfig | None) -> FeatureConfig:
-    """The model's input pipeline: its own for a ``SpeechModel``; for the baseline the given
-    one, or fbank of its input width."""
-    if isinstance(model, SpeechModel):
-        if features is not None and features != model.features:
-            raise ValueError(f"features: {features} differs from the model's {model.features}")
-        return model.features
-    if features is None:
-        return FeatureConfig(kind="fbank", n_mels=model.feat_dim)
-    if features.dim != model.feat_dim:
-        raise ValueError(f"features: dim {features.dim} != the model's feat_dim {model.feat_dim}")
-    return features
+    """The model's input pipeline; ``features``, when given, must be the same."""
+    if features is not None and features != model.features:
+        raise ValueError(f"features: {features} differs from the model's {model.features}")
+    return model.features
 
 
 def _min_input_length(model: nn.Module, upper: int) -> int:
     """Fewest input frames (samples for a waveform model) that give one output frame."""
-    if isinstance(model, ASRModel):
-        stages = [model.encoder.subsampling]
-    else:
-        stages = [s for s in model.encoder.stages if hasattr(s, "output_lengths")]
+    stages = [s for s in model.encoder.stages if hasattr(s, "output_lengths")]
     lengths = torch.arange(upper + 1)
     for stage in stages:
         lengths = stage.output_lengths(lengths)
@@ -76,8 +60,7 @@ def model_metadata(
     """The metadata every exported graph of ``model`` carries (``graph`` is added per file)."""
     feats = model_features(model, features)
     decoder = decoder_kind(model)
-    speech = isinstance(model, SpeechModel)
-    factor = int(model.arch.get("subsampling_factor", 4)) if speech else 4
+    factor = model.spec.subsampling_factor
     meta = {
         "speechnas_version": __version__,
         "input": "waveform" if feats.kind == "waveform" else "features",
@@ -96,10 +79,7 @@ def model_metadata(
                 f"tokenizer: vocab_size {tokenizer.vocab_size} != the model's {model.vocab_size}"
             )
         meta["vocabulary"] = json.dumps(tokenizer.to_dict())
-    if speech:
-        meta["arch"] = model.arch.key()
-    else:
-        meta["model_config"] = json.dumps(model.cfg.to_dict(), sort_keys=True)
+    meta["arch"] = model.arch.key()
     if decoder == "rnnt":
         lstm = model.decoder.predictor.lstm
         meta["pred_layers"] = str(lstm.num_layers)

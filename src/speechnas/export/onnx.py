@@ -24,7 +24,6 @@ from speechnas.export.graph import export_module
 from speechnas.export.metadata import model_features, model_metadata
 from speechnas.nn.build import SpeechModel
 from speechnas.nn.decoders import AttentionDecoder, RNNTDecoder
-from speechnas.nn.model import ASRModel
 
 __all__ = ["ExportResult", "export_checkpoint", "export_model"]
 
@@ -73,8 +72,6 @@ class _CTC(_Encoder):
     """features/waveform, lengths → CTC log-probabilities (B, T', V), lengths (B,)."""
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if isinstance(self.model, ASRModel):
-            return self.model(x, lengths)
         enc, lengths = super().forward(x, lengths)
         decoder = self.model.decoder
         head = decoder.ctc if isinstance(decoder, AttentionDecoder) else decoder
@@ -183,8 +180,7 @@ def export_model(
     int8: bool = False,
     features: FeatureConfig | None = None,
 ) -> ExportResult:
-    """Writes ``model`` (a ``SpeechModel`` of any search-space architecture, or the baseline
-    ``ASRModel``) as ONNX graphs under ``out_dir``.
+    """Writes ``model`` (a ``SpeechModel`` of any architecture) as ONNX graphs under ``out_dir``.
 
     CTC and attention/hybrid models: ``model.onnx`` with inputs ``features`` (B, T, F) float32
     (``waveform`` (B, N) for the learnable frontend) and ``lengths`` (B,) int64, outputs
@@ -200,8 +196,7 @@ def export_model(
     The graphs are traced at ``example_seconds`` of input (batch 2, unequal lengths). With
     ``check``, ONNX Runtime and eager PyTorch are compared on inputs of other lengths (batch 2
     with unequal lengths, and batch 1); with ``int8``, each graph is also written quantised
-    as ``<name>.int8.onnx``. ``features`` is needed only for an ``ASRModel`` trained on other
-    than fbank features of its input width.
+    as ``<name>.int8.onnx``. ``features``, when given, must be the model's own (a check).
     """
     from speechnas.export.quantize import quantize_int8
 

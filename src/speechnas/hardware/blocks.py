@@ -19,9 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from speechnas.nn.blocks import EBranchformerLayerConfig
-from speechnas.nn.build import LEARNABLE_FILTERS, _per_layer, feature_config
-from speechnas.nn.cost import DEFAULT_SUBSAMPLING_CHANNELS
 from speechnas.nn.decoders import RNNTDecoder
+from speechnas.nn.spec import LEARNABLE_FILTERS, ArchSpec, decode
 
 __all__ = ["AXES", "CALLS", "RUN_BLOCK", "Block", "Use", "decompose"]
 
@@ -66,68 +65,49 @@ def _block(kind: str, axis: str = "frames", **params: Any) -> Block:
     return Block(kind, tuple(params.items()), axis)
 
 
-def _attention_layers(arch: Mapping[str, Any], d: int, causal: bool) -> list[Block]:
-    kind = arch["encoder"]
-    n = int(arch["layers"])
-    ffn = _per_layer(arch, "ffn_dim", 4 * d)
-    rank = _per_layer(arch, "ffn_lowrank", 0)
-    kernel = _per_layer(arch, "conv_kernel", 15)
-    attention = arch.get("attention", "rel")
-    window = int(arch["attention_window"]) if attention == "local" else None
-    mhsa = _block("mhsa", d=d, heads=int(arch["heads"]), pos=attention, window=window)
+def _attention_layers(spec: ArchSpec) -> list[Block]:
+    d = spec.d_model
+    causal = spec.causal
+    mhsa = _block("mhsa", d=d, heads=spec.heads, pos=spec.attention, window=spec.window)
     out: list[Block] = []
-    for i in range(n):
-        ff = _block("ffn", d=d, hidden=int(ffn[i]), rank=int(rank[i]))
-        if kind == "conformer":
-            macaron = bool(arch.get("macaron", True))
-            conv = _block("convmod", d=d, kernel=int(kernel[i]), causal=causal)
-            out += [ff] * (2 if macaron else 1) + [mhsa, conv, _block("norm", d=d)]
-        elif kind == "transformer":
+    for ly in spec.layer:
+        ff = _block("ffn", d=d, hidden=ly.ffn_dim, rank=ly.ffn_lowrank)
+        if spec.encoder == "conformer":
+            conv = _block("convmod", d=d, kernel=ly.kernel, causal=causal)
+            out += [ff] * (2 if spec.macaron else 1) + [mhsa, conv, _block("norm", d=d)]
+        elif spec.encoder == "transformer":
             out += [mhsa, ff]
         else:  # ebranchformer: cgMLP width = ffn_dim, as the builder sets it
-            cgmlp = _block("cgmlp", d=d, hidden=int(ffn[i]), kernel=int(kernel[i]), causal=causal)
+            cgmlp = _block("cgmlp", d=d, hidden=ly.ffn_dim, kernel=ly.kernel, causal=causal)
             merge = _block("merge", d=d, kernel=_MERGE_KERNEL, causal=causal)
             out += [ff, ff, mhsa, cgmlp, merge, _block("norm", d=d)]
     return out
 
 
-def _encoder(arch: Mapping[str, Any], d: int) -> list[Block]:
-    kind = arch["encoder"]
-    n = int(arch["layers"])
-    streaming = bool(arch.get("streaming", False))
-    if kind in ("conformer", "transformer", "ebranchformer"):
+def _encoder(spec: ArchSpec) -> list[Block]:
+    d = spec.d_model
+    kind = spec.encoder
+    if spec.attention_based:
         stack = _block(
             "stack",
             d=d,
-            absolute=arch.get("attention", "rel") != "rel",
-            chunked=streaming,
+            absolute=spec.absolute_positions,
+            chunked=spec.streaming,
             final_norm=kind == "transformer",
         )
-        return [stack, *_attention_layers(arch, d, streaming)]
+        return [stack, *_attention_layers(spec)]
     if kind in ("lstm", "blstm"):
-        hidden, bidir = int(arch["lstm_hidden"]), kind == "blstm"
+        hidden, bidir = spec.lstm_hidden, kind == "blstm"
         width = 2 * hidden if bidir else hidden
         first = _block("lstm_first", d=d, hidden=hidden, bidirectional=bidir)
-        return [first] + [_block("lstm_layer", d_in=width, hidden=hidden, bidirectional=bidir)] * (
-            n - 1
-        )
-    if kind == "cnn":
-        kernel = _per_layer(arch, "conv_kernel", 15)
-        layers = [
-            _block(
-                "sepconv",
-                d=d,
-                kernel=int(kernel[i]),
-                dilation=int(arch.get("cnn_dilation", 1)),
-                se=bool(arch.get("cnn_se", False)),
-                causal=streaming,
-            )
-            for i in range(n)
-        ]
-        return [_block("cnn_stack", d=d), *layers]
-    raise ValueError(
-        f"encoder: {kind!r} is not one of conformer, transformer, ebranchformer, lstm, blstm, cnn"
-    )
+        rest = _block("lstm_layer", d_in=width, hidden=hidden, bidirectional=bidir)
+        return [first] + [rest] * (spec.layers - 1)
+    layers = [
+        _block("sepconv", d=d, kernel=ly.kernel, dilation=spec.cnn_dilation, se=spec.cnn_se,
+               causal=spec.causal)
+        for ly in spec.layer
+    ]  # fmt: skip
+    return [_block("cnn_stack", d=d), *layers]
 
 
 def _grouped(blocks: Iterable[Block], calls: str = "utterance") -> list[Use]:
@@ -140,31 +120,26 @@ def _grouped(blocks: Iterable[Block], calls: str = "utterance") -> list[Use]:
 def decompose(arch: Mapping[str, Any], *, vocab_size: int) -> list[Use]:
     """The blocks of one utterance's inference (see :mod:`speechnas.hardware.profiler` for the
     definition of latency), grouped: identical blocks appear once with their count."""
-    d = int(arch["d_model"])
-    features = feature_config(arch)
+    spec = decode(arch)
+    d = spec.d_model
     blocks: list[Block] = []
-    in_dim = features.dim
-    if features.kind == "waveform":
+    if spec.waveform_input:
         blocks.append(_block("frontend", "samples", filters=LEARNABLE_FILTERS))
-        in_dim = LEARNABLE_FILTERS
     blocks.append(
         _block(
             "subsampling",
             "input_frames",
-            in_dim=in_dim,
+            in_dim=spec.input_dim,
             d=d,
-            factor=int(arch.get("subsampling_factor", 4)),
-            depthwise=arch.get("subsampling", "conv2d") == "dwconv2d",
-            channels=DEFAULT_SUBSAMPLING_CHANNELS,
+            factor=spec.subsampling_factor,
+            depthwise=spec.depthwise_subsampling,
+            channels=spec.subsampling_channels,
         )
     )
-    blocks += _encoder(arch, d)
-    decoder = arch.get("decoder", "ctc")
-    if decoder in ("ctc", "attention"):  # attention/hybrid models decode through the CTC head
+    blocks += _encoder(spec)
+    if spec.decoder in ("ctc", "attention"):  # attention/hybrid models decode through CTC
         return _grouped([*blocks, _block("ctc", d=d, vocab=vocab_size)])
-    if decoder != "rnnt":
-        raise ValueError(f"decoder: {decoder!r} is not one of ctc, rnnt, attention")
-    p = int(arch.get("pred_dim", 256))
+    p = spec.pred_dim
     pred = _block("predictor", "step", pred_dim=p, layers=_PRED_LAYERS, vocab=vocab_size)
     joiner = _block("joiner", "step", d=d, pred_dim=p, vocab=vocab_size)
     return [*_grouped(blocks), Use(pred, 1, "prediction_steps"), Use(joiner, 1, "joiner_calls")]

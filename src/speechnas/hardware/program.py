@@ -245,8 +245,6 @@ class _TorchCTC(nn.Module):
         self.head = None if encoder_only else getattr(decoder, "ctc", decoder)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if not hasattr(self.model, "encode"):  # the baseline ASRModel
-            return self.model(x, lengths)
         enc, lengths = self.model.encode(x[..., None] if self.waveform else x, lengths)
         return (enc if self.head is None else self.head(enc)), lengths
 
@@ -327,7 +325,7 @@ def _is_checkpoint(path: Path) -> bool:
 def load_program(model: Any, target: Target, work_dir: Path) -> Program:
     """``model`` as a :class:`Program` for ``target``.
 
-    Accepted: an ``nn.Module`` (a ``SpeechModel`` or the baseline ``ASRModel``), a checkpoint
+    Accepted: an ``nn.Module`` (a ``SpeechModel``), a checkpoint
     folder, and for ONNX Runtime also an ``.onnx`` file, a folder of exported files, a
     mapping of part name to file or the result of ``speechnas.export.onnx.export_model``.
     Modules and checkpoints are exported (under ``work_dir``) for ONNX Runtime, and float

@@ -1,8 +1,10 @@
 """From an :class:`Arch` of a search space to a trainable speech model.
 
-Every model has the same contract as the foundation's :class:`ASRModel`: ``loss(feats, lengths,
-tokens, token_lens)`` for training and ``decode(feats, lengths) -> token ids`` for evaluation,
-with global mean/variance normalisation held as buffers.
+One model family: every architecture — the named presets (:mod:`speechnas.nn.presets`) and every
+point of every search space — is a :class:`SpeechModel` with ``loss(feats, lengths, tokens,
+token_lens)`` for training, ``encode`` and ``decode(feats, lengths) -> token ids`` for evaluation,
+and global mean/variance normalisation held as buffers. The architecture is read through its
+decoded :class:`~speechnas.nn.spec.ArchSpec`.
 """
 
 from __future__ import annotations
@@ -29,130 +31,90 @@ from speechnas.nn.blocks import (
     TransformerStack,
 )
 from speechnas.nn.decoders import make_decoder
-from speechnas.nn.model import ASRModel, ModelConfig
+from speechnas.nn.spec import FRONTENDS, LEARNABLE_FILTERS, ArchSpec, decode
 from speechnas.space.arch import Arch
 
-FRONTENDS: dict[str, FeatureConfig] = {
-    "fbank40": FeatureConfig(kind="fbank", n_mels=40),
-    "fbank64": FeatureConfig(kind="fbank", n_mels=64),
-    "fbank80": FeatureConfig(kind="fbank", n_mels=80),
-    "mfcc40": FeatureConfig(kind="mfcc", n_mels=40, n_mfcc=40),
-    "learnable": FeatureConfig(kind="waveform"),
-}
-LEARNABLE_FILTERS = 80
+__all__ = ["FRONTENDS", "LEARNABLE_FILTERS", "SpeechModel", "build", "feature_config"]
 
 
 def feature_config(arch: Mapping[str, Any]) -> FeatureConfig:
     """The input pipeline an architecture expects."""
-    name = arch.get("frontend", "fbank80")
-    if name not in FRONTENDS:
-        raise ValueError(f"frontend: {name!r} is not one of {sorted(FRONTENDS)}")
-    return FRONTENDS[name]
+    return decode(arch).features
 
 
-def _per_layer(arch: Mapping[str, Any], name: str, default: Any) -> list[Any]:
-    value = arch.get(name, default)
-    n = int(arch["layers"])
-    return list(value) if isinstance(value, tuple | list) else [value] * n
-
-
-def _encoder(arch: Mapping[str, Any], d: int, dropout: float) -> nn.Module:
-    kind = arch["encoder"]
-    n = int(arch["layers"])
-    streaming = bool(arch.get("streaming", False))
-    chunk = int(arch["chunk_size"]) if streaming else None
-    left = int(arch["left_chunks"]) if streaming else None
-    attention = arch.get("attention", "rel")
-    window = int(arch["attention_window"]) if attention == "local" else None
-    ffn = _per_layer(arch, "ffn_dim", 4 * d)
-    lowrank = _per_layer(arch, "ffn_lowrank", 0)
-    kernel = _per_layer(arch, "conv_kernel", 15)
-    if kind == "conformer":
-        order = _per_layer(arch, "module_order", "mhsa_first")
-        cfgs = [
-            ConformerLayerConfig(
-                heads=int(arch["heads"]), ffn_dim=ffn[i], ffn_lowrank=lowrank[i],
-                kernel=kernel[i], macaron=bool(arch.get("macaron", True)),
-                module_order=order[i], attention=attention, window=window, dropout=dropout,
-            )
-            for i in range(n)
-        ]  # fmt: skip
-        return ConformerStack(d, cfgs, chunk=chunk, left_chunks=left)
-    if kind == "transformer":
-        cfgs = [
-            TransformerLayerConfig(
-                heads=int(arch["heads"]), ffn_dim=ffn[i], ffn_lowrank=lowrank[i],
-                attention=attention, window=window, dropout=dropout,
-            )
-            for i in range(n)
-        ]  # fmt: skip
-        return TransformerStack(d, cfgs, chunk=chunk, left_chunks=left)
-    if kind == "ebranchformer":
-        cfgs = [
+def _encoder(spec: ArchSpec, dropout: float) -> nn.Module:
+    d = spec.d_model
+    kind = spec.encoder
+    if spec.attention_based:
+        common = {"heads": spec.heads, "attention": spec.attention, "window": spec.window,
+                  "dropout": dropout}  # fmt: skip
+        streaming = {"chunk": spec.chunk_size, "left_chunks": spec.left_chunks}
+        if kind == "conformer":
+            cfgs = [
+                ConformerLayerConfig(
+                    ffn_dim=ly.ffn_dim, ffn_lowrank=ly.ffn_lowrank, kernel=ly.kernel,
+                    macaron=spec.macaron, module_order=ly.module_order, **common,
+                )
+                for ly in spec.layer
+            ]  # fmt: skip
+            return ConformerStack(d, cfgs, **streaming)
+        if kind == "transformer":
+            tcfgs = [
+                TransformerLayerConfig(ffn_dim=ly.ffn_dim, ffn_lowrank=ly.ffn_lowrank, **common)
+                for ly in spec.layer
+            ]
+            return TransformerStack(d, tcfgs, **streaming)
+        ecfgs = [  # the cgMLP is as wide as the feed-forward layers
             EBranchformerLayerConfig(
-                heads=int(arch["heads"]), ffn_dim=ffn[i], ffn_lowrank=lowrank[i],
-                cgmlp_dim=ffn[i], kernel=kernel[i], attention=attention, window=window,
-                dropout=dropout,
+                ffn_dim=ly.ffn_dim, ffn_lowrank=ly.ffn_lowrank, cgmlp_dim=ly.ffn_dim,
+                kernel=ly.kernel, **common,
             )
-            for i in range(n)
+            for ly in spec.layer
         ]  # fmt: skip
-        return EBranchformerStack(d, cfgs, chunk=chunk, left_chunks=left)
+        return EBranchformerStack(d, ecfgs, **streaming)
     if kind in ("lstm", "blstm"):
         return LSTMEncoder(
-            d, int(arch["lstm_hidden"]), n, bidirectional=kind == "blstm", d_model=d,
+            d, spec.lstm_hidden, spec.layers, bidirectional=kind == "blstm", d_model=d,
             dropout=dropout,
         )  # fmt: skip
-    if kind == "cnn":
-        cfgs = [
-            SeparableConvLayerConfig(
-                kernel=kernel[i], dilation=int(arch.get("cnn_dilation", 1)),
-                se=bool(arch.get("cnn_se", False)), dropout=dropout,
-            )
-            for i in range(n)
-        ]  # fmt: skip
-        return SeparableConvStack(d, cfgs, causal=streaming)
-    raise ValueError(
-        f"encoder: {kind!r} is not one of conformer, transformer, ebranchformer, lstm, blstm, cnn"
-    )
+    scfgs = [
+        SeparableConvLayerConfig(
+            kernel=ly.kernel, dilation=spec.cnn_dilation, se=spec.cnn_se, dropout=dropout
+        )
+        for ly in spec.layer
+    ]
+    return SeparableConvStack(d, scfgs, causal=spec.causal)
 
 
-def _decoder(arch: Mapping[str, Any], d: int, vocab_size: int, dropout: float) -> nn.Module:
-    kind = arch.get("decoder", "ctc")
-    if kind == "ctc":
+def _decoder(spec: ArchSpec, vocab_size: int, dropout: float) -> nn.Module:
+    d = spec.d_model
+    if spec.decoder == "ctc":
         return make_decoder("ctc", d_model=d, vocab_size=vocab_size)
-    if kind == "rnnt":
-        p = int(arch.get("pred_dim", 256))
+    if spec.decoder == "rnnt":
+        p = spec.pred_dim
         return make_decoder("rnnt", d_model=d, vocab_size=vocab_size, pred_dim=p, joint_dim=p)
-    if kind == "attention":
-        return make_decoder(
-            "attention", d_model=d, vocab_size=vocab_size,
-            layers=int(arch.get("decoder_layers", 1)), heads=int(arch.get("heads", 4)),
-            ffn_dim=4 * d, dropout=dropout, ctc_weight=float(arch.get("ctc_weight", 0.3)),
-        )  # fmt: skip
-    raise ValueError(f"decoder: {kind!r} is not one of ctc, rnnt, attention")
+    return make_decoder(
+        "attention", d_model=d, vocab_size=vocab_size, layers=spec.decoder_layers,
+        heads=spec.heads, ffn_dim=4 * d, dropout=dropout, ctc_weight=spec.ctc_weight,
+    )  # fmt: skip
 
 
 class SpeechModel(nn.Module):
     """Normalised input (B, T, D) → encoder (B, T', d_model) → decoder loss or token ids."""
 
-    def __init__(
-        self,
-        arch: Arch,
-        *,
-        vocab_size: int,
-        dropout: float = 0.1,
-        subsampling_channels: int = 32,
-    ) -> None:
+    def __init__(self, arch: Arch, *, vocab_size: int, dropout: float = 0.1) -> None:
         super().__init__()
-        self.arch = arch
-        self.features = feature_config(arch)
+        spec = decode(arch)
+        self.arch = spec.arch
+        self.spec = spec
+        self.features = spec.features
         self.vocab_size = vocab_size
-        d = int(arch["d_model"])
+        d = spec.d_model
         self.register_buffer("cmvn_mean", torch.zeros(self.features.dim))
         self.register_buffer("cmvn_std", torch.ones(self.features.dim))
         stages: list[nn.Module] = []
         in_dim = self.features.dim
-        if self.features.kind == "waveform":
+        if spec.waveform_input:
             frontend = LearnableFrontend(LEARNABLE_FILTERS, sample_rate=self.features.sample_rate)
             stages.append(frontend)
             in_dim = frontend.out_dim
@@ -160,14 +122,14 @@ class SpeechModel(nn.Module):
             Conv2dSubsampling(
                 in_dim,
                 d,
-                factor=int(arch.get("subsampling_factor", 4)),
-                channels=subsampling_channels,
-                depthwise=arch.get("subsampling", "conv2d") == "dwconv2d",
+                factor=spec.subsampling_factor,
+                channels=spec.subsampling_channels,
+                depthwise=spec.depthwise_subsampling,
             )
         )
-        stages.append(_encoder(arch, d, dropout))
+        stages.append(_encoder(spec, dropout))
         self.encoder = EncoderChain(*stages)
-        self.decoder = _decoder(arch, d, vocab_size, dropout)
+        self.decoder = _decoder(spec, vocab_size, dropout)
 
     def set_cmvn(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         self.cmvn_mean.copy_(mean)
@@ -200,16 +162,6 @@ class SpeechModel(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
-def build(arch: Arch, *, vocab_size: int, dropout: float = 0.1) -> SpeechModel:
-    """A fresh, randomly initialised model for ``arch``."""
-    return SpeechModel(arch, vocab_size=vocab_size, dropout=dropout)
-
-
-def create_model(
-    *, arch: Arch | None, model: ModelConfig, features: FeatureConfig, vocab_size: int
-) -> nn.Module:
-    """The model a training config or a checkpoint describes: an architecture from a search
-    space when ``arch`` is given, otherwise the foundation's Conformer-CTC baseline."""
-    if arch is not None:
-        return build(arch, vocab_size=vocab_size, dropout=model.dropout)
-    return ASRModel(model, feat_dim=features.dim, vocab_size=vocab_size)
+def build(arch: Mapping[str, Any], *, vocab_size: int, dropout: float = 0.1) -> SpeechModel:
+    """A fresh, randomly initialised model for ``arch`` (an :class:`Arch` or a mapping)."""
+    return SpeechModel(decode(arch).arch, vocab_size=vocab_size, dropout=dropout)

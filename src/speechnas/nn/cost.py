@@ -37,15 +37,10 @@ from torch.utils.flop_counter import FlopCounterMode
 from speechnas.nn.blocks import LearnableFrontend
 from speechnas.nn.blocks.cnn import SeparableConvLayerConfig
 from speechnas.nn.blocks.ebranchformer import EBranchformerLayerConfig
-from speechnas.nn.blocks.subsampling import _PLANS, Conv2dSubsampling, _conv_length
-from speechnas.nn.build import (
-    FRONTENDS,
-    LEARNABLE_FILTERS,
-    SpeechModel,
-    _per_layer,
-    feature_config,
-)
+from speechnas.nn.blocks.subsampling import Conv2dSubsampling, conv_length, conv_plan
+from speechnas.nn.build import SpeechModel
 from speechnas.nn.decoders import CTCDecoder, RNNTDecoder
+from speechnas.nn.spec import FRONTENDS, LEARNABLE_FILTERS, ArchSpec, decode
 from speechnas.space.arch import Arch
 
 __all__ = [
@@ -56,8 +51,6 @@ __all__ = [
     "measured_macs",
     "subsampling_share",
 ]
-
-DEFAULT_SUBSAMPLING_CHANNELS = 32  # SpeechModel's default
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,12 +89,7 @@ def _fixed_frontend_of_width(width: int) -> str:
     raise LookupError(f"no fixed front end of width {width}")  # pragma: no cover
 
 
-def count_parameters(
-    arch: Mapping[str, Any],
-    *,
-    vocab_size: int,
-    subsampling_channels: int = DEFAULT_SUBSAMPLING_CHANNELS,
-) -> int:
+def count_parameters(arch: Mapping[str, Any], *, vocab_size: int) -> int:
     """Exact number of parameters of ``SpeechModel(arch, ...)``, in milliseconds.
 
     (The first call in a process that builds an ``nn.Embedding`` — RNN-T and attention
@@ -116,14 +104,13 @@ def count_parameters(
     come from one small CPU build, cached.
     """
     extra = 0
-    if feature_config(arch).kind == "waveform":
+    spec = decode(arch)
+    if spec.waveform_input:
         frontend = _learnable_frontend()
         extra = sum(p.numel() for p in frontend.parameters())
-        arch = {**arch, "frontend": _fixed_frontend_of_width(frontend.out_dim)}
+        spec = decode(Arch({**spec.arch, "frontend": _fixed_frontend_of_width(frontend.out_dim)}))
     with torch.device("meta"):
-        model = SpeechModel(
-            Arch(arch), vocab_size=vocab_size, subsampling_channels=subsampling_channels
-        )
+        model = SpeechModel(spec.arch, vocab_size=vocab_size)
     return extra + sum(p.numel() for p in model.parameters())
 
 
@@ -205,45 +192,38 @@ def _cnn_layer(t: int, d: int, *, kernel: int, se: bool, reduction: int, causal:
     return macs
 
 
-def _encoder(arch: Mapping[str, Any], t: int) -> int:
-    kind = arch["encoder"]
-    d = int(arch["d_model"])
-    n = int(arch["layers"])
+def _encoder(spec: ArchSpec, t: int) -> int:
+    kind = spec.encoder
+    d = spec.d_model
     if kind in ("lstm", "blstm"):
-        hidden = int(arch["lstm_hidden"])
+        hidden = spec.lstm_hidden
         directions = 2 if kind == "blstm" else 1
-        return _lstm(t, d, hidden, n, directions) + _linear(t, directions * hidden, d)
-    kernel = _per_layer(arch, "conv_kernel", 15)
+        return _lstm(t, d, hidden, spec.layers, directions) + _linear(t, directions * hidden, d)
     if kind == "cnn":
         reduction = SeparableConvLayerConfig().se_reduction
-        se = bool(arch.get("cnn_se", False))
-        causal = bool(arch.get("streaming", False))
         return sum(
-            _cnn_layer(t, d, kernel=k, se=se, reduction=reduction, causal=causal) for k in kernel
-        )
-    attention = str(arch.get("attention", "rel"))
-    ffn = _per_layer(arch, "ffn_dim", 4 * d)
-    rank = _per_layer(arch, "ffn_lowrank", 0)
+            _cnn_layer(t, d, kernel=ly.kernel, se=spec.cnn_se, reduction=reduction,
+                       causal=spec.causal)
+            for ly in spec.layer
+        )  # fmt: skip
+    attention = spec.attention
     if kind == "conformer":
-        macaron = bool(arch.get("macaron", True))
         return sum(
-            _conformer_layer(t, d, ffn=ffn[i], rank=rank[i], kernel=kernel[i], macaron=macaron,
-                             attention=attention)
-            for i in range(n)
+            _conformer_layer(t, d, ffn=ly.ffn_dim, rank=ly.ffn_lowrank, kernel=ly.kernel,
+                             macaron=spec.macaron, attention=attention)
+            for ly in spec.layer
         )  # fmt: skip
     if kind == "transformer":
         return sum(
-            _transformer_layer(t, d, ffn=ffn[i], rank=rank[i], attention=attention)
-            for i in range(n)
+            _transformer_layer(t, d, ffn=ly.ffn_dim, rank=ly.ffn_lowrank, attention=attention)
+            for ly in spec.layer
         )
-    if kind == "ebranchformer":
-        merge = EBranchformerLayerConfig().merge_kernel
-        return sum(
-            _ebranchformer_layer(t, d, ffn=ffn[i], rank=rank[i], kernel=kernel[i],
-                                 merge_kernel=merge, attention=attention)
-            for i in range(n)
-        )  # fmt: skip
-    raise ValueError(f"encoder: {kind!r} is unknown")
+    merge = EBranchformerLayerConfig().merge_kernel
+    return sum(
+        _ebranchformer_layer(t, d, ffn=ly.ffn_dim, rank=ly.ffn_lowrank, kernel=ly.kernel,
+                             merge_kernel=merge, attention=attention)
+        for ly in spec.layer
+    )  # fmt: skip
 
 
 def _pred_layers() -> int:
@@ -251,7 +231,7 @@ def _pred_layers() -> int:
     return int(inspect.signature(RNNTDecoder).parameters["pred_layers"].default)
 
 
-def _decoder(arch: Mapping[str, Any], t: int, vocab_size: int, tokens: int) -> int:
+def _decoder(spec: ArchSpec, t: int, vocab_size: int, tokens: int) -> int:
     """Inference (greedy) cost of the decoder over T' encoder frames and ``tokens`` outputs.
 
     CTC: the projection of every frame, T'·d·V.
@@ -273,18 +253,18 @@ def _decoder(arch: Mapping[str, Any], t: int, vocab_size: int, tokens: int) -> i
     projections) at every step instead; its count matches this one only for a single step.
     The hybrid model's CTC side head is not used in attention decoding and is not counted.
     """
-    kind = arch.get("decoder", "ctc")
-    d = int(arch["d_model"])
+    kind = spec.decoder
+    d = spec.d_model
     if kind == "ctc":
         return _linear(t, d, vocab_size)
     if kind == "rnnt":
-        p = int(arch.get("pred_dim", 256))
+        p = spec.pred_dim
         joint = p  # the builder sets joint_dim = pred_dim; the embedding width is pred_dim too
         predictor = _lstm(tokens + 1, p, p, _pred_layers(), 1)
         joiner = (t + tokens) * (d * joint + p * joint + joint * vocab_size)
         return predictor + joiner
     if kind == "attention":
-        layers = int(arch.get("decoder_layers", 1))
+        layers = spec.decoder_layers
         ffn = 4 * d
         steps = tokens + 1
         memory = _linear(t, d, 2 * d)
@@ -301,9 +281,9 @@ def _num_samples(seconds: float, sample_rate: int) -> int:
     return round(seconds * sample_rate)
 
 
-def _frontend(arch: Mapping[str, Any], seconds: float) -> tuple[int, int, int]:
+def _frontend(spec: ArchSpec, seconds: float) -> tuple[int, int, int]:
     """(MACs, frames, feature width) of the input to the subsampling."""
-    cfg = feature_config(arch)
+    cfg = spec.features
     n = _num_samples(seconds, cfg.sample_rate)
     if cfg.kind != "waveform":
         return 0, cfg.num_frames(n), cfg.dim
@@ -320,8 +300,8 @@ def _subsampling(
     then the linear map of the C · F' features of every frame to d."""
     t, f = frames, width
     macs = 0
-    for i, (kernel, stride) in enumerate(_PLANS[factor]):
-        t, f = int(_conv_length(t, kernel, stride)), int(_conv_length(f, kernel, stride))
+    for i, (kernel, stride) in enumerate(conv_plan(factor)):
+        t, f = int(conv_length(t, kernel, stride)), int(conv_length(f, kernel, stride))
         out = t * f
         if i == 0:
             macs += out * channels * kernel * kernel
@@ -338,7 +318,6 @@ def analytic_macs(
     seconds: float = 5.0,
     vocab_size: int,
     tokens: int | None = None,
-    subsampling_channels: int = DEFAULT_SUBSAMPLING_CHANNELS,
 ) -> MacBreakdown:
     """MACs of one ``seconds``-long utterance (batch 1) through ``SpeechModel(arch)``.
 
@@ -350,21 +329,21 @@ def analytic_macs(
         tokens = round(3 * seconds)
     if tokens < 0:
         raise ValueError(f"tokens: expected an integer >= 0, got {tokens!r}")
-    d = int(arch["d_model"])
-    frontend, frames, width = _frontend(arch, seconds)
+    spec = decode(arch)
+    frontend, frames, width = _frontend(spec, seconds)
     subsampling, t = _subsampling(
         frames,
         width,
-        d,
-        int(arch.get("subsampling_factor", 4)),
-        subsampling_channels,
-        arch.get("subsampling", "conv2d") == "dwconv2d",
+        spec.d_model,
+        spec.subsampling_factor,
+        spec.subsampling_channels,
+        spec.depthwise_subsampling,
     )
     return MacBreakdown(
         frontend=frontend,
         subsampling=subsampling,
-        encoder=_encoder(arch, t),
-        decoder=_decoder(arch, t, vocab_size, tokens),
+        encoder=_encoder(spec, t),
+        decoder=_decoder(spec, t, vocab_size, tokens),
     )
 
 
@@ -373,12 +352,9 @@ def subsampling_share(
     *,
     seconds: float = 5.0,
     vocab_size: int,
-    subsampling_channels: int = DEFAULT_SUBSAMPLING_CHANNELS,
 ) -> float:
     """Subsampling MACs / (front end + subsampling + encoder) MACs; the decoder is left out."""
-    macs = analytic_macs(
-        arch, seconds=seconds, vocab_size=vocab_size, subsampling_channels=subsampling_channels
-    )
+    macs = analytic_macs(arch, seconds=seconds, vocab_size=vocab_size)
     return macs.subsampling / macs.encoder_side if macs.encoder_side else 0.0
 
 

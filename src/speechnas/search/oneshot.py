@@ -150,7 +150,7 @@ def train_supernet(
         budget=budget,
         data=dataclasses.replace(base.data, fraction=1.0),
     )
-    return Trainer(cfg, show_progress=show_progress).fit(resume=True).to_dict()
+    return Trainer.from_config(cfg, show_progress=show_progress).fit(resume=True).to_dict()
 
 
 class PathScorer:
@@ -161,9 +161,9 @@ class PathScorer:
         import numpy as np
 
         from speechnas.data.dataset import SpeechDataset
+        from speechnas.data.loading import load_utterances
         from speechnas.evaluate.decode import prepare_batches
         from speechnas.train.checkpoint import load_supernet
-        from speechnas.train.trainer import load_utterances
 
         self.loaded = loaded = load_supernet(checkpoint)
         self.net = loaded.model

@@ -108,8 +108,8 @@ def retrain_base(cfg: SearchConfig, base: TrainConfig) -> TrainConfig:
 
 def vocab_size(base: TrainConfig) -> int:
     """The tokenizer size the trials will have (from all training texts)."""
+    from speechnas.data.loading import load_utterances
     from speechnas.data.tokenizer import build_tokenizer
-    from speechnas.train.trainer import load_utterances
 
     utts = load_utterances(base.data.train, skip_invalid=base.data.skip_invalid)
     texts = [u.text for u in utts]

@@ -96,7 +96,7 @@ def run_trial(
             if (Path(resume_from) / "best").is_dir():
                 shutil.copytree(Path(resume_from) / "best", out / "best")
     cfg = trial_config(arch, base=base, fidelity=fidelity, output_dir=out, seed=seed)
-    trainer = Trainer(cfg, show_progress=show_progress)
+    trainer = Trainer.from_config(cfg, show_progress=show_progress)
     result = trainer.fit(resume=True)
     vocab = trainer.tokenizer.vocab_size
     metrics: dict[str, Any] = {

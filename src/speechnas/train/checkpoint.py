@@ -21,8 +21,8 @@ from torch import nn
 
 from speechnas.data.features import FeatureConfig
 from speechnas.data.tokenizer import Tokenizer, tokenizer_from_dict
-from speechnas.nn.build import create_model
-from speechnas.nn.model import ModelConfig
+from speechnas.nn.build import SpeechModel, build
+from speechnas.nn.legacy import convert_legacy_state, is_legacy_meta, legacy_arch
 from speechnas.space.arch import Arch
 
 
@@ -55,7 +55,7 @@ def save_checkpoint(
 
 @dataclass
 class LoadedModel:
-    model: nn.Module
+    model: SpeechModel
     tokenizer: Tokenizer
     features: FeatureConfig
     meta: dict[str, Any]
@@ -70,14 +70,17 @@ def load_model(folder: str | Path) -> LoadedModel:
     meta = json.loads((folder / "meta.json").read_text())
     tokenizer = tokenizer_from_dict(meta["tokenizer"])
     features = FeatureConfig(**meta["features"])
-    arch = meta.get("arch")
-    model = create_model(
-        arch=None if arch is None else Arch.from_json(arch),
-        model=ModelConfig(**meta["model"]),
-        features=features,
-        vocab_size=tokenizer.vocab_size,
-    )
-    model.load_state_dict(load_file(str(folder / "model.safetensors")))
+    weights = load_file(str(folder / "model.safetensors"))
+    if is_legacy_meta(meta):  # written by the first Conformer-CTC implementation
+        arch = legacy_arch(meta["model"], features, where=str(folder))
+        weights = convert_legacy_state(weights)
+        meta = {**meta, "arch": arch.to_json()}
+    elif meta.get("arch") is None:
+        raise ValueError(f"{folder}/meta.json: names no architecture (`arch`)")
+    else:
+        arch = Arch.from_json(meta["arch"])
+    model = build(arch, vocab_size=tokenizer.vocab_size)
+    model.load_state_dict(weights)
     model.eval()
     return LoadedModel(model=model, tokenizer=tokenizer, features=features, meta=meta)
 

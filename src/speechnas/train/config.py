@@ -5,51 +5,40 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from speechnas.data.config import DataConfig, TokenizerConfig
 from speechnas.data.dataset import AugmentConfig
 from speechnas.data.features import FeatureConfig, SpecAugmentConfig
-from speechnas.nn.model import ModelConfig, preset
+from speechnas.nn.presets import PRESETS, preset, preset_names
+from speechnas.space import Arch, load_space
 
 
 @dataclass(frozen=True, slots=True)
-class DataConfig:
-    """Where the corpora are: a JSONL manifest or a Kaldi data dir per entry."""
+class ModelConfig:
+    """Which hand-designed architecture to train when no ``arch`` is given, and the dropout.
 
-    train: str = ""
-    dev: str = ""
-    test: dict[str, str] = field(default_factory=dict)
-    skip_invalid: bool = False
-    fraction: float = 1.0  # fidelity: share of the training utterances used (a seeded subset)
+    In YAML, any architecture field may follow the preset name to change it
+    (``model: {preset: small, layers: 6}``); the result becomes the config's ``arch``.
+    """
 
-    def __post_init__(self) -> None:
-        if not 0.0 < self.fraction <= 1.0:
-            raise ValueError(f"data.fraction: {self.fraction} is not in (0, 1]")
-
-    def with_corpus(self, manifests: Mapping[str, str | Path]) -> DataConfig:
-        """This config reading a built corpus: its ``train`` and ``dev`` splits, and every
-        ``test*`` split as a test set (the manifests of ``CorpusInfo.manifests``)."""
-        return dataclasses.replace(
-            self,
-            train=str(manifests["train"]),
-            dev=str(manifests["dev"]),
-            test={k: str(v) for k, v in manifests.items() if k.startswith("test")},
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class TokenizerConfig:
-    kind: str = "char"
-    vocab_size: int = 128
+    preset: str = "base"
+    dropout: float = 0.1
 
     def __post_init__(self) -> None:
-        if self.kind not in ("char", "bpe"):
-            raise ValueError(f"tokenizer.kind: {self.kind!r} is not one of 'char', 'bpe'")
+        if self.preset not in PRESETS:
+            raise ValueError(
+                f"model.preset: {self.preset!r} is unknown; choose from {preset_names()}"
+            )
+        if not isinstance(self.dropout, int | float) or not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"model.dropout: {self.dropout!r} is not in [0, 1)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,14 +93,16 @@ class TrainConfig:
     threads: int = 2
     output_dir: str = "runs/train"
     data: DataConfig = field(default_factory=DataConfig)
-    features: FeatureConfig = field(default_factory=FeatureConfig)
+    # The architecture decides the input features (its frontend); set here they are checked
+    # against it.
+    features: FeatureConfig | None = None
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
-    # An architecture (Arch JSON) from a search space; when set it replaces `model` and decides
-    # the input features (its frontend), and `space` names the space that validates it.
+    # An architecture (Arch JSON), e.g. from a search space; when set it replaces `model.preset`,
+    # and `space`, when set, names the space that validates it.
     arch: dict[str, Any] | None = None
     space: str | None = None
     # A weight-sharing supernet over `space` (which must be set; `arch` must not be).
@@ -123,6 +114,14 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.supernet is not None and (self.space is None or self.arch is not None):
             raise ValueError("supernet: needs `space` (the subspace to share) and no `arch`")
+
+    def architecture(self) -> Arch:
+        """The architecture to train: ``arch`` (validated by ``space`` when set), else the
+        ``model.preset``. (A supernet config trains its space's largest path and more.)"""
+        if self.arch is None:
+            return preset(self.model.preset)
+        arch = Arch.from_json(self.arch)
+        return load_space(self.space).validate(arch) if self.space else arch
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -178,13 +177,31 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     return value
 
 
+_MODEL_KEYS = {f.name for f in dataclasses.fields(ModelConfig)}
+
+
 def config_from_dict(d: dict[str, Any]) -> TrainConfig:
     d = dict(d)
     model = d.get("model")
-    if isinstance(model, dict) and "preset" in model:  # a named size, optionally overridden
+    if isinstance(model, dict) and set(model) - _MODEL_KEYS:
+        # A preset with some of its architecture's fields changed: that architecture.
         model = dict(model)
-        base = preset(model.pop("preset")).to_dict()
-        d["model"] = {**base, **model}
+        overrides = {k: model.pop(k) for k in sorted(set(model) - _MODEL_KEYS)}
+        name = model.get("preset", ModelConfig.preset)
+        if d.get("arch") is not None:
+            raise ValueError(
+                f"model: {sorted(overrides)} change the preset's architecture, but `arch` is "
+                "set too; put those fields in `arch`"
+            )
+        allowed = sorted(_MODEL_KEYS | set(PRESETS.get(name, {})) | {"subsampling_channels"})
+        unknown = sorted(set(overrides) - set(allowed))
+        if unknown:
+            raise ValueError(f"model: unknown key(s) {unknown}; allowed: {allowed}")
+        try:
+            d["arch"] = preset(name, **overrides).to_json()
+        except ValueError as e:
+            raise ValueError(f"model: {e}") from None
+        d["model"] = model
     return _build(TrainConfig, d, "")
 
 

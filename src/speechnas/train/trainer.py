@@ -9,7 +9,6 @@ uninterrupted run would have.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import logging
 import math
@@ -24,16 +23,14 @@ import torch
 from tqdm import tqdm
 
 from speechnas.data.dataset import SpeechDataset
-from speechnas.data.manifest import load_corpus
+from speechnas.data.loading import TrainingData, load_training_data
 from speechnas.data.sampler import DurationBatchSampler
-from speechnas.data.synth.text import normalize_text
-from speechnas.data.tokenizer import Tokenizer, build_tokenizer
-from speechnas.data.utterance import Utterance
+from speechnas.data.tokenizer import Tokenizer
 from speechnas.evaluate.decode import evaluate_dataset
-from speechnas.nn.build import create_model, feature_config
+from speechnas.nn.build import SpeechModel, build, feature_config
 from speechnas.nn.supernet import Supernet, largest, supernet_space
 from speechnas.report.plots import plot_training
-from speechnas.space import Arch, load_space
+from speechnas.space import load_space
 from speechnas.train.checkpoint import load_state, save_checkpoint
 from speechnas.train.config import TrainConfig
 from speechnas.versions import versions
@@ -70,34 +67,6 @@ class TrainResult:
         d["output_dir"] = str(self.output_dir)
         d["throughput"] = self.throughput
         return d
-
-
-def load_utterances(
-    path: str, *, skip_invalid: bool, skipped: dict[str, list[str]] | None = None
-) -> list[Utterance]:
-    """Loads a corpus and normalises its texts the way the tokenizer and the scorer see them.
-
-    Entries dropped under ``skip_invalid`` are recorded in ``skipped[path]``.
-    """
-    report = load_corpus(path, skip_invalid=skip_invalid)
-    if skipped is not None and report.skipped:
-        skipped[path] = [str(p) for p in report.skipped]
-    return [dataclasses.replace(u, text=normalize_text(u.text)) for u in report.utterances]
-
-
-def _subset(utts: list[Utterance], fraction: float, seed: int) -> list[Utterance]:
-    if fraction >= 1.0:
-        return utts
-    n = max(1, round(len(utts) * fraction))
-    keep = np.sort(np.random.default_rng([seed, 7]).permutation(len(utts))[:n])
-    return [utts[i] for i in keep]
-
-
-def _arch(cfg: TrainConfig) -> Arch | None:
-    if cfg.arch is None:
-        return None
-    arch = Arch.from_json(cfg.arch)
-    return load_space(cfg.space).validate(arch) if cfg.space else arch
 
 
 def _cmvn(dataset: SpeechDataset, limit: int = 400) -> tuple[torch.Tensor, torch.Tensor]:
@@ -144,53 +113,36 @@ class Trainer:
     results; the search later uses the same hooks for fidelity decisions.
     """
 
-    def __init__(self, cfg: TrainConfig, *, show_progress: bool = True) -> None:
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        *,
+        data: TrainingData,
+        model: SpeechModel,
+        show_progress: bool = True,
+    ) -> None:
+        """``data`` and ``model`` as :meth:`from_config` makes them from ``cfg``; the trainer
+        only trains (``cfg`` gives the seed, optimiser, budget and output folder)."""
+        if model.features != data.features:
+            raise ValueError(
+                f"model: reads {model.features} features but the datasets give {data.features}"
+            )
+        if model.vocab_size != data.tokenizer.vocab_size:
+            raise ValueError(
+                f"model: vocab_size {model.vocab_size} != the tokenizer's "
+                f"{data.tokenizer.vocab_size}"
+            )
         self.cfg = cfg
         self.out = Path(cfg.output_dir)
         self.show_progress = show_progress
-        d = cfg.data
-        if not d.train or not d.dev:
-            raise ValueError("data.train and data.dev must name a manifest or a Kaldi data dir")
-        self.skipped: dict[str, list[str]] = {}
-        load = functools.partial(load_utterances, skip_invalid=d.skip_invalid, skipped=self.skipped)
-        train = _subset(load(d.train), d.fraction, cfg.seed)
-        dev = load(d.dev)
-        self.tokenizer: Tokenizer = build_tokenizer(
-            cfg.tokenizer.kind, [u.text for u in train], vocab_size=cfg.tokenizer.vocab_size
-        )
-        self.arch = _arch(cfg)
-        shared = None
-        if cfg.supernet is not None:
-            assert cfg.space is not None  # TrainConfig checks it
-            shared = supernet_space(load_space(cfg.space), cfg.supernet.fixed)
-            self.arch = largest(shared)  # the supernet checkpoint loads as this model
-        self.features = cfg.features if self.arch is None else feature_config(self.arch)
-        self.train_set = SpeechDataset(
-            train, self.tokenizer, self.features, augment=cfg.augment, seed=cfg.seed
-        )
-        self.dev_set = SpeechDataset(dev, self.tokenizer, self.features, seed=cfg.seed)
-        self.test_sets = {
-            name: SpeechDataset(load(p), self.tokenizer, self.features, seed=cfg.seed)
-            for name, p in d.test.items()
-        }
-        torch.manual_seed(cfg.seed)
-        self.model: Any
-        if shared is not None:
-            assert cfg.supernet is not None
-            self.model = Supernet(
-                shared,
-                vocab_size=self.tokenizer.vocab_size,
-                dropout=cfg.model.dropout,
-                random_subnets=cfg.supernet.random_subnets,
-                distill=cfg.supernet.distill,
-            )
-        else:
-            self.model = create_model(
-                arch=self.arch,
-                model=cfg.model,
-                features=self.features,
-                vocab_size=self.tokenizer.vocab_size,
-            )
+        self.skipped = data.skipped
+        self.tokenizer: Tokenizer = data.tokenizer
+        self.features = data.features
+        self.train_set = data.train
+        self.dev_set = data.dev
+        self.test_sets = data.tests
+        self.model = model
+        self.arch = model.arch
         self.sampler = DurationBatchSampler(
             self.train_set.durations(), max_seconds=cfg.optim.max_batch_seconds, seed=cfg.seed
         )
@@ -216,6 +168,44 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.marks: list[dict[str, Any]] = []
 
+    @classmethod
+    def from_config(cls, cfg: TrainConfig, *, show_progress: bool = True) -> Trainer:
+        """The trainer of ``cfg``: its corpora loaded, the tokenizer built on the training
+        texts, and its model (or supernet) created, seeded by ``cfg.seed``."""
+        shared = None
+        if cfg.supernet is not None:
+            assert cfg.space is not None  # TrainConfig checks it
+            shared = supernet_space(load_space(cfg.space), cfg.supernet.fixed)
+            arch = largest(shared)  # the supernet checkpoint loads as this model
+        else:
+            arch = cfg.architecture()
+        features = feature_config(arch)
+        if cfg.features is not None and cfg.features != features:
+            raise ValueError(
+                f"features: {cfg.features.to_dict()} differ from those of the architecture's "
+                f"frontend {arch.get('frontend', 'fbank80')!r} ({features.to_dict()}); drop "
+                "`features` or choose the frontend in the architecture"
+            )
+        data = load_training_data(
+            cfg.data, tokenizer=cfg.tokenizer, features=features, augment=cfg.augment,
+            seed=cfg.seed,
+        )  # fmt: skip
+        torch.manual_seed(cfg.seed)
+        vocab = data.tokenizer.vocab_size
+        model: SpeechModel
+        if shared is not None:
+            assert cfg.supernet is not None
+            model = Supernet(
+                shared,
+                vocab_size=vocab,
+                dropout=cfg.model.dropout,
+                random_subnets=cfg.supernet.random_subnets,
+                distill=cfg.supernet.distill,
+            )
+        else:
+            model = build(arch, vocab_size=vocab, dropout=cfg.model.dropout)
+        return cls(cfg, data=data, model=model, show_progress=show_progress)
+
     # ----------------------------------------------------------------------------- state
     def meta(self) -> dict[str, Any]:
         extra = {}
@@ -228,7 +218,7 @@ class Trainer:
         return {
             **extra,
             "model": self.cfg.model.to_dict(),
-            "arch": None if self.arch is None else self.arch.to_json(),
+            "arch": self.arch.to_json(),
             "features": self.features.to_dict(),
             "tokenizer": self.tokenizer.to_dict(),
             "config": self.cfg.to_dict(),
@@ -288,8 +278,8 @@ class Trainer:
         from speechnas.train.checkpoint import load_model
 
         loaded = load_model(folder)
-        mine = None if self.arch is None else self.arch.to_json()
-        if loaded.meta.get("arch") != mine:
+        mine = self.arch.to_json()
+        if loaded.model.arch.to_json() != mine:
             raise ValueError(
                 f"init_from: {folder} holds architecture {loaded.meta.get('arch')}, "
                 f"not this config's {mine}"

@@ -9,7 +9,7 @@ from torch import nn
 
 from speechnas.nn.blocks._common import check_positive, check_streaming, zero_padding
 from speechnas.nn.blocks.attention import PositionalInput, attention_mask
-from speechnas.nn.conformer import padding_mask
+from speechnas.nn.blocks.masks import padding_mask
 
 
 class AttentionStack(nn.Module):

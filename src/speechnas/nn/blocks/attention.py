@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from speechnas.nn.blocks._common import check_choice, check_heads, check_positive, check_window
-from speechnas.nn.conformer import padding_mask, sinusoidal_positions
+from speechnas.nn.blocks.masks import padding_mask, sinusoidal_positions
 
 PosKind = Literal["abs", "rel", "local"]
 POS_KINDS: tuple[str, ...] = ("abs", "rel", "local")

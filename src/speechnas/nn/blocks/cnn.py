@@ -18,7 +18,7 @@ from speechnas.nn.blocks._common import (
     check_positive,
     zero_padding,
 )
-from speechnas.nn.conformer import padding_mask
+from speechnas.nn.blocks.masks import padding_mask
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from speechnas.nn.blocks._common import check_dropout, check_positive, zero_padding
-from speechnas.nn.conformer import padding_mask
+from speechnas.nn.blocks.masks import padding_mask
 
 
 class LSTMEncoder(nn.Module):

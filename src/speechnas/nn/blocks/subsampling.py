@@ -16,7 +16,14 @@ _PLANS: dict[int, tuple[tuple[int, int], ...]] = {
 FACTORS: tuple[int, ...] = tuple(_PLANS)
 
 
-def _conv_length(n: torch.Tensor | int, kernel: int, stride: int) -> torch.Tensor | int:
+def conv_plan(factor: int) -> tuple[tuple[int, int], ...]:
+    """(kernel, stride) of each convolution of the subsampling by ``factor``."""
+    check_choice("conv_plan", "factor", factor, FACTORS)
+    return _PLANS[factor]
+
+
+def conv_length(n: torch.Tensor | int, kernel: int, stride: int) -> torch.Tensor | int:
+    """Output length of one valid convolution (no padding) over ``n`` frames."""
     if isinstance(n, int):
         return max(0, (n - kernel) // stride + 1)
     return ((n - kernel) // stride + 1).clamp(min=0)
@@ -26,7 +33,7 @@ def subsampled_lengths(lengths: torch.Tensor, factor: int) -> torch.Tensor:
     """Exact output length of `Conv2dSubsampling(factor=...)` for each input length (B,)."""
     check_choice("subsampled_lengths", "factor", factor, FACTORS)
     for kernel, stride in _PLANS[factor]:
-        lengths = _conv_length(lengths, kernel, stride)  # type: ignore[assignment]
+        lengths = conv_length(lengths, kernel, stride)  # type: ignore[assignment]
     return lengths
 
 
@@ -50,7 +57,7 @@ class Conv2dSubsampling(nn.Module):
         check_choice(owner, "factor", factor, FACTORS)
         freq = in_dim
         for kernel, stride in _PLANS[factor]:
-            freq = _conv_length(freq, kernel, stride)
+            freq = conv_length(freq, kernel, stride)
         if freq < 1:
             raise ValueError(f"{owner}.in_dim: {in_dim} is too small for factor {factor}")
         self.in_dim = in_dim

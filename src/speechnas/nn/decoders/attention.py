@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from speechnas.nn.conformer import padding_mask, sinusoidal_positions
+from speechnas.nn.blocks.masks import padding_mask, sinusoidal_positions
 from speechnas.nn.decoders.base import BLANK, DecoderModule, check_beam, check_common
 from speechnas.nn.decoders.ctc import CTCDecoder
 

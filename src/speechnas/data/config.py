@@ -1,0 +1,45 @@
+"""Where the corpora are and how their text becomes tokens: the data sections of a config."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["DataConfig", "TokenizerConfig"]
+
+
+@dataclass(frozen=True, slots=True)
+class DataConfig:
+    """Where the corpora are: a JSONL manifest or a Kaldi data dir per entry."""
+
+    train: str = ""
+    dev: str = ""
+    test: dict[str, str] = field(default_factory=dict)
+    skip_invalid: bool = False
+    fraction: float = 1.0  # fidelity: share of the training utterances used (a seeded subset)
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.fraction <= 1.0:
+            raise ValueError(f"data.fraction: {self.fraction} is not in (0, 1]")
+
+    def with_corpus(self, manifests: Mapping[str, str | Path]) -> DataConfig:
+        """This config reading a built corpus: its ``train`` and ``dev`` splits, and every
+        ``test*`` split as a test set (the manifests of ``CorpusInfo.manifests``)."""
+        return dataclasses.replace(
+            self,
+            train=str(manifests["train"]),
+            dev=str(manifests["dev"]),
+            test={k: str(v) for k, v in manifests.items() if k.startswith("test")},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TokenizerConfig:
+    kind: str = "char"
+    vocab_size: int = 128
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("char", "bpe"):
+            raise ValueError(f"tokenizer.kind: {self.kind!r} is not one of 'char', 'bpe'")
