@@ -1,10 +1,17 @@
+import fcntl
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 from conftest import TINY_SIZES
 
 from speechnas.data.manifest import load_manifest
+from speechnas.data.synth import corpus
 from speechnas.data.synth.corpus import CorpusConfig, CorpusInfo, build_corpus, voice_groups
 
 
@@ -101,3 +108,115 @@ def test_open_vocabulary_phrases(tmp_path: Path) -> None:
     vocab = set(load_words("en"))
     utts = load_manifest(info.manifests["train"]).utterances
     assert all(set(u.text.split()) <= vocab and len(u.text.split()) >= 3 for u in utts)
+
+
+SMALL = CorpusConfig(sizes={"train": 4, "dev": 2}, babble_pool=3)
+OTHER = CorpusConfig(seed=1, sizes={"train": 5, "dev": 2}, babble_pool=3)
+
+
+def _entries(root: Path) -> list[str]:
+    return sorted(p.name for p in root.iterdir())
+
+
+def _check_complete(info: CorpusInfo) -> None:
+    """Every manifest loads (each audio file exists and has a valid header) and points into the
+    corpus folder itself, not at the folder it was rendered in."""
+    folder = info.folder.absolute()
+    for split, path in info.manifests.items():
+        assert ".tmp-" not in path.read_text()
+        utts = load_manifest(path).utterances
+        assert len(utts) == info.stats["counts"][split]
+        assert all(u.audio_path.is_relative_to(folder) for u in utts)
+
+
+@pytest.mark.parametrize("exchange", [True, False], ids=["exchange", "two-renames"])
+def test_rebuild_swaps_in_a_complete_corpus_while_a_reader_holds_the_old(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exchange: bool
+) -> None:
+    if not exchange:  # as where the atomic exchange is unavailable
+        monkeypatch.setattr(corpus, "_exchange", lambda a, b: False)
+    old = build_corpus(SMALL, tmp_path, workers=1, show_progress=False)
+    utt = load_manifest(old.manifests["train"]).utterances[0]
+    expected, _ = sf.read(str(utt.audio_path))
+    old_manifest = old.manifests["train"].read_bytes()
+    with utt.audio_path.open("rb") as audio, old.manifests["train"].open("rb") as manifest:
+        new = build_corpus(OTHER, tmp_path, workers=1, show_progress=False)
+        # What the reader opened is the old corpus still, complete.
+        np.testing.assert_array_equal(sf.read(audio)[0], expected)
+        assert manifest.read() == old_manifest
+    assert not new.cached and new.folder == old.folder and new.stats["counts"]["train"] == 5
+    _check_complete(new)
+    # An old manifest's audio path is gone rather than naming some of the new corpus's audio.
+    assert not utt.audio_path.exists()
+    assert _entries(tmp_path) == [".digits-en.lock", "digits-en"]
+    assert build_corpus(OTHER, tmp_path, workers=1, show_progress=False).cached
+
+
+def test_a_failed_build_leaves_the_previous_corpus_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    build_corpus(SMALL, tmp_path, workers=1, show_progress=False)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    (tmp_path / ".digits-en.tmp-0123456789ab" / "train").mkdir(parents=True)  # a killed build's
+    render, rendered = corpus._render, []
+
+    def render_then_crash(args: tuple[CorpusConfig, corpus._Job]) -> tuple[str, int, float]:
+        if len(rendered) == 3:
+            raise RuntimeError("synthesizer crashed")
+        rendered.append(render(args))
+        return rendered[-1]
+
+    monkeypatch.setattr(corpus, "_render", render_then_crash)
+    with pytest.raises(RuntimeError, match="synthesizer crashed"):
+        build_corpus(OTHER, tmp_path, workers=1, show_progress=False)
+    assert len(rendered) == 3
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    assert _entries(tmp_path) == [".digits-en.lock", "digits-en"]
+    monkeypatch.undo()
+    assert build_corpus(SMALL, tmp_path, workers=1, show_progress=False).cached
+
+
+_BUILD = """
+import json, logging, sys
+from speechnas.data.synth.corpus import CorpusConfig, build_corpus
+logging.basicConfig(level=logging.INFO, format="%(message)s")
+cfg = CorpusConfig(sizes={"train": 4, "dev": 2}, babble_pool=3)
+info = build_corpus(cfg, sys.argv[1], workers=1, show_progress=False)
+print(json.dumps({"cached": info.cached}))
+"""
+
+
+def test_concurrent_builders_take_turns(tmp_path: Path) -> None:
+    """Two builders that start while a third holds the lock: one builds, the other reuses it."""
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")])),
+    }
+    with (tmp_path / ".digits-en.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", _BUILD, str(tmp_path)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
+            for _ in range(2)
+        ]
+        for proc in procs:  # both are waiting for the lock, and have written nothing
+            assert proc.stderr is not None
+            assert "waiting for another build" in proc.stderr.readline()
+        assert _entries(tmp_path) == [".digits-en.lock"]
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    outcomes = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err
+        outcomes.append(json.loads(out.splitlines()[-1])["cached"])
+    assert sorted(outcomes) == [False, True]
+    info = build_corpus(SMALL, tmp_path, workers=1, show_progress=False)
+    assert info.cached
+    _check_complete(info)
+    assert _entries(tmp_path) == [".digits-en.lock", "digits-en"]

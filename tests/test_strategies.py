@@ -176,3 +176,82 @@ def test_model_based_strategies_beat_random_on_a_synthetic_objective() -> None:
     final = {name: _mean_best(name, budget, seeds) for name in ["random", *MODEL_BASED]}
     for name in MODEL_BASED:
         assert final[name] < final["random"], final
+
+
+# --------------------------------------------------------------------------- NSGA-II replay
+
+
+def test_optuna_nsga2_tags_its_trials_with_the_generation_key_the_replay_uses() -> None:
+    """A plain Optuna NSGA-II study for three generations: every trial carries, under the key
+    the strategy writes when it replays a history, its position // population_size."""
+    import optuna
+
+    from speechnas.search.strategies.optuna import generation_key
+
+    sampler = optuna.samplers.NSGAIISampler(population_size=4, seed=0)
+    study = optuna.create_study(directions=["minimize", "minimize"], sampler=sampler)
+
+    def objective(trial: optuna.Trial) -> tuple[float, float]:
+        x = trial.suggest_categorical("x", [0, 1, 2, 3, 4])
+        y = trial.suggest_categorical("y", [0, 1, 2, 3, 4])
+        return float(x + y), float((x - 4) ** 2 + y)
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study.optimize(objective, n_trials=12)
+    trials = study.get_trials(states=[optuna.trial.TrialState.COMPLETE])
+    assert [t.system_attrs.get(generation_key()) for t in trials] == [t.number // 4 for t in trials]
+
+
+def _captured_studies(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every study the Optuna strategies create from now on."""
+    from speechnas.search.strategies import optuna as optuna_strategies
+
+    studies: list[Any] = []
+    make = optuna_strategies._quiet_study
+
+    def keep(*args: Any) -> Any:
+        studies.append(make(*args))
+        return studies[-1]
+
+    monkeypatch.setattr(optuna_strategies, "_quiet_study", keep)
+    return studies
+
+
+@pytest.mark.parametrize("n_objectives", [1, 2])
+def test_nsga2_replay_proposes_from_a_population(
+    monkeypatch: pytest.MonkeyPatch, n_objectives: int
+) -> None:
+    """After a replayed history of two and a half generations the proposal is bred from the
+    replayed population (generation 2, with parents), not drawn by the initial random sampler."""
+    studies = _captured_studies(monkeypatch)
+    s = make_strategy("nsga2", SYNTHETIC, seed=0, population_size=4, n_objectives=n_objectives)
+    values = (lambda a: (cost(a), two_objectives(a)[1])) if n_objectives == 2 else None
+    history = run(s, SYNTHETIC, 10, values or (lambda a: (cost(a),)), fail_every=None)
+    studies.clear()
+    s.propose(history, 10)
+    (study,) = studies
+    proposal = study.get_trials(deepcopy=False)[-1]
+    generation = study.sampler.get_trial_generation(study, proposal)
+    assert generation == 10 // 4
+    assert study.sampler.get_parent_population(study, generation)
+
+
+def test_nsga2_replay_fails_loudly_when_optuna_ignores_the_generations(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As if Optuna had renamed its generation key: the replayed tags are not read, and the
+    proposal would be random; the strategy says so instead of going on."""
+    import optuna
+
+    from speechnas.search.strategies.optuna import NSGA2, ReplayError
+
+    s = make_strategy("nsga2", SYNTHETIC, seed=0, population_size=4)
+    history = run(s, SYNTHETIC, 6, lambda a: (cost(a),), fail_every=None)
+    monkeypatch.setattr(NSGA2, "trial_attrs", lambda self, k: {"renamed:generation": k // 4})
+    s.propose(history[:3], 3)  # still the first generation: random is right there
+    with pytest.raises(ReplayError, match="generation 0, not 1"):
+        s.propose(history, 6)
+    monkeypatch.undo()
+    monkeypatch.setattr(optuna.samplers.NSGAIISampler, "_get_generation_key", None)  # as if gone
+    with pytest.raises(ReplayError, match="_get_generation_key"):
+        s.propose(history, 6)

@@ -29,10 +29,10 @@ from speechnas.data.tokenizer import Tokenizer
 from speechnas.evaluate.decode import evaluate_dataset
 from speechnas.nn.build import SpeechModel, build, feature_config
 from speechnas.nn.supernet import Supernet, largest, supernet_space
-from speechnas.report.plots import plot_training
 from speechnas.space import load_space
 from speechnas.train.checkpoint import load_state, save_checkpoint
 from speechnas.train.config import TrainConfig
+from speechnas.train.plots import plot_training
 from speechnas.versions import versions
 
 log = logging.getLogger(__name__)

@@ -6,17 +6,30 @@ same for a seed whatever the number of workers, and it is rebuilt only when its 
 
 Voice variants are split three ways, so ``dev`` and the ``test*`` splits are spoken by voices
 never heard in training.
+
+A (re)build never disturbs a corpus that another job reads: it renders into a hidden sibling
+folder and swaps that in only when complete (one atomic exchange on Linux, two renames
+elsewhere). A failed build leaves the previous corpus as it was; files a reader already has open
+stay valid after a swap (POSIX). Audio file names carry the config digest, so a reader that loaded
+an older manifest and opens its audio later fails loudly instead of reading another corpus's
+audio under the old transcripts. Builders of the same corpus take turns through a lock file
+(``fcntl.flock``), and one that waited reuses what the other built.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import dataclasses
+import errno
 import hashlib
 import json
 import logging
 import multiprocessing as mp
+import os
 import shutil
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +45,11 @@ from speechnas.data.synth.effects import EffectConfig, apply_effects, sample_eff
 from speechnas.data.synth.espeak import Espeak, Voice, list_variants
 from speechnas.data.synth.text import make_text
 from speechnas.data.utterance import Utterance
+
+try:
+    import fcntl
+except ImportError:  # Windows: no lock; concurrent builders still never share a folder
+    fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +193,7 @@ class _Job:
 
 def _plan(cfg: CorpusConfig, folder: Path) -> list[_Job]:
     groups = voice_groups(cfg.seed, cfg.voice_split)
+    tag = cfg.digest()[:8]  # a reader of another config's manifest never opens these files
     jobs = []
     for split in SPLITS:
         for i in range(cfg.sizes.get(split, 0)):
@@ -184,7 +203,7 @@ def _plan(cfg: CorpusConfig, folder: Path) -> list[_Job]:
             effects = sample_effects(rng, DEFAULT_EFFECTS[split])
             gain = float(rng.uniform(0.25, 0.95))
             espeak_seed = int(rng.integers(2**31))
-            path = str(folder / split / f"{split}-{i:06d}.flac")
+            path = str(folder / split / f"{split}-{i:06d}-{tag}.flac")
             jobs.append(_Job(split, i, text, voice, effects, gain, espeak_seed, path))
     return jobs
 
@@ -234,6 +253,70 @@ def _run(cfg: CorpusConfig, jobs: list[_Job], workers: int) -> Iterator[tuple[st
         yield from pool.imap(_render, ((cfg, j) for j in jobs), chunksize=16)
 
 
+# Linux renameat2(2): swap two existing paths in one step.
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two existing paths; False where the platform or filesystem cannot."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError, TypeError):
+        return False
+    fd, name = ctypes.c_int, ctypes.c_char_p
+    renameat2.argtypes = [fd, name, fd, name, ctypes.c_uint]
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(a), None, str(b))
+
+
+def _install(built: Path, folder: Path) -> None:
+    """Put the complete corpus ``built`` at ``folder`` and remove the one it replaces."""
+    if not folder.exists():
+        built.rename(folder)
+    elif _exchange(built, folder):
+        shutil.rmtree(built, ignore_errors=True)  # ``built`` now holds the previous corpus
+    else:  # ``folder`` is missing for the moment between the two renames
+        previous = built.with_name(built.name + "-old")
+        folder.rename(previous)
+        built.rename(folder)
+        shutil.rmtree(previous, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _exclusive(folder: Path) -> Iterator[None]:
+    """Held by one builder of ``folder`` at a time (lock file ``.<name>.lock`` beside it); the
+    others wait here."""
+    if fcntl is None:
+        yield
+        return
+    with folder.with_name(f".{folder.name}.lock").open("a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for another build of %s", folder)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _current(cfg: CorpusConfig, folder: Path, manifests: dict[str, Path]) -> dict[str, Any] | None:
+    """The stamp of the corpus at ``folder`` if it was built from ``cfg`` and is complete."""
+    try:
+        meta = json.loads((folder / "corpus.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(meta, dict) or meta.get("digest") != cfg.digest():
+        return None
+    return meta if all(p.is_file() for p in manifests.values()) else None
+
+
 def build_corpus(
     cfg: CorpusConfig,
     root: str | Path = "corpora",
@@ -242,29 +325,55 @@ def build_corpus(
     force: bool = False,
     show_progress: bool = True,
 ) -> CorpusInfo:
-    """Generates ``root/<task>-<lang>`` unless a corpus of the same config is already there."""
-    folder = Path(root) / cfg.name
-    stamp = folder / "corpus.json"
+    """Generates ``root/<task>-<lang>`` unless a corpus of the same config is already there.
+
+    The corpus is rendered into ``root/.<task>-<lang>.tmp-<random>`` and swapped in when complete
+    (see the module docstring); leftovers of a killed build are removed by the next one.
+    """
+    root = Path(root)
+    folder = root / cfg.name
     manifests = {s: folder / f"{s}.jsonl" for s in SPLITS if cfg.sizes.get(s, 0) > 0}
-    if not force and stamp.is_file():
-        meta = json.loads(stamp.read_text())
-        if meta.get("digest") == cfg.digest() and all(p.is_file() for p in manifests.values()):
-            log.info("corpus %s is up to date (config %s)", folder, cfg.digest())
+    if not force and (meta := _current(cfg, folder, manifests)):
+        log.info("corpus %s is up to date (config %s)", folder, cfg.digest())
+        return CorpusInfo(folder, manifests, meta["stats"], cached=True)
+    root.mkdir(parents=True, exist_ok=True)
+    with _exclusive(folder):
+        if not force and (meta := _current(cfg, folder, manifests)):  # built while we waited
+            log.info("corpus %s was built meanwhile (config %s)", folder, cfg.digest())
             return CorpusInfo(folder, manifests, meta["stats"], cached=True)
-    if folder.exists():
-        shutil.rmtree(folder)
-    for split in manifests:
+        if fcntl is not None:  # no other builder is running: whatever is left is stale
+            for stale in root.glob(f".{cfg.name}.tmp-*"):
+                shutil.rmtree(stale, ignore_errors=True)
+        scratch = root / f".{cfg.name}.tmp-{uuid.uuid4().hex[:12]}"
+        try:
+            stats = _render_corpus(cfg, scratch, workers, show_progress)
+            _install(scratch, folder)
+        except BaseException:
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise
+    log.info("built %s: %d utterances in %.1f s", folder, stats["utterances"],
+             stats["seconds_to_build"])  # fmt: skip
+    return CorpusInfo(folder, manifests, stats, cached=False)
+
+
+def _render_corpus(
+    cfg: CorpusConfig, folder: Path, workers: int, show_progress: bool
+) -> dict[str, Any]:
+    """Renders the whole corpus into the new folder ``folder``: audio, manifests (audio paths
+    relative to them, so the folder may be renamed) and, last, the ``corpus.json`` stamp."""
+    splits = [s for s in SPLITS if cfg.sizes.get(s, 0) > 0]
+    for split in splits:
         (folder / split).mkdir(parents=True)
     jobs = _plan(cfg, folder)
     start = time.perf_counter()
-    durations: dict[str, dict[int, float]] = {s: {} for s in manifests}
+    durations: dict[str, dict[int, float]] = {s: {} for s in splits}
     bar = tqdm(total=len(jobs), desc=f"synth {cfg.name}", disable=not show_progress)
     for split, index, seconds in _run(cfg, jobs, workers):
         durations[split][index] = seconds
         bar.update(1)
     bar.close()
     elapsed = time.perf_counter() - start
-    for split, path in manifests.items():
+    for split in splits:
         utts = [
             Utterance(
                 id=f"{split}-{j.index:06d}",
@@ -277,7 +386,7 @@ def build_corpus(
             for j in jobs
             if j.split == split
         ]
-        write_manifest(path, utts)
+        write_manifest(folder / f"{split}.jsonl", utts)
     stats = {
         "utterances": len(jobs),
         "seconds_to_build": elapsed,
@@ -288,6 +397,5 @@ def build_corpus(
         "voices": {g: len(v) for g, v in voice_groups(cfg.seed, cfg.voice_split).items()},
     }
     meta = {"digest": cfg.digest(), "config": cfg.to_dict(), "stats": stats}
-    stamp.write_text(json.dumps(meta, indent=1))
-    log.info("built %s: %d utterances in %.1f s", folder, len(jobs), elapsed)
-    return CorpusInfo(folder, manifests, stats, cached=False)
+    (folder / "corpus.json").write_text(json.dumps(meta, indent=1))
+    return stats

@@ -5,6 +5,11 @@ Each call makes a fresh in-memory study, adds one finished trial per observed ar
 trial and walks the space with ``suggest_categorical``, so conditional and per-layer choices are
 suggested only when active. The sampler is seeded from (strategy, seed, index); nothing survives
 between calls, so a resumed search proposes what an uninterrupted one would.
+
+NSGA-II needs each replayed trial's generation, which only Optuna's private generation key in the
+trial's system attributes conveys. Every NSGA-II proposal therefore checks that the sampler put
+it in the generation the replay implies, and raises `ReplayError` otherwise, rather than letting
+an Optuna that renamed or dropped the key turn NSGA-II into random search without a word.
 """
 
 from __future__ import annotations
@@ -19,6 +24,24 @@ from speechnas.space import Arch
 
 if TYPE_CHECKING:
     import optuna
+
+
+class ReplayError(RuntimeError):
+    """Optuna did not take the replayed history as this module expects (an Optuna change)."""
+
+
+def generation_key() -> str:
+    """The trial system attribute in which Optuna's NSGAIISampler keeps a trial's generation."""
+    import optuna
+
+    get = getattr(optuna.samplers.NSGAIISampler, "_get_generation_key", None)
+    if get is None:
+        raise ReplayError(
+            f"nsga2: Optuna {optuna.__version__} has no NSGAIISampler._get_generation_key, so the "
+            "history cannot be replayed in generations; use an Optuna release that has it "
+            "(see pyproject.toml) or update speechnas.search.strategies.optuna"
+        )
+    return str(get())
 
 
 def _quiet_study(sampler: optuna.samplers.BaseSampler, n_objectives: int) -> optuna.Study:
@@ -48,6 +71,10 @@ class _OptunaStrategy(Strategy):
         """System attributes of the ``position``-th (0-based) completed trial of the history."""
         return {}
 
+    def check_replay(self, study: optuna.Study, trial: optuna.Trial, completed: int) -> None:
+        """Raise `ReplayError` if the sampler did not take the ``completed`` replayed trials as
+        expected when it sampled ``trial``."""
+
     def propose(self, history: Sequence[Observation], index: int) -> Arch:
         import optuna
 
@@ -73,7 +100,9 @@ class _OptunaStrategy(Strategy):
         def draw(_attempt: int) -> Arch:
             # A repeat stays a running trial, which TPE's constant liar steers away from.
             trial = study.ask()
-            return walk(self.space, trial.suggest_categorical, rng=rng)
+            arch = walk(self.space, trial.suggest_categorical, rng=rng)
+            self.check_replay(study, trial, len(trials))
+            return arch
 
         return self.fresh(history, draw)
 
@@ -142,11 +171,30 @@ class NSGA2(_OptunaStrategy):
         )
 
     def trial_attrs(self, position: int) -> dict[str, Any]:
+        # The generation key is how the sampler itself tags trials; no public API sets it.
+        return {generation_key(): position // self.options["population_size"]}
+
+    def check_replay(self, study: optuna.Study, trial: optuna.Trial, completed: int) -> None:
+        """The proposal must be in generation ``completed // population_size``: from the second
+        generation on, bred from the replayed population rather than drawn at random."""
         import optuna
 
-        # The generation key is how the sampler itself tags trials; no public API sets it.
-        key = optuna.samplers.NSGAIISampler._get_generation_key()
-        return {key: position // self.options["population_size"]}
+        want = completed // self.options["population_size"]
+        frozen = study.get_trials(deepcopy=False)[trial.number]
+        try:
+            got = study.sampler.get_trial_generation(study, frozen)  # type: ignore[attr-defined]
+        except AttributeError as err:
+            raise ReplayError(
+                f"nsga2: Optuna {optuna.__version__}'s NSGAIISampler has no generations as "
+                "speechnas.search.strategies.optuna expects"
+            ) from err
+        if got != want:
+            raise ReplayError(
+                f"nsga2: Optuna {optuna.__version__} put the proposal after {completed} replayed "
+                f"trials in generation {got}, not {want}: it ignores the generations under "
+                f"{generation_key()!r}, and NSGA-II would be random search; use an Optuna "
+                "release that keeps that key or update speechnas.search.strategies.optuna"
+            )
 
 
-__all__ = ["NSGA2", "TPE"]
+__all__ = ["NSGA2", "TPE", "ReplayError", "generation_key"]
