@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -23,13 +25,15 @@ class AttentionStack(nn.Module):
     def __init__(
         self,
         d_model: int,
-        layers: Sequence[nn.Module],
+        cfgs: Sequence[Any],
+        make_layer: Callable[..., nn.Module],
         *,
-        absolute: bool,
         chunk: int | None,
         left_chunks: int | None,
         final_norm: bool,
     ) -> None:
+        """One layer per config: ``make_layer(d_model, **fields of the config)``; positions are
+        absolute unless every layer uses relative attention."""
         super().__init__()
         owner = type(self).__name__
         check_positive(owner, "d_model", d_model)
@@ -38,9 +42,12 @@ class AttentionStack(nn.Module):
         self.out_dim = d_model
         self.chunk = chunk
         self.left_chunks = left_chunks
+        absolute = any(c.attention != "rel" for c in cfgs)
         self.pos = PositionalInput(d_model, absolute=absolute)
-        self.layers = nn.ModuleList(layers)
+        fields = [{f.name: getattr(c, f.name) for f in dataclasses.fields(c)} for c in cfgs]
+        self.layers = nn.ModuleList(make_layer(d_model, **f) for f in fields)
         self.norm = nn.LayerNorm(d_model) if final_norm else nn.Identity()
+        self.layer_cfgs = tuple(cfgs)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x (B, T, d_model), lengths (B,) → y (B, T, d_model), lengths (B,)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -154,28 +155,11 @@ class ConformerStack(AttentionStack):
         left_chunks: int | None = None,
     ) -> None:
         cfgs = as_configs(ConformerLayerConfig, layer_cfgs, "ConformerStack")
-        layers = [
-            ConformerLayer(
-                d_model,
-                heads=c.heads,
-                ffn_dim=c.ffn_dim,
-                ffn_lowrank=c.ffn_lowrank,
-                kernel=c.kernel,
-                macaron=c.macaron,
-                module_order=c.module_order,
-                attention=c.attention,
-                window=c.window,
-                dropout=c.dropout,
-                causal=chunk is not None,
-            )
-            for c in cfgs
-        ]
         super().__init__(
             d_model,
-            layers,
-            absolute=any(c.attention != "rel" for c in cfgs),
+            cfgs,
+            functools.partial(ConformerLayer, causal=chunk is not None),
             chunk=chunk,
             left_chunks=left_chunks,
             final_norm=False,
         )
-        self.layer_cfgs = tuple(cfgs)

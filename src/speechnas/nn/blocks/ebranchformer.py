@@ -3,6 +3,7 @@ by concatenation, a depthwise conv and a linear projection, between macaron feed
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -143,28 +144,11 @@ class EBranchformerStack(AttentionStack):
         left_chunks: int | None = None,
     ) -> None:
         cfgs = as_configs(EBranchformerLayerConfig, layer_cfgs, "EBranchformerStack")
-        layers = [
-            EBranchformerLayer(
-                d_model,
-                heads=c.heads,
-                ffn_dim=c.ffn_dim,
-                ffn_lowrank=c.ffn_lowrank,
-                cgmlp_dim=c.cgmlp_dim,
-                kernel=c.kernel,
-                merge_kernel=c.merge_kernel,
-                attention=c.attention,
-                window=c.window,
-                dropout=c.dropout,
-                causal=chunk is not None,
-            )
-            for c in cfgs
-        ]
         super().__init__(
             d_model,
-            layers,
-            absolute=any(c.attention != "rel" for c in cfgs),
+            cfgs,
+            functools.partial(EBranchformerLayer, causal=chunk is not None),
             chunk=chunk,
             left_chunks=left_chunks,
             final_norm=False,
         )
-        self.layer_cfgs = tuple(cfgs)

@@ -95,24 +95,11 @@ class TransformerStack(AttentionStack):
         left_chunks: int | None = None,
     ) -> None:
         cfgs = as_configs(TransformerLayerConfig, layer_cfgs, "TransformerStack")
-        layers = [
-            TransformerLayer(
-                d_model,
-                heads=c.heads,
-                ffn_dim=c.ffn_dim,
-                ffn_lowrank=c.ffn_lowrank,
-                attention=c.attention,
-                window=c.window,
-                dropout=c.dropout,
-            )
-            for c in cfgs
-        ]
         super().__init__(
             d_model,
-            layers,
-            absolute=any(c.attention != "rel" for c in cfgs),
+            cfgs,
+            TransformerLayer,
             chunk=chunk,
             left_chunks=left_chunks,
             final_norm=True,
         )
-        self.layer_cfgs = tuple(cfgs)
