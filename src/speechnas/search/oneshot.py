@@ -37,13 +37,14 @@ from speechnas.search.encoding import distributions, flatten
 from speechnas.search.objectives import (
     LATENCY_TARGETS,
     Scalarizer,
+    is_error_rate,
     latency_model,
     objective_values,
     predicted_metrics,
     violations,
 )
 from speechnas.search.pareto import crowding_distance, non_dominated_sort
-from speechnas.search.strategies import Observation, make_strategy
+from speechnas.search.strategies import Observation, is_multi_objective, make_strategy
 from speechnas.search.study import INTERRUPTED, SearchStudy, add_trial, set_attrs
 from speechnas.search.trial import Fidelity, run_trial
 from speechnas.space import Arch, SearchSpace, load_space
@@ -51,8 +52,6 @@ from speechnas.train.config import SupernetConfig, TrainConfig
 from speechnas.versions import versions
 
 log = logging.getLogger(__name__)
-
-ERROR_PREFIXES = ("wer:", "cer:", "dev_wer")
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,15 +181,18 @@ class PathScorer:
         return {"dev_wer": ev.rates.wer, "dev_cer": ev.rates.cer}
 
 
+def inherited_metric(objective: str) -> str:
+    """The metric a path is scored by for ``objective``: an error rate becomes the inherited
+    dev error of its kind (``dev_cer`` for ``cer:T``, else ``dev_wer``); the rest are
+    themselves (predicted)."""
+    if not is_error_rate(objective):
+        return objective
+    return "dev_cer" if objective.startswith("cer:") else "dev_wer"
+
+
 def inherited_values(metrics: Mapping[str, float], objectives: list[str]) -> tuple[float, ...]:
     """The objective vector of a scored path: error rates as its inherited dev error."""
-    out = []
-    for o in objectives:
-        if o.startswith(ERROR_PREFIXES):
-            out.append(metrics["dev_cer" if o.startswith("cer:") else "dev_wer"])
-        else:
-            out.append(float(metrics[o]))
-    return tuple(out)
+    return tuple(float(metrics[inherited_metric(o)]) for o in objectives)
 
 
 def _read_candidates(path: Path) -> list[dict[str, Any]]:
@@ -233,9 +235,7 @@ def search_paths(
     path = folder / "candidates.jsonl"
     done = _read_candidates(path)
     latency = latency_model(cfg.target)
-    from speechnas.search.worker import MULTI_OBJECTIVE_STRATEGIES
-
-    multi = opts.inner in MULTI_OBJECTIVE_STRATEGIES
+    multi = is_multi_objective(opts.inner, opts.inner_options)
     strategy = make_strategy(
         opts.inner, space, seed=cfg.seed, n_objectives=len(objectives) if multi else 1,
         scalarize=Scalarizer(cfg.objectives, cfg.latency_lambda), **opts.inner_options,
@@ -497,11 +497,8 @@ def _finalist(
 
 
 def _inherited_name(objective: str) -> str:
-    if objective.startswith("cer:"):
-        return "inherited dev CER"
-    if objective.startswith(ERROR_PREFIXES):
-        return "inherited dev WER"
-    return objective
+    metric = inherited_metric(objective)
+    return f"inherited dev {metric[4:].upper()}" if metric != objective else objective
 
 
 def _fixed(space: SearchSpace) -> str:

@@ -34,7 +34,12 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 
 from speechnas.search.config import SearchConfig, base_train_config
-from speechnas.search.objectives import LATENCY_TARGETS, latency_model, violations
+from speechnas.search.objectives import (
+    LATENCY_TARGETS,
+    is_error_rate,
+    latency_model,
+    violations,
+)
 from speechnas.search.progress import Progress
 from speechnas.search.select import (
     Result,
@@ -386,10 +391,7 @@ def _init_from(cfg: SearchConfig, selected: Result) -> str | None:
 def _prefer(cfg: SearchConfig) -> str:
     """The metric the selection minimises: the first error-rate objective, else the search
     test set's WER."""
-    for o in cfg.objectives:
-        if o.startswith(("wer:", "cer:", "dev_wer")):
-            return o
-    return f"wer:{cfg.search_test}"
+    return next((o for o in cfg.objectives if is_error_rate(o)), f"wer:{cfg.search_test}")
 
 
 __all__ = ["SearchOutcome", "prepare_base", "retrain_base", "run_search", "trial_base"]

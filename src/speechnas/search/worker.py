@@ -31,7 +31,12 @@ from speechnas.search.objectives import (
     predicted_metrics,
     violations,
 )
-from speechnas.search.strategies import Observation, Strategy, make_strategy
+from speechnas.search.strategies import (
+    Observation,
+    Strategy,
+    is_multi_objective,
+    make_strategy,
+)
 from speechnas.search.study import (
     INTERRUPTED,
     SearchStudy,
@@ -54,7 +59,6 @@ if TYPE_CHECKING:
     from speechnas.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
-MULTI_OBJECTIVE_STRATEGIES = ("nsga2",)
 
 
 @dataclass
@@ -79,10 +83,7 @@ class Context:
         promotion = cfg.fidelity.promotion
         if promotion == "auto":
             promotion = "pareto" if len(cfg.objectives) > 1 else "scalar"
-        inner = cfg.strategy.options.get("inner") if cfg.strategy.name == "warmstart" else None
-        multi = cfg.strategy.name in MULTI_OBJECTIVE_STRATEGIES or inner in (
-            MULTI_OBJECTIVE_STRATEGIES
-        )
+        multi = is_multi_objective(cfg.strategy.name, cfg.strategy.options)
         strategy = make_strategy(
             cfg.strategy.name,
             space,
