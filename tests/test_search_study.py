@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 from search_helpers import search_config
 
 from speechnas.data.synth.corpus import CorpusInfo
+from speechnas.hardware import LatencyPredictor, load_target
 from speechnas.nn.cost import analytic_macs
 from speechnas.search.config import default_search_path, load_search_config
 from speechnas.search.fidelity import (
@@ -29,7 +30,9 @@ from speechnas.search.objectives import (
     ProxyLatency,
     Scalarizer,
     check_objective,
+    is_error_rate,
     latency_model,
+    objective_kind,
     violations,
 )
 from speechnas.search.runner import measure_on_target, run_search
@@ -135,6 +138,14 @@ def test_a_hardware_target_predicts_with_a_table_extended_on_demand(tmp_path: Pa
     again = latency_model("cpu-ort-1t", cache_dir=tmp_path)  # read back: nothing to measure
     assert again.predict(large, 2.0, 30) == three
     assert table.stat().st_mtime_ns == written
+    cached = LatencyPredictor.for_target("cpu-ort-1t", cache_dir=tmp_path)  # the CLI's reader
+    assert cached.cache_path == table and not cached.auto_extend
+    assert cached.predict(large, 2.0, 30) == three and table.stat().st_mtime_ns == written
+    empty = LatencyPredictor.for_target(load_target("cpu-ort-1t"), cache_dir=tmp_path / "new")
+    assert empty.fits == {} and empty.cache_path is not None
+    assert empty.cache_path.parent == tmp_path / "new" and empty.cache_path.name == table.name
+    with pytest.raises(ValueError, match="is not calibrated"):
+        empty.predict(small, 2.0, 30)  # no auto_extend: a missing block is an error, not a timing
     with pytest.raises(ValueError, match="cpu-ort-1t"):
         latency_model("no-such-device")
 
@@ -150,6 +161,12 @@ def test_objectives_constraints_and_scalar_reward() -> None:
     assert s((0.2, 10.0)) == pytest.approx(0.2 + 0.1 * math.log(10.0))
     assert s((0.2, 5.0)) < s((0.2, 10.0))
     assert check_objective("rtf:test-noisy") == "rtf:test-noisy"
+    kinds = ["wer:test", "cer:test", "dev_wer", "rtf:test", "latency", "params", "memory", "macs"]
+    assert [objective_kind(o) for o in kinds] == [
+        "error", "error", "error", "speed", "latency", "size", "size", "compute",
+    ]  # fmt: skip
+    assert [is_error_rate(o) for o in kinds] == [True] * 3 + [False] * 5
+    assert is_error_rate("dev_cer") and not is_error_rate("wer:")
     with pytest.raises(ValueError, match="'latency_ms' is not one of"):
         check_objective("latency_ms")
 

@@ -114,7 +114,6 @@ def latency_model(target: str, *, cache_dir: str | Path | None = None) -> Latenc
     if target in LATENCY_TARGETS:
         return LATENCY_TARGETS[target]()
     from speechnas.hardware import LatencyPredictor, builtin_targets, load_target
-    from speechnas.hardware.predictor import cache_file, default_cache_dir
 
     try:
         t = load_target(target)
@@ -123,11 +122,7 @@ def latency_model(target: str, *, cache_dir: str | Path | None = None) -> Latenc
         raise ValueError(
             f"target: {target!r} is not one of {allowed} or a target YAML ({e})"
         ) from None
-    path = cache_file(t, cache_dir or default_cache_dir())
-    predictor = LatencyPredictor.load(path) if path.is_file() else LatencyPredictor(t)
-    predictor.auto_extend = True
-    predictor.cache_path = path
-    return predictor
+    return LatencyPredictor.for_target(t, cache_dir=cache_dir, auto_extend=True)
 
 
 def is_hardware_target(target: str) -> bool:
