@@ -18,6 +18,7 @@ from speechnas.data.synth.corpus import CorpusInfo
 from speechnas.hardware import LatencyPredictor, load_target
 from speechnas.nn.cost import analytic_macs
 from speechnas.search.config import default_search_path, load_search_config
+from speechnas.search.drivers.pool import observations
 from speechnas.search.fidelity import (
     SlotState,
     next_job,
@@ -26,6 +27,7 @@ from speechnas.search.fidelity import (
     rank_scalar,
     slot_id,
 )
+from speechnas.search.measure import measure_on_target
 from speechnas.search.objectives import (
     ProxyLatency,
     Scalarizer,
@@ -35,9 +37,8 @@ from speechnas.search.objectives import (
     objective_kind,
     violations,
 )
-from speechnas.search.runner import measure_on_target, run_search
+from speechnas.search.runner import run_search
 from speechnas.search.select import Result, select_for_target
-from speechnas.search.worker import observations
 from speechnas.space import Arch, load_space
 from speechnas.train.checkpoint import load_model
 
@@ -204,7 +205,6 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
         "fidelity: {eta: 1}": "fidelity.eta: expected an integer >= 2, got 1",
         "objectives: [wer]": "objectives: 'wer' is not one of",
         "fidelity: {rungs: [{minutes: 2}, {minutes: 1}]}": "fidelity.rungs[1].minutes",
-        "strategy: {name: grid}": "strategy.name: 'grid' is not one of",
         "constraints: {max_params: -1}": "constraints.max_params",
     }
     for text, message in bad.items():
@@ -281,7 +281,7 @@ def test_constraint_rejects_candidates_before_training(
     for t in trials:
         status = t.user_attrs["status"]
         assert status.startswith("rejected: predicted params ") and status.endswith("> 1,000")
-        assert t.user_attrs["train_minutes"] == 0.0 and "output_dir" not in t.user_attrs
+        assert t.user_attrs["train_minutes"] == 0.0 and t.user_attrs["output_dir"] is None
     assert not (Path(cfg.output_dir) / "trials").exists()
     assert [o.values for o in observations(trials)] == [None] * 3  # what the strategy sees
     assert outcome.front == [] and outcome.selected is None
