@@ -1,5 +1,5 @@
 """The search's drivers and what they share: the registry and its contract, recording a trial,
-and imports that never go round in a circle."""
+constraints no architecture can meet, and imports that never go round in a circle."""
 
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ from test_supernet import _space_file
 
 import speechnas
 from speechnas.data.synth.corpus import CorpusInfo
-from speechnas.search.config import StrategyConfig
+from speechnas.nn.cost import count_parameters
+from speechnas.search.config import ConstraintsConfig, StrategyConfig
 from speechnas.search.drivers import Driver, driver_for, drivers, get_driver, strategy_names
+from speechnas.search.feasibility import MIN_VOCAB, check_feasible, smallest, starting_points
 from speechnas.search.record import (
     CLAIM_KEYS,
     OUTCOME_KEYS,
@@ -26,7 +28,7 @@ from speechnas.search.runner import run_search
 from speechnas.search.strategies import STRATEGIES
 from speechnas.search.study import open_study
 from speechnas.search.trial import Fidelity
-from speechnas.space import SearchSpace, load_space
+from speechnas.space import SearchSpace, load_space, space_from_yaml
 
 
 def test_the_registry_names_every_driver_and_strategy() -> None:
@@ -99,6 +101,54 @@ def test_completed_and_failed_trials_carry_the_same_attributes(
     assert failed["status"] == "rejected after training: params 30,000 > 20,000"
     assert failed["scalar"] is None and failed["metrics"]["params"] == 30_000
     assert trials[crash].user_attrs["status"] == "crashed: ZeroDivisionError: division by zero"
+
+
+def test_impossible_constraints_fail_before_the_corpus(
+    tiny_corpus: CorpusInfo, tmp_path: Path
+) -> None:
+    corpora = tmp_path / "corpora"
+    cfg = search_config(tiny_corpus, tmp_path, constraints={"max_params": 10})
+    cfg = cfg.replace(corpus="digits-en", corpora_dir=str(corpora))  # built on first use
+    message = (
+        r"constraints.max_params: 10 cannot be met: the smallest architecture of space 'tiny' "
+        r"has at least 14,962 parameters \(counted with the smallest vocabulary, 2 tokens"
+    )
+    for resume in (False, True):
+        with pytest.raises(ValueError, match=message):
+            run_search(cfg, resume=resume)
+    assert not corpora.exists() and not Path(cfg.output_dir).exists()
+    space = load_space(cfg.space)
+    smallest_params = min(count_parameters(a, vocab_size=MIN_VOCAB) for a in space.enumerate())
+    assert smallest_params == 14_962
+    check_feasible(cfg.replace(constraints=ConstraintsConfig(max_params=14_962)), space)
+    slow = cfg.replace(constraints=ConstraintsConfig(max_latency_ms=0.01, max_macs=1e3))
+    with pytest.raises(ValueError, match=r"max_latency_ms: 0.01 cannot be met: .* fewest MACs "
+                       r"is predicted at [\d.]+ ms per 5 s utterance on proxy; "
+                       r"constraints.max_macs: 1,000 cannot be met"):  # fmt: skip
+        check_feasible(slow, space)
+
+
+def test_the_smallest_is_found_where_a_numeric_choice_is_not_monotone() -> None:
+    # ffn_lowrank 0 is full rank: rank 64 is the smallest, and subsampling by 8 beats 4
+    per_layer = {"ffn_dim": ", per_layer: layers", "ffn_lowrank": ", per_layer: layers"}
+    space = space_from_yaml(
+        "name: lowrank\nchoices:\n"
+        + "".join(
+            f"  - {{name: {k}, values: {v}{per_layer.get(k, '')}}}\n"
+            for k, v in [("frontend", "[fbank80]"), ("subsampling", "[conv2d]"),
+                         ("subsampling_factor", "[4, 8]"), ("encoder", "[transformer]"),
+                         ("d_model", "[96]"), ("layers", "[1, 2]"), ("heads", "[2]"),
+                         ("ffn_dim", "[256]"), ("ffn_lowrank", "[0, 64, 128]"),
+                         ("decoder", "[ctc]")]
+        )
+    )  # fmt: skip
+
+    def params(a: object) -> float:
+        return count_parameters(a, vocab_size=MIN_VOCAB)  # type: ignore[arg-type]
+
+    value, arch = smallest(space, starting_points(space), params)
+    assert value == min(params(a) for a in space.enumerate())
+    assert arch["ffn_lowrank"] == (64,) and arch["subsampling_factor"] == 8
 
 
 def _imports(root: Path) -> dict[str, set[str]]:

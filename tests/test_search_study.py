@@ -268,10 +268,12 @@ def test_search_completes_and_the_same_seed_proposes_the_same(
 def test_constraint_rejects_candidates_before_training(
     tiny_corpus: CorpusInfo, tmp_path: Path
 ) -> None:
+    # Over the smallest architecture's lower bound (14,962 parameters with a 2-token
+    # vocabulary), so the search starts; under every architecture with the corpus's vocabulary.
     cfg = search_config(
         tiny_corpus,
         tmp_path,
-        constraints={"max_params": 1000},
+        constraints={"max_params": 15_000},
         fidelity={"rungs": [{"minutes": 5, "steps": 2}], "candidates": 3},
         n_trials=3,
     )
@@ -280,7 +282,7 @@ def test_constraint_rejects_candidates_before_training(
     assert [t.state.name for t in trials] == ["FAIL"] * 3
     for t in trials:
         status = t.user_attrs["status"]
-        assert status.startswith("rejected: predicted params ") and status.endswith("> 1,000")
+        assert status.startswith("rejected: predicted params ") and status.endswith("> 15,000")
         assert t.user_attrs["train_minutes"] == 0.0 and t.user_attrs["output_dir"] is None
     assert not (Path(cfg.output_dir) / "trials").exists()
     assert [o.values for o in observations(trials)] == [None] * 3  # what the strategy sees

@@ -37,6 +37,7 @@ from rich.console import Console
 
 from speechnas.search.config import SearchConfig, base_train_config
 from speechnas.search.drivers import driver_for
+from speechnas.search.feasibility import check_feasible
 from speechnas.search.measure import measure_on_target
 from speechnas.search.objectives import is_error_rate, is_hardware_target, violations
 from speechnas.search.progress import Progress
@@ -165,11 +166,12 @@ def run_search(
 ) -> SearchOutcome:
     """Runs (or resumes) the search ``cfg`` describes and writes its results.
 
-    A bad strategy name or option and a space the strategy cannot search fail first, before
-    any file, corpus or training."""
+    A bad strategy name or option, a space the strategy cannot search, and constraints no
+    architecture of the space meets fail first, before any file, corpus or training."""
     console = console or Console()
     driver = driver_for(cfg.strategy.name)(cfg)
-    driver.setup()
+    space = driver.setup()
+    check_feasible(cfg, space)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     base = prepare_base(cfg)
