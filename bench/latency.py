@@ -27,7 +27,8 @@ from typing import Any
 import torch
 
 from speechnas.hardware import load_target, profile
-from speechnas.hardware.predictor import LatencyPredictor, accuracy, measure_archs
+from speechnas.hardware.evaluation import accuracy, measure_archs
+from speechnas.hardware.predictor import LatencyPredictor
 from speechnas.nn.build import build
 from speechnas.space import Arch, load_space
 

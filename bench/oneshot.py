@@ -49,7 +49,7 @@ from rich.console import Console
 from speechnas.nn.cost import count_parameters
 from speechnas.nn.supernet import largest, smallest, supernet_space
 from speechnas.search.config import default_search_path, load_search_config
-from speechnas.search.oneshot import PathScorer
+from speechnas.search.drivers.oneshot import PathScorer
 from speechnas.search.runner import prepare_base, run_search, trial_base, vocab_size
 from speechnas.search.select import front, normalized_hypervolume, results
 from speechnas.search.trial import Fidelity, run_trial

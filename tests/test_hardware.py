@@ -22,7 +22,8 @@ from speechnas.hardware import builtin_targets, load_target, profile
 from speechnas.hardware.block_modules import block_module
 from speechnas.hardware.blocks import RUN_BLOCK, decompose
 from speechnas.hardware.calibration import fit_length_model
-from speechnas.hardware.predictor import LatencyPredictor, accuracy, cache_file
+from speechnas.hardware.evaluation import accuracy
+from speechnas.hardware.predictor import LatencyPredictor, cache_file
 from speechnas.nn.build import build, feature_config
 from speechnas.space import Arch, load_space
 

@@ -13,7 +13,12 @@ from search_helpers import search_config
 from test_supernet import _space_file
 
 from speechnas.data.synth.corpus import CorpusInfo
-from speechnas.search.oneshot import PathScorer, oneshot_setup, pick_finalists, search_paths
+from speechnas.search.drivers.oneshot import (
+    PathScorer,
+    oneshot_setup,
+    pick_finalists,
+    search_paths,
+)
 from speechnas.search.runner import run_search
 from speechnas.space import Arch
 
@@ -119,7 +124,12 @@ def test_oneshot_options_are_checked_before_any_work(
     )
     with pytest.raises(ValueError, match="encoder: a supernet shares weights"):
         run_search(lstm)
-    assert not (Path(cfg.output_dir) / "supernet").exists()
+    grid = cfg.replace(strategy=cfg.strategy.__class__("oneshot", {"inner": "grid"}))
+    with pytest.raises(ValueError, match="strategy: 'grid' is not one of"):
+        run_search(grid)  # the inner strategy, not only after the supernet has trained
+    with pytest.raises(ValueError, match="objectives: rtf:test cannot be estimated"):
+        run_search(cfg.replace(objectives=("wer:test", "rtf:test")))
+    assert not Path(cfg.output_dir).exists()
 
 
 def test_extract_writes_a_plain_checkpoint_of_a_path(

@@ -15,8 +15,10 @@ from safetensors.torch import load_file
 from search_helpers import search_config
 
 from speechnas.data.synth.corpus import CorpusInfo
+from speechnas.hardware import LatencyPredictor, load_target
 from speechnas.nn.cost import analytic_macs
 from speechnas.search.config import default_search_path, load_search_config
+from speechnas.search.drivers.pool import observations
 from speechnas.search.fidelity import (
     SlotState,
     next_job,
@@ -25,16 +27,18 @@ from speechnas.search.fidelity import (
     rank_scalar,
     slot_id,
 )
+from speechnas.search.measure import measure_on_target
 from speechnas.search.objectives import (
     ProxyLatency,
     Scalarizer,
     check_objective,
+    is_error_rate,
     latency_model,
+    objective_kind,
     violations,
 )
-from speechnas.search.runner import measure_on_target, run_search
+from speechnas.search.runner import run_search
 from speechnas.search.select import Result, select_for_target
-from speechnas.search.worker import observations
 from speechnas.space import Arch, load_space
 from speechnas.train.checkpoint import load_model
 
@@ -135,6 +139,14 @@ def test_a_hardware_target_predicts_with_a_table_extended_on_demand(tmp_path: Pa
     again = latency_model("cpu-ort-1t", cache_dir=tmp_path)  # read back: nothing to measure
     assert again.predict(large, 2.0, 30) == three
     assert table.stat().st_mtime_ns == written
+    cached = LatencyPredictor.for_target("cpu-ort-1t", cache_dir=tmp_path)  # the CLI's reader
+    assert cached.cache_path == table and not cached.auto_extend
+    assert cached.predict(large, 2.0, 30) == three and table.stat().st_mtime_ns == written
+    empty = LatencyPredictor.for_target(load_target("cpu-ort-1t"), cache_dir=tmp_path / "new")
+    assert empty.fits == {} and empty.cache_path is not None
+    assert empty.cache_path.parent == tmp_path / "new" and empty.cache_path.name == table.name
+    with pytest.raises(ValueError, match="is not calibrated"):
+        empty.predict(small, 2.0, 30)  # no auto_extend: a missing block is an error, not a timing
     with pytest.raises(ValueError, match="cpu-ort-1t"):
         latency_model("no-such-device")
 
@@ -150,6 +162,12 @@ def test_objectives_constraints_and_scalar_reward() -> None:
     assert s((0.2, 10.0)) == pytest.approx(0.2 + 0.1 * math.log(10.0))
     assert s((0.2, 5.0)) < s((0.2, 10.0))
     assert check_objective("rtf:test-noisy") == "rtf:test-noisy"
+    kinds = ["wer:test", "cer:test", "dev_wer", "rtf:test", "latency", "params", "memory", "macs"]
+    assert [objective_kind(o) for o in kinds] == [
+        "error", "error", "error", "speed", "latency", "size", "size", "compute",
+    ]  # fmt: skip
+    assert [is_error_rate(o) for o in kinds] == [True] * 3 + [False] * 5
+    assert is_error_rate("dev_cer") and not is_error_rate("wer:")
     with pytest.raises(ValueError, match="'latency_ms' is not one of"):
         check_objective("latency_ms")
 
@@ -187,7 +205,6 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
         "fidelity: {eta: 1}": "fidelity.eta: expected an integer >= 2, got 1",
         "objectives: [wer]": "objectives: 'wer' is not one of",
         "fidelity: {rungs: [{minutes: 2}, {minutes: 1}]}": "fidelity.rungs[1].minutes",
-        "strategy: {name: grid}": "strategy.name: 'grid' is not one of",
         "constraints: {max_params: -1}": "constraints.max_params",
     }
     for text, message in bad.items():
@@ -251,10 +268,12 @@ def test_search_completes_and_the_same_seed_proposes_the_same(
 def test_constraint_rejects_candidates_before_training(
     tiny_corpus: CorpusInfo, tmp_path: Path
 ) -> None:
+    # Over the smallest architecture's lower bound (14,962 parameters with a 2-token
+    # vocabulary), so the search starts; under every architecture with the corpus's vocabulary.
     cfg = search_config(
         tiny_corpus,
         tmp_path,
-        constraints={"max_params": 1000},
+        constraints={"max_params": 15_000},
         fidelity={"rungs": [{"minutes": 5, "steps": 2}], "candidates": 3},
         n_trials=3,
     )
@@ -263,8 +282,8 @@ def test_constraint_rejects_candidates_before_training(
     assert [t.state.name for t in trials] == ["FAIL"] * 3
     for t in trials:
         status = t.user_attrs["status"]
-        assert status.startswith("rejected: predicted params ") and status.endswith("> 1,000")
-        assert t.user_attrs["train_minutes"] == 0.0 and "output_dir" not in t.user_attrs
+        assert status.startswith("rejected: predicted params ") and status.endswith("> 15,000")
+        assert t.user_attrs["train_minutes"] == 0.0 and t.user_attrs["output_dir"] is None
     assert not (Path(cfg.output_dir) / "trials").exists()
     assert [o.values for o in observations(trials)] == [None] * 3  # what the strategy sees
     assert outcome.front == [] and outcome.selected is None

@@ -416,13 +416,13 @@ def profile_model(
 def _predictor_for(
     target: str, table: Path | None, cache: Path | None
 ) -> tuple[LatencyPredictor, Path]:
-    from speechnas.hardware.predictor import LatencyPredictor, cache_file, default_cache_dir
-    from speechnas.hardware.target import load_target
+    from speechnas.hardware.predictor import LatencyPredictor
 
     if table is not None:
         return LatencyPredictor.load(table), table
-    path = cache_file(load_target(target), cache or default_cache_dir())
-    return (LatencyPredictor.load(path) if path.is_file() else LatencyPredictor(target)), path
+    predictor = LatencyPredictor.for_target(target, cache_dir=cache)
+    assert predictor.cache_path is not None
+    return predictor, predictor.cache_path
 
 
 @latency_app.command("calibrate")

@@ -6,7 +6,8 @@ the inference work of one utterance of N seconds, batch 1, from model input to o
 """
 
 from speechnas.hardware.backends import Backend, OrtBackend, TorchBackend, backend_for
-from speechnas.hardware.predictor import LatencyPredictor, accuracy, measure_archs
+from speechnas.hardware.evaluation import accuracy, measure_archs
+from speechnas.hardware.predictor import LatencyPredictor
 from speechnas.hardware.profiler import LATENCY_DEFINITION, LengthResult, Profile, profile
 from speechnas.hardware.target import (
     CLOCKS,

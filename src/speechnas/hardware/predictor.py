@@ -11,8 +11,8 @@ blocks were timed with (the deployed encoder side is one call). An optional fina
 ``scale · sum (+ offset)`` correction, fitted on a few whole models, absorbs what isolated
 blocks do not see (the shared L3, the graph glue between blocks). What isolated blocks miss
 differs by encoder family (attention stacks lose more than LSTMs), so a family with enough
-fitting models gets its own scale on top; :func:`accuracy` reports the result on architectures
-not used to fit it.
+fitting models gets its own scale on top; :func:`speechnas.hardware.evaluation.accuracy` reports
+the result on architectures not used to fit it.
 
 The table of fitted blocks is a JSON file keyed by target, block key and package versions, so a
 search calibrates each block once per machine and reuses it.
@@ -37,20 +37,13 @@ from scipy.optimize import nnls
 from speechnas.hardware.backends import Backend, backend_for
 from speechnas.hardware.blocks import RUN_BLOCK, Block, decompose
 from speechnas.hardware.calibration import FLUSH_BYTES, GRIDS, BlockFit, measure_blocks
-from speechnas.hardware.evaluation import accuracy, measure_archs
 from speechnas.hardware.program import chunk_windows, decoding_calls, utterance_length
 from speechnas.hardware.target import Target, load_target, target_from_dict
 from speechnas.nn.blocks import subsampled_lengths
 from speechnas.nn.build import feature_config
 from speechnas.space import Arch, SearchSpace
 
-__all__ = [
-    "LatencyPredictor",
-    "accuracy",
-    "cache_file",
-    "default_cache_dir",
-    "measure_archs",
-]
+__all__ = ["LatencyPredictor", "cache_file", "default_cache_dir"]
 
 FORMAT = 1
 
@@ -148,6 +141,25 @@ class LatencyPredictor:
         self.name = f"predicted:{self.target.name}"
         self.auto_extend = False
         self.cache_path: Path | None = None
+
+    @classmethod
+    def for_target(
+        cls,
+        target: Target | str,
+        *,
+        cache_dir: str | Path | None = None,
+        auto_extend: bool = False,
+    ) -> LatencyPredictor:
+        """The predictor of ``target`` from its table in ``cache_dir`` (default:
+        :func:`default_cache_dir`), or an empty one when there is no table yet; either way its
+        ``cache_path`` is that table's file. With ``auto_extend`` a prediction measures the
+        blocks it lacks and writes the table back (the search's use); without, it raises."""
+        t = load_target(target)
+        path = cache_file(t, cache_dir if cache_dir is not None else default_cache_dir())
+        predictor = cls.load(path) if path.is_file() else cls(t)
+        predictor.cache_path = path
+        predictor.auto_extend = auto_extend
+        return predictor
 
     # -- calibration -----------------------------------------------------------------------
 
@@ -341,10 +353,11 @@ class LatencyPredictor:
         per_family: int = 2,
     ) -> None:
         """Fits ``measured ≈ scale · block sum`` (``+ offset`` with ``offset``; both >= 0, least
-        squared relative error) on rows of :func:`measure_archs`; those archs should not be
-        used to judge it. The offset is off by default: a constant fitted on a few models
-        weighs heavily on the smallest ones. An encoder family with at least ``per_family``
-        distinct fitting models also gets its own scale (0 turns that off)."""
+        squared relative error) on rows of :func:`speechnas.hardware.evaluation.measure_archs`;
+        those archs should not be used to judge it. The offset is off by default: a constant
+        fitted on a few models weighs heavily on the smallest ones. An encoder family with at
+        least ``per_family`` distinct fitting models also gets its own scale (0 turns that
+        off)."""
         raw = np.array(
             [self.raw_ms(Arch.from_json(r["arch"]), r["seconds"], vocab_size) for r in rows]
         )

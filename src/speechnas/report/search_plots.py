@@ -11,12 +11,15 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # after choosing the headless backend
 
+from speechnas.search.objectives import is_error_rate
+
 
 def _scale(objective: str) -> tuple[float, str]:
     """Display factor and axis label of an objective."""
-    if objective.startswith(("wer:", "cer:")) or objective == "dev_wer":
+    if is_error_rate(objective):
         kind, _, test = objective.partition(":")
-        name = "dev WER" if objective == "dev_wer" else f"{kind.upper()} on {test}"
+        name = {"dev_wer": "dev WER", "dev_cer": "dev CER"}.get(objective)
+        name = name or f"{kind.upper()} on {test}"
         return 100.0, f"{name} (%)"
     labels = {
         "latency": "latency (ms)",

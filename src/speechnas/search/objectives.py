@@ -3,7 +3,9 @@
 Every objective is minimised. Names: ``wer:TESTSET``, ``cer:TESTSET``, ``rtf:TESTSET`` (a test
 set of the base training config), ``dev_wer``, ``latency`` (ms per utterance of
 ``latency_seconds`` on the configured target), ``params``, ``macs`` (analytic, one utterance of
-``latency_seconds``) and ``memory`` (MB of float32 weights, analytic).
+``latency_seconds``) and ``memory`` (MB of float32 weights, analytic). Which of them are error
+rates, and what the others measure, is said once here (:func:`objective_kind`,
+:func:`is_error_rate`) for the drivers, the selection and the plots.
 
 Latency comes from a :class:`LatencyModel`; :func:`latency_model` is the one place that maps a
 target name to one: a hardware target (``cpu-ort-1t``, a target YAML) gets its calibrated block
@@ -17,7 +19,7 @@ import math
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 
@@ -37,6 +39,30 @@ LIMITS = {
 }
 #: The proxy's rate: 2 GMAC/s, the order of one embedded CPU core running float32 kernels.
 PROXY_MACS_PER_SECOND = 2e9
+
+
+ObjectiveKind = Literal["error", "speed", "latency", "size", "compute"]
+
+
+def objective_kind(name: str) -> ObjectiveKind:
+    """What an objective measures: ``error`` (a word or character error rate: ``wer:T``,
+    ``cer:T``, ``dev_wer``), ``speed`` (``rtf:T``), ``latency``, ``size`` (``params``,
+    ``memory``) or ``compute`` (``macs``); a ValueError for a name that is no objective."""
+    kind = check_objective(name).partition(":")[0]
+    if kind in ("wer", "cer", "dev_wer"):
+        return "error"
+    if kind == "rtf":
+        return "speed"
+    if kind == "latency":
+        return "latency"
+    return "compute" if kind == "macs" else "size"
+
+
+def is_error_rate(name: str) -> bool:
+    """Whether objective (or metric) ``name`` is an error rate, a fraction in [0, 1] or so:
+    ``wer:T``, ``cer:T``, ``dev_wer`` and, as a metric, ``dev_cer``."""
+    kind, sep, test = name.partition(":")
+    return (kind in ("wer", "cer") and bool(sep and test)) or name in ("dev_wer", "dev_cer")
 
 
 def check_objective(name: str) -> str:
@@ -88,7 +114,6 @@ def latency_model(target: str, *, cache_dir: str | Path | None = None) -> Latenc
     if target in LATENCY_TARGETS:
         return LATENCY_TARGETS[target]()
     from speechnas.hardware import LatencyPredictor, builtin_targets, load_target
-    from speechnas.hardware.predictor import cache_file, default_cache_dir
 
     try:
         t = load_target(target)
@@ -97,11 +122,12 @@ def latency_model(target: str, *, cache_dir: str | Path | None = None) -> Latenc
         raise ValueError(
             f"target: {target!r} is not one of {allowed} or a target YAML ({e})"
         ) from None
-    path = cache_file(t, cache_dir or default_cache_dir())
-    predictor = LatencyPredictor.load(path) if path.is_file() else LatencyPredictor(t)
-    predictor.auto_extend = True
-    predictor.cache_path = path
-    return predictor
+    return LatencyPredictor.for_target(t, cache_dir=cache_dir, auto_extend=True)
+
+
+def is_hardware_target(target: str) -> bool:
+    """Whether ``target`` names a device whose models can be run and timed (not ``proxy``)."""
+    return target not in LATENCY_TARGETS
 
 
 def check_builds(arch: Arch, vocab_size: int) -> None:
@@ -194,11 +220,15 @@ __all__ = [
     "LIMITS",
     "PROXY_MACS_PER_SECOND",
     "LatencyModel",
+    "ObjectiveKind",
     "ProxyLatency",
     "Scalarizer",
     "check_builds",
     "check_objective",
+    "is_error_rate",
+    "is_hardware_target",
     "latency_model",
+    "objective_kind",
     "objective_values",
     "predicted_metrics",
     "violations",

@@ -1,5 +1,10 @@
-"""The search: open or resume the study, run the workers with live progress, then write the
-Pareto front (``pareto.json``, two PNGs) and retrain the selected architecture.
+"""The search: check the config, open or resume the study, let the strategy's driver fill it
+with live progress, then write the Pareto front (``pareto.json``, two PNGs) and retrain the
+selected architecture.
+
+The driver comes from the registry of :mod:`speechnas.search.drivers` by ``strategy.name``
+(the worker pool for the multi-trial strategies, one-shot for ``oneshot``); the runner does
+the same around every driver.
 
 Budgets: ``n_trials`` counts every slot of the successive-halving plan (completed, failed,
 rejected, reused and unfilled places alike; interrupted trials do not count and their slots are
@@ -21,12 +26,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import json
-import multiprocessing
-import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,7 +36,10 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 
 from speechnas.search.config import SearchConfig, base_train_config
-from speechnas.search.objectives import LATENCY_TARGETS, latency_model, violations
+from speechnas.search.drivers import driver_for
+from speechnas.search.feasibility import check_feasible
+from speechnas.search.measure import measure_on_target
+from speechnas.search.objectives import is_error_rate, is_hardware_target, violations
 from speechnas.search.progress import Progress
 from speechnas.search.select import (
     Result,
@@ -48,7 +53,6 @@ from speechnas.search.select import (
     write_pareto_json,
 )
 from speechnas.search.study import SearchStudy, is_interrupted, mark_interrupted, open_study
-from speechnas.search.worker import Context, work
 from speechnas.versions import versions
 
 if TYPE_CHECKING:
@@ -118,23 +122,6 @@ def vocab_size(base: TrainConfig) -> int:
     ).vocab_size
 
 
-def _worker_main(
-    cfg: SearchConfig,
-    base: TrainConfig,
-    vocab: int,
-    index: int,
-    deadline: float | None,
-    parent: int,
-) -> None:
-    """A worker process: stops between trials when its parent is gone."""
-    import torch
-
-    torch.set_num_threads(base.threads)
-    ss = open_study(cfg.storage_url, cfg.study_name, len(cfg.objectives))
-    ctx = Context.create(cfg, base, vocab)
-    work(ctx, ss, index=index, deadline=deadline, should_stop=lambda: os.getppid() != parent)
-
-
 def _check_resume(cfg: SearchConfig, ss: SearchStudy, resume: bool) -> None:
     stored = ss.study.user_attrs.get("config")
     n = len(ss.trials())
@@ -177,12 +164,14 @@ def run_search(
     resume: bool = False,
     console: Console | None = None,
 ) -> SearchOutcome:
-    """Runs (or resumes) the search ``cfg`` describes and writes its results."""
-    console = console or Console()
-    if cfg.strategy.name == "oneshot":
-        from speechnas.search.oneshot import oneshot_setup
+    """Runs (or resumes) the search ``cfg`` describes and writes its results.
 
-        oneshot_setup(cfg)  # a bad option or space fails before any work
+    A bad strategy name or option, a space the strategy cannot search, and constraints no
+    architecture of the space meets fail first, before any file, corpus or training."""
+    console = console or Console()
+    driver = driver_for(cfg.strategy.name)(cfg)
+    space = driver.setup()
+    check_feasible(cfg, space)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     base = prepare_base(cfg)
@@ -195,68 +184,31 @@ def run_search(
         console.print(f"marked interrupted and to be run again: trials {interrupted}")
     vocab = vocab_size(tbase)
     progress = Progress(cfg, console)
-    if cfg.strategy.name == "oneshot":
-        progress.total = None  # its trials are the finalists, not n_trials
+    progress.total = driver.trial_budget()
     progress.skip(ss)
     deadline = None if cfg.max_minutes is None else time.time() + 60 * cfg.max_minutes
+    how = driver.header()
     console.print(
         f"search {cfg.study_name!r}: space {cfg.space}, strategy {cfg.strategy.name}, "
-        f"objectives {list(cfg.objectives)}, "
-        + ("" if cfg.strategy.name == "oneshot" else f"{cfg.workers} worker(s), ")
+        f"objectives {list(cfg.objectives)}, " + (f"{how}, " if how else "")
         + f"storage {cfg.storage_url}"
-    )
+    )  # fmt: skip
     status = console.status("starting") if console.is_terminal else contextlib.nullcontext()
     with status as live:
         progress.status = live
-        if cfg.strategy.name == "oneshot":
-            from speechnas.search.oneshot import run_oneshot
-
-            summary = run_oneshot(cfg, ss, tbase, vocab_size=vocab, console=console)
-            # retraining continues a finalist's fine-tuning, at its learning rate
-            optim = dataclasses.replace(rbase.optim, lr=summary["finetune_lr"], warmup_steps=10)
-            rbase = rbase.replace(optim=optim)
-        elif cfg.workers == 1:
-            ctx = Context.create(cfg, tbase, vocab)
-            tick = functools.partial(progress.update, ss)
-            work(ctx, ss, deadline=deadline, on_claim=tick, on_trial=tick)
-        else:
-            _run_processes(cfg, tbase, vocab, deadline, ss, progress)
+        driver.run(
+            ss, tbase, vocab_size=vocab, progress=progress, deadline=deadline, console=console
+        )
         progress.update(ss)
         progress.status = None
-    return finish(cfg, ss, rbase, console=console, interrupted=interrupted)
-
-
-def _run_processes(
-    cfg: SearchConfig,
-    base: TrainConfig,
-    vocab: int,
-    deadline: float | None,
-    ss: SearchStudy,
-    progress: Progress,
-) -> None:
-    mp = multiprocessing.get_context("spawn")  # no forked torch or SQLite state
-    procs = [
-        mp.Process(
-            target=_worker_main,
-            args=(cfg, base, vocab, k, deadline, os.getpid()),
-            name=f"search-worker-{k}",
-        )
-        for k in range(cfg.workers)
-    ]
-    for p in procs:
-        p.start()
-    try:
-        while any(p.is_alive() for p in procs):
-            progress.update(ss)
-            for p in procs:
-                p.join(timeout=2.0 / len(procs))
-    except KeyboardInterrupt:
-        for p in procs:
-            p.terminate()
-        raise
-    bad = [(p.name, p.exitcode) for p in procs if p.exitcode != 0]
-    if bad:
-        raise RuntimeError(f"search workers failed: {bad}; see {cfg.output_dir}/logs")
+    return finish(
+        cfg,
+        ss,
+        driver.retrain_config(rbase),
+        console=console,
+        interrupted=interrupted,
+        init_from=driver.init_from,
+    )
 
 
 def finish(
@@ -266,9 +218,11 @@ def finish(
     *,
     console: Console,
     interrupted: Sequence[int] = (),
+    init_from: Callable[[Result], str | None] = lambda selected: None,
 ) -> SearchOutcome:
     """Writes ``pareto.json``, ``pareto.png`` and ``hypervolume.png``, prints the front, and
-    retrains the selected architecture (when ``retrain_minutes`` > 0)."""
+    retrains the selected architecture (when ``retrain_minutes`` > 0), from the checkpoint
+    ``init_from(selected)`` names (None: from scratch)."""
     from speechnas.report.search_plots import plot_hypervolume, plot_pareto
 
     out = Path(cfg.output_dir)
@@ -296,7 +250,7 @@ def finish(
         except ValueError as e:
             console.print(f"[yellow]no selection:[/] {e}")
     if selected is not None and (cfg.retrain_minutes > 0 or cfg.retrain_steps):
-        init = _init_from(cfg, selected)
+        init = init_from(selected)
         console.print(
             f"retraining trial {selected.trial} ({selected.key[:8]}) for "
             f"{cfg.retrain_minutes:g} min on all training data"
@@ -314,7 +268,7 @@ def finish(
         )
         for name in retrain_cfg.data.test:
             console.print(f"  {name}: WER {100 * retrained[f'wer:{name}']:.2f}%")
-        if cfg.target not in LATENCY_TARGETS:  # a real target: measure what is handed over
+        if is_hardware_target(cfg.target):  # a real target: measure what is handed over
             retrained.update(measure_on_target(retrained["checkpoint"], cfg))
             console.print(
                 f"  latency on {cfg.target}: {retrained['latency_measured']:.2f} ms measured, "
@@ -350,46 +304,10 @@ def finish(
     return SearchOutcome(ss, rows, fr, selected, retrained, paths, list(interrupted))
 
 
-def measure_on_target(checkpoint: str | Path, cfg: SearchConfig) -> dict[str, float]:
-    """The retrained model profiled on the search's target (exported, timed, peak memory),
-    next to the predictor's figure for its architecture."""
-    from speechnas.hardware import profile
-    from speechnas.train.checkpoint import load_model
-
-    loaded = load_model(checkpoint)
-    seconds = cfg.latency_seconds
-    prof = profile(checkpoint, cfg.target, seconds=[seconds])
-    predicted = latency_model(cfg.target).predict(
-        loaded.model.arch, seconds, loaded.tokenizer.vocab_size
-    )
-    (length,) = prof.lengths
-    out = {
-        "latency_measured": length.median_ms,
-        "latency_p90_measured": length.p90_ms,
-        "latency_predicted": predicted,
-        "model_bytes": float(prof.model_bytes),
-    }
-    if prof.peak_memory_bytes is not None:
-        out["memory_measured_mb"] = prof.peak_memory_bytes / 2**20
-    return out
-
-
-def _init_from(cfg: SearchConfig, selected: Result) -> str | None:
-    """Where the retraining starts: a one-shot finalist continues from its fine-tuned
-    weights; every other architecture trains from scratch."""
-    if cfg.strategy.name != "oneshot" or not selected.output_dir:
-        return None
-    best = Path(selected.output_dir) / "best"
-    return str(best) if best.is_dir() else None
-
-
 def _prefer(cfg: SearchConfig) -> str:
     """The metric the selection minimises: the first error-rate objective, else the search
     test set's WER."""
-    for o in cfg.objectives:
-        if o.startswith(("wer:", "cer:", "dev_wer")):
-            return o
-    return f"wer:{cfg.search_test}"
+    return next((o for o in cfg.objectives if is_error_rate(o)), f"wer:{cfg.search_test}")
 
 
 __all__ = ["SearchOutcome", "prepare_base", "retrain_base", "run_search", "trial_base"]

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from speechnas.search.objectives import LIMITS
+from speechnas.search.objectives import LIMITS, is_error_rate
 from speechnas.search.pareto import hypervolume, non_dominated_sort, normalize
 from speechnas.search.study import SearchStudy, arch_of, jsonable, values_of
 from speechnas.search.trial import Fidelity, run_trial
@@ -23,8 +23,6 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from speechnas.train.config import TrainConfig
-
-ERROR_RATES = ("wer:", "cer:", "dev_wer")
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +124,7 @@ def reference_point(
     for i, o in enumerate(objectives):
         if o in given:
             ref.append(float(given[o]))
-        elif o.startswith(ERROR_RATES):
+        elif is_error_rate(o):
             ref.append(1.0)
         elif o in limits:
             ref.append(float(limits[o]))
@@ -256,7 +254,7 @@ def front_table(rows: Sequence[Result], objectives: Sequence[str], title: str) -
 
 
 def format_value(objective: str, v: float) -> str:
-    if objective.startswith(ERROR_RATES):
+    if is_error_rate(objective):
         return f"{100 * v:.2f}%"
     if objective == "latency":
         return f"{v:.2f} ms"

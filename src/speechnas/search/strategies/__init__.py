@@ -8,30 +8,38 @@ Optuna is imported only when an Optuna-backed strategy proposes.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from speechnas.search.strategies.base import Observation, Scalarize, Strategy
+from speechnas.search.strategies.base import (
+    REGISTRY,
+    Observation,
+    Scalarize,
+    Strategy,
+    make_strategy,
+)
 from speechnas.search.strategies.evolution import Evolution
 from speechnas.search.strategies.optuna import NSGA2, TPE
 from speechnas.search.strategies.random import RandomSearch
 from speechnas.search.strategies.reinforce import Reinforce
 from speechnas.search.strategies.warmstart import WarmStart
-from speechnas.space import SearchSpace
 
-STRATEGIES: dict[str, type[Strategy]] = {
-    cls.name: cls for cls in (RandomSearch, Evolution, TPE, NSGA2, Reinforce, WarmStart)
-}
+#: Every strategy by name (the classes above register themselves when defined).
+STRATEGIES: dict[str, type[Strategy]] = REGISTRY
+#: Strategies that rank by several objectives at once; the others minimise one scalar.
+MULTI_OBJECTIVE = ("nsga2",)
 
 
-def make_strategy(name: str, space: SearchSpace, *, seed: int, **options: Any) -> Strategy:
-    """The strategy ``name`` over ``space``; ``options`` are ``n_objectives``, ``scalarize`` and
-    the strategy's own options (see each class's ``defaults``)."""
-    if name not in STRATEGIES:
-        raise ValueError(f"strategy: {name!r} is not one of {sorted(STRATEGIES)}")
-    return STRATEGIES[name](space, seed=seed, **options)
+def is_multi_objective(name: str, options: Mapping[str, Any]) -> bool:
+    """Whether strategy ``name`` with ``options`` proposes from the whole objective vector
+    (a warm start does when its inner strategy does)."""
+    if name == WarmStart.name:
+        name = options.get("inner", WarmStart.defaults["inner"])
+    return name in MULTI_OBJECTIVE
 
 
 __all__ = [
+    "MULTI_OBJECTIVE",
     "NSGA2",
     "STRATEGIES",
     "TPE",
@@ -42,5 +50,6 @@ __all__ = [
     "Scalarize",
     "Strategy",
     "WarmStart",
+    "is_multi_objective",
     "make_strategy",
 ]

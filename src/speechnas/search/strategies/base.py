@@ -50,6 +50,11 @@ class Strategy(ABC):
     # How often a proposal that repeats an observed architecture is drawn again before accepted.
     max_retries: ClassVar[int] = 20
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:  # a concrete strategy: registered under its name
+            REGISTRY[cls.name] = cls
+
     def __init__(
         self,
         space: SearchSpace,
@@ -163,4 +168,16 @@ class Strategy(ABC):
         return arch
 
 
-__all__ = ["Observation", "Scalarize", "Strategy", "first_objective"]
+#: Strategy name → class: every subclass that sets ``name`` registers itself when defined.
+REGISTRY: dict[str, type[Strategy]] = {}
+
+
+def make_strategy(name: str, space: SearchSpace, *, seed: int, **options: Any) -> Strategy:
+    """The strategy ``name`` over ``space``; ``options`` are ``n_objectives``, ``scalarize`` and
+    the strategy's own options (see each class's ``defaults``)."""
+    if name not in REGISTRY:
+        raise ValueError(f"strategy: {name!r} is not one of {sorted(REGISTRY)}")
+    return REGISTRY[name](space, seed=seed, **options)
+
+
+__all__ = ["REGISTRY", "Observation", "Scalarize", "Strategy", "first_objective", "make_strategy"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from speechnas.search.strategies.base import Observation, Strategy
+from speechnas.search.strategies.base import REGISTRY, Observation, Strategy, make_strategy
 from speechnas.space import Arch
 
 
@@ -19,11 +19,9 @@ class WarmStart(Strategy):
     defaults: ClassVar[dict[str, Any]] = {"seeds": (), "inner": "evolution", "inner_options": None}
 
     def check_options(self) -> None:
-        from speechnas.search.strategies import STRATEGIES, make_strategy
-
         inner = self.options["inner"]
-        if inner not in STRATEGIES or inner == self.name:
-            allowed = sorted(n for n in STRATEGIES if n != self.name)
+        if inner not in REGISTRY or inner == self.name:
+            allowed = sorted(n for n in REGISTRY if n != self.name)
             raise self._bad("inner", f"expected one of {allowed}")
         seeds = []
         for k, s in enumerate(self.options["seeds"]):

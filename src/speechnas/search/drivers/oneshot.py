@@ -1,5 +1,6 @@
-"""One-shot search: train a weight-sharing supernet once, search its paths by inherited weights,
-then fine-tune and measure the best paths for real as ordinary trials of the study.
+"""One-shot search (the driver of ``strategy: {name: oneshot}``): train a weight-sharing
+supernet once, search its paths by inherited weights, then fine-tune and measure the best paths
+for real as ordinary trials of the study.
 
 1. The supernet (:class:`speechnas.nn.supernet.Supernet`) over the search space's elastic
    subspace trains for ``supernet_minutes`` by the sandwich rule with in-place distillation;
@@ -20,39 +21,48 @@ then fine-tune and measure the best paths for real as ordinary trials of the stu
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
 import time
-import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
 from speechnas.search.config import SearchConfig
-from speechnas.search.encoding import distributions, flatten
+from speechnas.search.drivers.base import Driver
+from speechnas.search.measure import measure_on_target
 from speechnas.search.objectives import (
-    LATENCY_TARGETS,
     Scalarizer,
+    is_error_rate,
+    is_hardware_target,
     latency_model,
-    objective_values,
+    objective_kind,
     predicted_metrics,
     violations,
 )
 from speechnas.search.pareto import crowding_distance, non_dominated_sort
-from speechnas.search.strategies import Observation, make_strategy
-from speechnas.search.study import INTERRUPTED, SearchStudy, add_trial, set_attrs
+from speechnas.search.record import guarded, open_trial, record_metrics
+from speechnas.search.strategies import (
+    Observation,
+    Strategy,
+    is_multi_objective,
+    make_strategy,
+)
+from speechnas.search.study import INTERRUPTED, SearchStudy, set_attrs
 from speechnas.search.trial import Fidelity, run_trial
 from speechnas.space import Arch, SearchSpace, load_space
 from speechnas.train.config import SupernetConfig, TrainConfig
-from speechnas.versions import versions
+
+if TYPE_CHECKING:
+    from speechnas.search.progress import Progress
+    from speechnas.search.select import Result
 
 log = logging.getLogger(__name__)
-
-ERROR_PREFIXES = ("wer:", "cer:", "dev_wer")
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +130,23 @@ def oneshot_setup(cfg: SearchConfig) -> tuple[OneShotOptions, SearchSpace, Searc
     return opts, search_space, supernet_space(search_space, opts.fixed)
 
 
+def check_objectives(cfg: SearchConfig) -> None:
+    """A ValueError for an objective a supernet path cannot be scored by (a real-time factor:
+    paths are never timed on their own)."""
+    for o in cfg.objectives:
+        if objective_kind(o) == "speed":
+            raise ValueError(f"objectives: {o} cannot be estimated from a supernet path")
+
+
+def inner_strategy(cfg: SearchConfig, opts: OneShotOptions, space: SearchSpace) -> Strategy:
+    """The strategy proposing paths of ``space``; a ValueError naming a bad inner option."""
+    multi = is_multi_objective(opts.inner, opts.inner_options)
+    return make_strategy(
+        opts.inner, space, seed=cfg.seed, n_objectives=len(cfg.objectives) if multi else 1,
+        scalarize=Scalarizer(cfg.objectives, cfg.latency_lambda), **opts.inner_options,
+    )  # fmt: skip
+
+
 def train_supernet(
     base: TrainConfig,
     space: str,
@@ -182,15 +209,18 @@ class PathScorer:
         return {"dev_wer": ev.rates.wer, "dev_cer": ev.rates.cer}
 
 
+def inherited_metric(objective: str) -> str:
+    """The metric a path is scored by for ``objective``: an error rate becomes the inherited
+    dev error of its kind (``dev_cer`` for ``cer:T``, else ``dev_wer``); the rest are
+    themselves (predicted)."""
+    if not is_error_rate(objective):
+        return objective
+    return "dev_cer" if objective.startswith("cer:") else "dev_wer"
+
+
 def inherited_values(metrics: Mapping[str, float], objectives: list[str]) -> tuple[float, ...]:
     """The objective vector of a scored path: error rates as its inherited dev error."""
-    out = []
-    for o in objectives:
-        if o.startswith(ERROR_PREFIXES):
-            out.append(metrics["dev_cer" if o.startswith("cer:") else "dev_wer"])
-        else:
-            out.append(float(metrics[o]))
-    return tuple(out)
+    return tuple(float(metrics[inherited_metric(o)]) for o in objectives)
 
 
 def _read_candidates(path: Path) -> list[dict[str, Any]]:
@@ -227,19 +257,11 @@ def search_paths(
     from tqdm import tqdm
 
     objectives = list(cfg.objectives)
-    for o in objectives:
-        if o.startswith("rtf:"):
-            raise ValueError(f"objectives: {o} cannot be estimated from a supernet path")
+    check_objectives(cfg)
     path = folder / "candidates.jsonl"
     done = _read_candidates(path)
     latency = latency_model(cfg.target)
-    from speechnas.search.worker import MULTI_OBJECTIVE_STRATEGIES
-
-    multi = opts.inner in MULTI_OBJECTIVE_STRATEGIES
-    strategy = make_strategy(
-        opts.inner, space, seed=cfg.seed, n_objectives=len(objectives) if multi else 1,
-        scalarize=Scalarizer(cfg.objectives, cfg.latency_lambda), **opts.inner_options,
-    )  # fmt: skip
+    strategy = inner_strategy(cfg, opts, space)
     constraints = cfg.constraints.to_dict()
     history: list[Observation] = []
     records: list[dict[str, Any]] = []
@@ -375,7 +397,6 @@ def run_oneshot(
         title=f"{len(ok)} supernet paths by inherited weights; finalists as the staircase",
     )
     clock, t_fine = time.process_time(), time.perf_counter()
-    dists = distributions(search_space)
     done = {
         t.user_attrs.get("arch_key")
         for t in ss.trials()
@@ -387,31 +408,19 @@ def run_oneshot(
     tune_base = base.replace(
         optim=dataclasses.replace(base.optim, lr=lr, warmup_steps=min(base.optim.warmup_steps, 10))
     )
+    fid = Fidelity(opts.finetune_minutes, 1.0, opts.finetune_steps)
     for k, rec in enumerate(finalists):
         arch = Arch.from_json(rec["arch"])
         if arch.hash() in done:
             continue
-        params = flatten(arch, search_space)
-        attrs = {
-            "slot": f"oneshot-{k}",
-            "bracket": 0,
-            "rung": 0,
-            "position": k,
-            "fidelity": Fidelity(opts.finetune_minutes, 1.0, opts.finetune_steps).to_dict(),
-            "seed": cfg.seed,
-            "worker": "oneshot",
-            "strategy": "oneshot",
-            "arch": arch.to_json(),
-            "arch_key": arch.hash(),
-            "versions": versions(),
-            "inherited": rec["metrics"],
-            "candidate": rec["index"],
-        }
-        number = add_trial(
-            ss, state=TrialState.RUNNING, params=params,
-            distributions={p: dists[p] for p in params}, user_attrs=attrs,
+        number = open_trial(
+            ss, search_space, arch, cfg=cfg, fidelity=fid, worker="oneshot",
+            slot=f"oneshot-{k}", bracket=0, rung=0, position=k,
+            inherited=rec["metrics"], candidate=rec["index"],
         )  # fmt: skip
-        _finalist(cfg, ss, number, arch, rec, scorer, tune_base, opts, console)
+        tune = functools.partial(_finalist, cfg, ss, number, arch, rec, scorer, tune_base, fid,
+                                 opts, console)  # fmt: skip
+        guarded(ss, number, tune)
     finetune_cpu = time.process_time() - clock
     summary = {
         "paths": space.count(),
@@ -449,43 +458,27 @@ def _finalist(
     rec: dict[str, Any],
     scorer: PathScorer,
     base: TrainConfig,
+    fid: Fidelity,
     opts: OneShotOptions,
     console: Console,
-) -> None:
+) -> str:
     """Extracts, fine-tunes and scores one finalist as study trial ``number``."""
-
-    from speechnas.search.worker import fail_trial
     from speechnas.train.checkpoint import save_extracted
 
     out = Path(cfg.output_dir) / "trials" / f"{number:04d}-oneshot-{arch.hash()[:8]}"
-    try:
-        save_extracted(scorer.loaded, arch, out / "extracted")
-        set_attrs(ss, number, {"output_dir": str(out)})
-        fid = Fidelity(opts.finetune_minutes, 1.0, opts.finetune_steps)
-        tuned = base.replace(init_from=str(out / "extracted"), threads=opts.threads)
-        metrics = run_trial(arch, base=tuned, fidelity=fid, output_dir=out, seed=cfg.seed)
-        keep = ("latency", "memory", "macs")
-        metrics = {**metrics, **{k: rec["metrics"][k] for k in keep if k in rec["metrics"]}}
-        if cfg.target not in LATENCY_TARGETS:  # a real target: export and time the finalist
-            from speechnas.search.runner import measure_on_target
-
-            metrics.update(measure_on_target(out / "best", cfg))
-        attrs = {"metrics": metrics, "checkpoint": str(out / "best")}
-        bad = violations(metrics, cfg.constraints.to_dict(), predicted=("latency",))
-        if bad:
-            fail_trial(ss, number, "rejected after training: " + "; ".join(bad), **attrs)
-            return
-        values = objective_values(metrics, cfg.objectives)
-    except KeyboardInterrupt:
-        fail_trial(ss, number, INTERRUPTED)
-        raise
-    except Exception as e:
-        summary = "".join(traceback.format_exception(e, limit=-6))[-4000:]
-        fail_trial(ss, number, f"crashed: {type(e).__name__}: {e}", traceback=summary)
-        return
-    scalar = Scalarizer(cfg.objectives, cfg.latency_lambda)(values)
-    set_attrs(ss, number, {**attrs, "status": "ok", "scalar": scalar})
-    ss.study.tell(number, list(values))
+    save_extracted(scorer.loaded, arch, out / "extracted")
+    set_attrs(ss, number, {"output_dir": str(out)})
+    tuned = base.replace(init_from=str(out / "extracted"), threads=opts.threads)
+    metrics = run_trial(arch, base=tuned, fidelity=fid, output_dir=out, seed=cfg.seed)
+    keep = ("latency", "memory", "macs")
+    metrics = {**metrics, **{k: rec["metrics"][k] for k in keep if k in rec["metrics"]}}
+    if is_hardware_target(cfg.target):  # a real target: export and time the finalist
+        metrics.update(measure_on_target(out / "best", cfg))
+    state = record_metrics(
+        ss, number, cfg, metrics, predicted=("latency",), checkpoint=str(out / "best")
+    )
+    if state != "complete":
+        return state
     measured = metrics.get("latency_measured")
     console.print(
         f"finalist #{number} {arch.hash()[:8]}: inherited dev WER "
@@ -494,14 +487,12 @@ def _finalist(
         + ("" if measured is None else f", latency {measured:.2f} ms measured on {cfg.target}"),
         highlight=False,
     )
+    return state
 
 
 def _inherited_name(objective: str) -> str:
-    if objective.startswith("cer:"):
-        return "inherited dev CER"
-    if objective.startswith(ERROR_PREFIXES):
-        return "inherited dev WER"
-    return objective
+    metric = inherited_metric(objective)
+    return f"inherited dev {metric[4:].upper()}" if metric != objective else objective
 
 
 def _fixed(space: SearchSpace) -> str:
@@ -510,7 +501,55 @@ def _fixed(space: SearchSpace) -> str:
     return ", ".join(f"{n}={space[n].values[0]}" for n in space.names if n not in ELASTIC)
 
 
+class OneShot(Driver):
+    """The one-shot search: a supernet, paths scored by inherited weights, finalists
+    fine-tuned as the study's trials (see the module docstring)."""
+
+    name = "oneshot"
+    strategies = ("oneshot",)
+
+    def __init__(self, cfg: SearchConfig) -> None:
+        super().__init__(cfg)
+        self.summary: dict[str, Any] | None = None
+
+    def setup(self) -> SearchSpace:
+        opts, _, subspace = oneshot_setup(self.cfg)
+        check_objectives(self.cfg)
+        inner_strategy(self.cfg, opts, subspace)  # a bad inner option fails here
+        return subspace  # the finalists are paths of the supernet's subspace
+
+    def trial_budget(self) -> int | None:
+        return None  # its trials are the finalists, not n_trials
+
+    def run(
+        self,
+        ss: SearchStudy,
+        base: TrainConfig,
+        *,
+        vocab_size: int,
+        progress: Progress,
+        deadline: float | None,
+        console: Console,
+    ) -> None:
+        self.summary = run_oneshot(self.cfg, ss, base, vocab_size=vocab_size, console=console)
+
+    def retrain_config(self, base: TrainConfig) -> TrainConfig:
+        """Retraining continues a finalist's fine-tuning, at its learning rate."""
+        if self.summary is None:
+            return base
+        lr = self.summary["finetune_lr"]
+        return base.replace(optim=dataclasses.replace(base.optim, lr=lr, warmup_steps=10))
+
+    def init_from(self, selected: Result) -> str | None:
+        """A finalist's retraining continues from its fine-tuned weights."""
+        if not selected.output_dir:
+            return None
+        best = Path(selected.output_dir) / "best"
+        return str(best) if best.is_dir() else None
+
+
 __all__ = [
+    "OneShot",
     "OneShotOptions",
     "PathScorer",
     "inherited_values",

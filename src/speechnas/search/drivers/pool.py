@@ -1,60 +1,70 @@
-"""One search worker: claim a slot → check the candidate → train and measure (or reuse) → tell.
+"""The worker pool: the driver of the multi-trial strategies (random, evolution, tpe, nsga2,
+reinforce, warmstart).
 
+One worker loops: claim a slot → check the candidate → train and measure (or reuse) → tell.
 Any number of workers (processes, or machines sharing the output folder) may run this loop on
 one study; the claim is made under a lock from the study's contents (see
 :mod:`speechnas.search.fidelity`), so no slot is taken twice and proposals are numbered by the
-plan, not by the worker.
+plan, not by the worker. :class:`WorkerPool` runs ``workers`` of them: in this process for
+one, as spawned processes for more.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+import multiprocessing
 import os
 import socket
 import time
-import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from speechnas.search.config import SearchConfig
-from speechnas.search.encoding import distributions, flatten
+from speechnas.search.drivers.base import Driver
 from speechnas.search.fidelity import Job, Ranker, next_job, plan, rank_pareto, rank_scalar
 from speechnas.search.objectives import (
     LatencyModel,
     Scalarizer,
     check_builds,
     latency_model,
-    objective_values,
     predicted_metrics,
     violations,
 )
-from speechnas.search.strategies import Observation, Strategy, make_strategy
+from speechnas.search.record import fail_trial, guarded, open_trial, record_metrics, record_trial
+from speechnas.search.strategies import (
+    STRATEGIES,
+    Observation,
+    Strategy,
+    is_multi_objective,
+    make_strategy,
+)
 from speechnas.search.study import (
-    INTERRUPTED,
     SearchStudy,
     add_trial,
     arch_of,
     claim_lock,
     find_evaluation,
     is_interrupted,
+    open_study,
     set_attrs,
     slot_table,
     values_of,
 )
 from speechnas.search.trial import Fidelity, run_trial
 from speechnas.space import Arch, SearchSpace, load_space
-from speechnas.versions import versions
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
+    from rich.console import Console
 
+    from speechnas.search.progress import Progress
     from speechnas.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
-MULTI_OBJECTIVE_STRATEGIES = ("nsga2",)
 
 
 @dataclass
@@ -72,6 +82,19 @@ class Context:
     strategy: Strategy
     out: Path
 
+    @staticmethod
+    def create_strategy(cfg: SearchConfig, space: SearchSpace) -> Strategy:
+        """The strategy of ``cfg`` over ``space``; a ValueError naming a bad option."""
+        multi = is_multi_objective(cfg.strategy.name, cfg.strategy.options)
+        return make_strategy(
+            cfg.strategy.name,
+            space,
+            seed=cfg.seed,
+            n_objectives=len(cfg.objectives) if multi else 1,
+            scalarize=Scalarizer(cfg.objectives, cfg.latency_lambda),
+            **cfg.strategy.options,
+        )
+
     @classmethod
     def create(cls, cfg: SearchConfig, base: TrainConfig, vocab_size: int) -> Context:
         space = load_space(cfg.space)
@@ -79,18 +102,7 @@ class Context:
         promotion = cfg.fidelity.promotion
         if promotion == "auto":
             promotion = "pareto" if len(cfg.objectives) > 1 else "scalar"
-        inner = cfg.strategy.options.get("inner") if cfg.strategy.name == "warmstart" else None
-        multi = cfg.strategy.name in MULTI_OBJECTIVE_STRATEGIES or inner in (
-            MULTI_OBJECTIVE_STRATEGIES
-        )
-        strategy = make_strategy(
-            cfg.strategy.name,
-            space,
-            seed=cfg.seed,
-            n_objectives=len(cfg.objectives) if multi else 1,
-            scalarize=scalarize,
-            **cfg.strategy.options,
-        )
+        strategy = cls.create_strategy(cfg, space)
         return cls(
             cfg=cfg,
             base=base,
@@ -145,22 +157,20 @@ def claim(ctx: Context, ss: SearchStudy, worker: str) -> Claim | str:
         if isinstance(job, str):
             return job
         fid = ctx.fidelities[job.rung]
-        attrs: dict[str, Any] = {
+        where: dict[str, Any] = {
             "slot": job.slot,
             "bracket": job.bracket,
             "rung": job.rung,
             "position": job.position,
-            "fidelity": fid.to_dict(),
-            "seed": ctx.cfg.seed,
-            "worker": worker,
         }
         source = None
         if job.rung == 0:
             assert job.proposal is not None
             seen = [t for t in trials if not sync or t.user_attrs.get("bracket", -1) < job.bracket]
             arch = ctx.strategy.propose(observations(seen), job.proposal)
-            attrs["proposal"] = job.proposal
+            extra: dict[str, Any] = {"proposal": job.proposal}
         elif job.promote is None:
+            attrs = {**where, "fidelity": fid.to_dict(), "seed": ctx.cfg.seed, "worker": worker}
             add_trial(ss, state=TrialState.PRUNED, user_attrs={**attrs, "status": job.note})
             return "pruned"
         else:
@@ -168,19 +178,9 @@ def claim(ctx: Context, ss: SearchStudy, worker: str) -> Claim | str:
             assert src.number == job.promote
             source = dict(src.user_attrs)
             arch = Arch.from_json(source["arch"])
-            attrs["promoted_from"] = job.promote
-        attrs.update(arch=arch.to_json(), arch_key=arch.hash(), versions=versions())
-        try:
-            params = flatten(arch, ctx.space)
-        except ValueError:
-            params = {}  # an invalid proposal: recorded, failed before any training
-        dists = distributions(ctx.space)
-        number = add_trial(
-            ss,
-            state=TrialState.RUNNING,
-            params=params,
-            distributions={k: dists[k] for k in params},
-            user_attrs=attrs,
+            extra = {"promoted_from": job.promote}
+        number = open_trial(
+            ss, ctx.space, arch, cfg=ctx.cfg, fidelity=fid, worker=worker, **where, **extra
         )
         return Claim(number, job, arch, source)
 
@@ -189,31 +189,11 @@ def _trial_dir(ctx: Context, c: Claim) -> Path:
     return ctx.out / "trials" / f"{c.number:04d}-r{c.job.rung}-{c.arch.hash()[:8]}"
 
 
-def fail_trial(ss: SearchStudy, number: int, status: str, **attrs: Any) -> str:
-    from optuna.trial import TrialState
-
-    set_attrs(ss, number, {**attrs, "status": status})
-    ss.study.tell(number, state=TrialState.FAIL)
-    log.info("trial %d failed: %s", number, status)
-    return "fail"
-
-
 def evaluate(ctx: Context, ss: SearchStudy, c: Claim) -> str:
     """Checks, trains and measures the claimed candidate and tells the study; returns the
     final state ("complete" or "fail"). Every failure is recorded with its reason and the
     search goes on; only an interrupt (Ctrl-C) propagates, after marking the trial."""
-    from speechnas.train.trainer import Diverged
-
-    try:
-        return _evaluate(ctx, ss, c)
-    except Diverged as e:
-        return fail_trial(ss, c.number, f"diverged: {e}")
-    except KeyboardInterrupt:
-        fail_trial(ss, c.number, INTERRUPTED)
-        raise
-    except Exception as e:
-        summary = "".join(traceback.format_exception(e, limit=-6))[-4000:]
-        return fail_trial(ss, c.number, f"crashed: {type(e).__name__}: {e}", traceback=summary)
+    return guarded(ss, c.number, lambda: _evaluate(ctx, ss, c))
 
 
 def _evaluate(ctx: Context, ss: SearchStudy, c: Claim) -> str:
@@ -260,17 +240,10 @@ def _evaluate(ctx: Context, ss: SearchStudy, c: Claim) -> str:
         **{k: pre[k] for k in ("macs", "memory", "latency")},
         "wall_seconds": time.perf_counter() - start,
     }
-    attrs = {"metrics": metrics, "checkpoint": str(out / "best")}
-    bad = violations(metrics, constraints, predicted=() if ctx.latency.measured else ("latency",))
-    if bad:
-        return fail_trial(ss, c.number, "rejected after training: " + "; ".join(bad), **attrs)
-    try:
-        values = objective_values(metrics, cfg.objectives)
-    except ValueError as e:
-        return fail_trial(ss, c.number, f"no objective values: {e}", **attrs)
-    set_attrs(ss, c.number, {**attrs, "status": "ok", "scalar": ctx.scalarize(values)})
-    ss.study.tell(c.number, list(values))
-    return "complete"
+    predicted = () if ctx.latency.measured else ("latency",)
+    return record_metrics(
+        ss, c.number, cfg, metrics, predicted=predicted, checkpoint=str(out / "best")
+    )
 
 
 def _reuse(ctx: Context, ss: SearchStudy, c: Claim, earlier: Any) -> str:
@@ -285,9 +258,9 @@ def _reuse(ctx: Context, ss: SearchStudy, c: Claim, earlier: Any) -> str:
     if earlier.values is None:
         return fail_trial(ss, c.number, f"{a.get('status')} (trial {earlier.number})", **attrs)
     values = tuple(earlier.values)
-    set_attrs(ss, c.number, {**attrs, "status": "reused", "scalar": ctx.scalarize(values)})
-    ss.study.tell(c.number, list(values))
-    return "complete"
+    return record_trial(
+        ss, c.number, status="reused", values=values, scalar=ctx.scalarize(values), **attrs
+    )
 
 
 @contextlib.contextmanager
@@ -296,7 +269,7 @@ def trial_logs(path: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
-    loggers = [logging.getLogger(n) for n in ("speechnas.train", "speechnas.search.worker")]
+    loggers = [logging.getLogger(n) for n in ("speechnas.train", "speechnas.search")]
     saved = [(lg.propagate, lg.level) for lg in loggers]
     for lg in loggers:
         lg.addHandler(handler)
@@ -344,4 +317,98 @@ def work(
     return finished
 
 
-__all__ = ["Claim", "Context", "claim", "evaluate", "observations", "trial_logs", "work"]
+def _worker_main(
+    cfg: SearchConfig,
+    base: TrainConfig,
+    vocab: int,
+    index: int,
+    deadline: float | None,
+    parent: int,
+) -> None:
+    """A worker process: stops between trials when its parent is gone."""
+    import torch
+
+    torch.set_num_threads(base.threads)
+    ss = open_study(cfg.storage_url, cfg.study_name, len(cfg.objectives))
+    ctx = Context.create(cfg, base, vocab)
+    work(ctx, ss, index=index, deadline=deadline, should_stop=lambda: os.getppid() != parent)
+
+
+def run_processes(
+    cfg: SearchConfig,
+    base: TrainConfig,
+    vocab: int,
+    deadline: float | None,
+    ss: SearchStudy,
+    progress: Progress,
+) -> None:
+    """``cfg.workers`` spawned worker processes on the study; returns when all have ended."""
+    mp = multiprocessing.get_context("spawn")  # no forked torch or SQLite state
+    procs = [
+        mp.Process(
+            target=_worker_main,
+            args=(cfg, base, vocab, k, deadline, os.getpid()),
+            name=f"search-worker-{k}",
+        )
+        for k in range(cfg.workers)
+    ]
+    for p in procs:
+        p.start()
+    try:
+        while any(p.is_alive() for p in procs):
+            progress.update(ss)
+            for p in procs:
+                p.join(timeout=2.0 / len(procs))
+    except KeyboardInterrupt:
+        for p in procs:
+            p.terminate()
+        raise
+    bad = [(p.name, p.exitcode) for p in procs if p.exitcode != 0]
+    if bad:
+        raise RuntimeError(f"search workers failed: {bad}; see {cfg.output_dir}/logs")
+
+
+class WorkerPool(Driver):
+    """``workers`` workers claiming the slots of the successive-halving plan, each slot's
+    architecture proposed by ``strategy`` (or promoted from the rung below)."""
+
+    name = "pool"
+    strategies = tuple(STRATEGIES)
+
+    def setup(self) -> SearchSpace:
+        space = load_space(self.cfg.space)
+        Context.create_strategy(self.cfg, space)  # a bad option fails here
+        return space
+
+    def header(self) -> str:
+        return f"{self.cfg.workers} worker(s)"
+
+    def run(
+        self,
+        ss: SearchStudy,
+        base: TrainConfig,
+        *,
+        vocab_size: int,
+        progress: Progress,
+        deadline: float | None,
+        console: Console,
+    ) -> None:
+        if self.cfg.workers > 1:
+            run_processes(self.cfg, base, vocab_size, deadline, ss, progress)
+            return
+        ctx = Context.create(self.cfg, base, vocab_size)
+        tick = functools.partial(progress.update, ss)
+        work(ctx, ss, deadline=deadline, on_claim=tick, on_trial=tick)
+
+
+__all__ = [
+    "Claim",
+    "Context",
+    "WorkerPool",
+    "claim",
+    "evaluate",
+    "observations",
+    "run_processes",
+    "trial_logs",
+    "work",
+]

@@ -1,0 +1,38 @@
+"""Measuring trained models on the search's hardware target: a one-shot finalist and the
+retrained selection are exported, timed and compared with the predictor's figure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from speechnas.search.config import SearchConfig
+from speechnas.search.objectives import latency_model
+
+
+def measure_on_target(checkpoint: str | Path, cfg: SearchConfig) -> dict[str, float]:
+    """The model in ``checkpoint`` profiled on the search's target (exported, timed, peak
+    memory), next to the predictor's figure for its architecture: ``latency_measured``,
+    ``latency_p90_measured``, ``latency_predicted``, ``model_bytes`` and, where the target
+    measures it, ``memory_measured_mb``."""
+    from speechnas.hardware import profile
+    from speechnas.train.checkpoint import load_model
+
+    loaded = load_model(checkpoint)
+    seconds = cfg.latency_seconds
+    prof = profile(checkpoint, cfg.target, seconds=[seconds])
+    predicted = latency_model(cfg.target).predict(
+        loaded.model.arch, seconds, loaded.tokenizer.vocab_size
+    )
+    (length,) = prof.lengths
+    out = {
+        "latency_measured": length.median_ms,
+        "latency_p90_measured": length.p90_ms,
+        "latency_predicted": predicted,
+        "model_bytes": float(prof.model_bytes),
+    }
+    if prof.peak_memory_bytes is not None:
+        out["memory_measured_mb"] = prof.peak_memory_bytes / 2**20
+    return out
+
+
+__all__ = ["measure_on_target"]
