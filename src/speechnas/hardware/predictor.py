@@ -41,6 +41,7 @@ from speechnas.hardware.program import chunk_windows, decoding_calls, utterance_
 from speechnas.hardware.target import Target, load_target, target_from_dict
 from speechnas.nn.blocks import subsampled_lengths
 from speechnas.nn.build import feature_config
+from speechnas.nn.spec import decode
 from speechnas.space import Arch, SearchSpace
 
 __all__ = ["LatencyPredictor", "cache_file", "default_cache_dir"]
@@ -270,11 +271,11 @@ class LatencyPredictor:
     @staticmethod
     def _lengths(arch: Mapping[str, Any], n: int) -> dict[str, int]:
         """Each axis's length when the model gets ``n`` input steps (frames or samples)."""
+        spec = decode(arch)
         t_in = n
-        if feature_config(arch).kind == "waveform":  # LearnableFrontend: 400 samples, hop 160
+        if spec.waveform_input:  # LearnableFrontend: 400 samples, hop 160
             t_in = 1 + (n - 400) // 160 if n >= 400 else 0
-        factor = int(arch.get("subsampling_factor", 4))
-        t_enc = int(subsampled_lengths(torch.tensor([t_in]), factor)[0])
+        t_enc = int(subsampled_lengths(torch.tensor([t_in]), spec.subsampling_factor)[0])
         return {"samples": n, "input_frames": t_in, "frames": t_enc, "step": 1}
 
     def raw_ms(self, arch: Mapping[str, Any], seconds: float = 5.0, vocab_size: int = 32) -> float:
@@ -326,7 +327,7 @@ class LatencyPredictor:
                 self._sync()
                 self.save(self.cache_path)
         scale, offset = self.correction
-        scale = self.family_scales.get(str(arch.get("encoder")), scale)
+        scale = self.family_scales.get(decode(arch).encoder, scale)
         return scale * self.raw_ms(arch, seconds, vocab_size) + offset
 
     def _sync(self) -> None:

@@ -223,7 +223,7 @@ def finish(
     """Writes ``pareto.json``, ``pareto.png`` and ``hypervolume.png``, prints the front, and
     retrains the selected architecture (when ``retrain_minutes`` > 0), from the checkpoint
     ``init_from(selected)`` names (None: from scratch)."""
-    from speechnas.report.search_plots import plot_hypervolume, plot_pareto
+    from speechnas.search.plots import plot_hypervolume, plot_pareto
 
     out = Path(cfg.output_dir)
     rows = results(ss)

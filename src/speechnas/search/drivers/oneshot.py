@@ -359,7 +359,7 @@ def run_oneshot(
     attributes and ``oneshot/summary.json``)."""
     from optuna.trial import TrialState
 
-    from speechnas.report.search_plots import plot_pareto
+    from speechnas.search.plots import plot_pareto
 
     opts, search_space, space = oneshot_setup(cfg)
     out = Path(cfg.output_dir)
