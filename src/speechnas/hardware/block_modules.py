@@ -170,8 +170,9 @@ def block_module(block: Block) -> tuple[nn.Module, Inputs]:
     if k == "stack":
         chunk, left = (16, 4) if p["chunked"] else (None, None)
         stack = AttentionStack(
-            d, [], absolute=p["absolute"], chunk=chunk, left_chunks=left, final_norm=p["final_norm"]
-        )
+            d, [], nn.Identity, absolute=p["absolute"], chunk=chunk, left_chunks=left,
+            final_norm=p["final_norm"],
+        )  # fmt: skip
         return stack.eval(), _seq(d, "x", "lengths")
     if k == "cnn_stack":
         stack = SeparableConvStack(d, [SeparableConvLayerConfig()])

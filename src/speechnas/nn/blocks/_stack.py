@@ -31,9 +31,11 @@ class AttentionStack(nn.Module):
         chunk: int | None,
         left_chunks: int | None,
         final_norm: bool,
+        absolute: bool | None = None,
     ) -> None:
         """One layer per config: ``make_layer(d_model, **fields of the config)``; positions are
-        absolute unless every layer uses relative attention."""
+        absolute unless every layer uses relative attention (``absolute`` decides it for a
+        stack without layers)."""
         super().__init__()
         owner = type(self).__name__
         check_positive(owner, "d_model", d_model)
@@ -42,7 +44,8 @@ class AttentionStack(nn.Module):
         self.out_dim = d_model
         self.chunk = chunk
         self.left_chunks = left_chunks
-        absolute = any(c.attention != "rel" for c in cfgs)
+        if absolute is None:
+            absolute = any(c.attention != "rel" for c in cfgs)
         self.pos = PositionalInput(d_model, absolute=absolute)
         fields = [{f.name: getattr(c, f.name) for f in dataclasses.fields(c)} for c in cfgs]
         self.layers = nn.ModuleList(make_layer(d_model, **f) for f in fields)
