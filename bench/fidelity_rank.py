@@ -113,7 +113,8 @@ def main() -> None:
         row = {"key": key[:8], "params": fin["params"], "final_steps": fin["steps"]}
         for rung, m in rr.items():
             row[f"{rung}_dev"] = m["dev_wer"]
-            row[f"{rung}_test"] = m[f"wer:{cfg.search_test}"]
+            if cfg.search_test is not None:  # trials may score dev only
+                row[f"{rung}_test"] = m[f"wer:{cfg.search_test}"]
             row[f"{rung}_steps"] = m["steps"]
         row["final_dev"] = fin["dev_wer"]
         for t in tests:
@@ -123,7 +124,7 @@ def main() -> None:
     targets = ["final_dev", *(f"final_{t}" for t in tests), "final_mean_test"]
     corr: dict[str, Any] = {}
     for k in range(len(cfg.fidelity.rungs)):
-        for kind in ("dev", "test"):
+        for kind in ("dev", "test") if cfg.search_test is not None else ("dev",):
             x = [r[f"rung{k}_{kind}"] for r in table]
             pick = int(np.argmin(x))
             corr[f"rung{k}_{kind}"] = {

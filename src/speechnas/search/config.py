@@ -8,6 +8,7 @@ trial starts from (a training YAML, inline overrides, or both).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -15,8 +16,9 @@ from typing import Any
 
 import yaml
 
-from speechnas.search.objectives import CONSTRAINT_KEYS, check_objective
+from speechnas.search.objectives import CONSTRAINT_KEYS, LIMITS, check_objective
 from speechnas.search.trial import Fidelity
+from speechnas.space import Arch, SearchSpace
 from speechnas.train.config import TrainConfig, _build, config_from_dict, load_config
 
 PROMOTIONS = ("auto", "pareto", "scalar")
@@ -39,21 +41,43 @@ class StrategyConfig:
 
 @dataclass(frozen=True, slots=True)
 class ConstraintsConfig:
-    """Hard limits, checked from predicted values before training and again after it."""
+    """Hard limits, checked from predicted values before training and again after it.
 
-    max_latency_ms: float | None = None
-    max_params: int | None = None
-    max_macs: int | None = None
-    max_memory_mb: float | None = None
+    A limit is a number, or the name of a model preset (``max_latency_ms: small``): that
+    preset's own value on the search's target, so "no slower than the preset I would otherwise
+    ship" needs no measuring by hand. :meth:`resolve` turns names into numbers."""
+
+    max_latency_ms: float | str | None = None
+    max_params: int | str | None = None
+    max_macs: int | str | None = None
+    max_memory_mb: float | str | None = None
 
     def __post_init__(self) -> None:
+        from speechnas.nn.presets import preset_names
+
         for name in CONSTRAINT_KEYS:
             v = getattr(self, name)
-            if v is not None and v <= 0:
+            if isinstance(v, str):
+                if v not in preset_names():
+                    raise ValueError(
+                        f"constraints.{name}: {v!r} is neither a number nor a model preset; "
+                        f"give a number > 0, null, or one of {preset_names()}"
+                    )
+            elif v is not None and (isinstance(v, bool) or v <= 0):
                 raise ValueError(f"constraints.{name}: expected > 0 or null, got {v!r}")
 
-    def to_dict(self) -> dict[str, float | None]:
+    def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def presets(self) -> dict[str, str]:
+        """The limits given as preset names: constraint → preset."""
+        return {k: v for k, v in self.to_dict().items() if isinstance(v, str)}
+
+    def resolve(self, value_of: Callable[[str, str], float]) -> ConstraintsConfig:
+        """The same limits with every preset name replaced by ``value_of(metric, preset)``,
+        the preset's value of the metric the constraint limits (``latency``, ``params``...)."""
+        changes = {k: value_of(LIMITS[k][0], v) for k, v in self.presets().items()}
+        return dataclasses.replace(self, **changes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +103,9 @@ class FidelityConfig:
     eta: int = 3
     candidates: int = 9
     promotion: str = "auto"  # auto: pareto for several objectives, scalar for one
+    # The search's seeds (e.g. the presets) always reach the top rung: they are the control
+    # every candidate is compared with at the same training budget.
+    promote_seeds: bool = True
     # A bracket's candidates are proposed from the finished earlier brackets only, so several
     # workers propose exactly what one would (at the cost of idling at bracket boundaries).
     synchronous: bool = True
@@ -131,7 +158,9 @@ class SearchConfig:
     corpora_dir: str = "corpora"
     base: str | None = None  # a training YAML ("baseline" = the packaged one) or null
     train: dict[str, Any] = field(default_factory=dict)  # overrides of the training config
-    search_test: str = "test"  # the test set scored during the search
+    # Architectures tried first, whatever the strategy: preset names or Arch mappings.
+    seeds: tuple[Any, ...] = ()
+    search_test: str | None = "test"  # the test set scored by every trial; null: none
     test_sets: tuple[str, ...] = ()  # test sets for the retrained model; () = all of them
     retrain_minutes: float = 3.0  # 0 = no retraining
     retrain_steps: int | None = None
@@ -167,6 +196,16 @@ class SearchConfig:
             raise ValueError("retrain_minutes must be >= 0 and retrain_threads >= 1")
         if not self.study_name:
             raise ValueError("study_name: must not be empty")
+        from speechnas.nn.presets import preset_names
+
+        for k, s in enumerate(self.seeds):
+            if isinstance(s, str) and s not in preset_names():
+                raise ValueError(
+                    f"seeds[{k}]: {s!r} is not a model preset; give one of {preset_names()} "
+                    "or an architecture mapping"
+                )
+            if not isinstance(s, str | dict):
+                raise ValueError(f"seeds[{k}]: expected a preset name or a mapping, got {s!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -182,6 +221,30 @@ class SearchConfig:
 
     def fidelities(self) -> list[Fidelity]:
         return self.fidelity.fidelities()
+
+    def seed_archs(self, space: SearchSpace) -> list[Arch]:
+        """The seeds as architectures of ``space``; a ValueError names one that is not."""
+        from speechnas.nn.presets import preset
+        from speechnas.nn.spec import decode
+
+        out = []
+        for k, s in enumerate(self.seeds):
+            what = f"preset {s!r}" if isinstance(s, str) else "the architecture"
+            arch = preset(s) if isinstance(s, str) else Arch(s)
+            # Fields the space does not name may be left out when they hold their defaults.
+            inside = Arch({n: v for n, v in arch.items() if n in space.names})
+            try:
+                if dataclasses.replace(decode(inside), arch=arch) == decode(arch):
+                    arch = inside
+            except ValueError:
+                pass  # validate() below names the problem
+            try:
+                out.append(space.validate(arch))
+            except ValueError as e:
+                raise ValueError(
+                    f"seeds[{k}]: {what} is not a point of space {space.name!r}: {e}"
+                ) from None
+        return out
 
 
 def default_search_path() -> Path:

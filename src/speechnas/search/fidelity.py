@@ -87,6 +87,7 @@ class SlotState:
     finished: bool
     values: tuple[float, ...] | None  # None: failed, rejected, not promoted, or running
     arch_key: str
+    seeded: bool = False  # one of the search's seeds (a preset, say)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,16 +130,22 @@ def rank_scalar(scalarize: Callable[[Sequence[float]], float]) -> Ranker:
     return rank
 
 
-def promotion_order(previous: Sequence[SlotState], rank: Ranker) -> list[int]:
+def promotion_order(
+    previous: Sequence[SlotState], rank: Ranker, *, seeds_first: bool = False
+) -> list[int]:
     """Trial numbers of the rung below in promotion order: only trials with values, each
-    architecture once (its first position wins)."""
+    architecture once (its first position wins); with ``seeds_first`` the seeded trials lead,
+    so a seed reaches the top rung as the control the candidates are compared with."""
     seen: set[str] = set()
     cands: list[SlotState] = []
     for s in previous:
         if s.values is not None and s.arch_key not in seen:
             seen.add(s.arch_key)
             cands.append(s)
-    return [cands[i].number for i in rank([c.values for c in cands])]  # type: ignore[misc]
+    order = rank([c.values for c in cands])  # type: ignore[misc]
+    if seeds_first:
+        order = [i for i in order if cands[i].seeded] + [i for i in order if not cands[i].seeded]
+    return [cands[i].number for i in order]
 
 
 def _finished(b: Bracket, slots: Mapping[str, SlotState]) -> bool:
@@ -155,6 +162,7 @@ def next_job(
     rank: Ranker,
     *,
     synchronous: bool = False,
+    seeds_first: bool = False,
 ) -> Job | Literal["wait", "done"]:
     """The first free slot in plan order whose inputs are known.
 
@@ -162,7 +170,7 @@ def next_job(
     slots are free again). "wait": free slots remain but each waits for running trials;
     "done": every slot of the plan is held. ``synchronous``: a bracket's candidates wait until
     every earlier bracket has finished (its proposals then see the same history whatever the
-    number of workers and their timing).
+    number of workers and their timing). ``seeds_first``: see :func:`promotion_order`.
     """
     waiting = False
     earlier_done = True
@@ -183,7 +191,9 @@ def next_job(
             if not free:
                 continue
             i = free[0]
-            order = promotion_order([s for s in below if s is not None], rank)
+            order = promotion_order(
+                [s for s in below if s is not None], rank, seeds_first=seeds_first
+            )
             if i < len(order):
                 return Job(slot_id(b.index, r, i), b.index, r, i, promote=order[i])
             note = (

@@ -37,9 +37,15 @@ from rich.console import Console
 
 from speechnas.search.config import SearchConfig, base_train_config
 from speechnas.search.drivers import driver_for
-from speechnas.search.feasibility import check_feasible
+from speechnas.search.feasibility import MIN_VOCAB, check_feasible
 from speechnas.search.measure import measure_on_target
-from speechnas.search.objectives import is_error_rate, is_hardware_target, violations
+from speechnas.search.objectives import (
+    is_error_rate,
+    is_hardware_target,
+    latency_model,
+    predicted_metrics,
+    violations,
+)
 from speechnas.search.progress import Progress
 from speechnas.search.select import (
     Result,
@@ -82,8 +88,17 @@ def prepare_base(cfg: SearchConfig) -> TrainConfig:
 
 
 def trial_base(cfg: SearchConfig, base: TrainConfig) -> TrainConfig:
-    """``base`` scoring only the search test set (the others are for the retrained model)."""
+    """``base`` scoring only the search test set, or none when ``search_test`` is null (the
+    test sets are for the retrained model; trials are judged on dev)."""
     tests = base.data.test
+    if cfg.search_test is None:
+        named = [o for o in cfg.objectives if ":" in o]
+        if named:
+            raise ValueError(
+                f"objectives: {named} name a test set, but search_test is null (trials score "
+                "no test set); set search_test, or use dev_wer"
+            )
+        return base.replace(data=dataclasses.replace(base.data, test={}))
     if cfg.search_test not in tests:
         raise ValueError(
             f"search_test: {cfg.search_test!r} is not a test set of the base config; "
@@ -120,6 +135,23 @@ def vocab_size(base: TrainConfig) -> int:
     return build_tokenizer(
         base.tokenizer.kind, texts, vocab_size=base.tokenizer.vocab_size
     ).vocab_size
+
+
+def resolve_constraints(cfg: SearchConfig, vocab: int) -> SearchConfig:
+    """``cfg`` with every constraint given as a preset name replaced by that preset's own value
+    (params, MACs and memory counted, latency predicted on ``cfg.target``) at ``vocab`` tokens."""
+    if not cfg.constraints.presets():
+        return cfg
+    from speechnas.nn.presets import preset
+
+    model = latency_model(cfg.target)
+
+    def value_of(metric: str, name: str) -> float:
+        m = predicted_metrics(preset(name), vocab_size=vocab, latency=model,
+                              seconds=cfg.latency_seconds)  # fmt: skip
+        return float(m[metric])
+
+    return cfg.replace(constraints=cfg.constraints.resolve(value_of))
 
 
 def _check_resume(cfg: SearchConfig, ss: SearchStudy, resume: bool) -> None:
@@ -169,20 +201,26 @@ def run_search(
     A bad strategy name or option, a space the strategy cannot search, and constraints no
     architecture of the space meets fail first, before any file, corpus or training."""
     console = console or Console()
+    given = cfg
     driver = driver_for(cfg.strategy.name)(cfg)
     space = driver.setup()
-    check_feasible(cfg, space)
+    check_feasible(resolve_constraints(cfg, MIN_VOCAB), space)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     base = prepare_base(cfg)
     tbase = trial_base(cfg, base)
     rbase = retrain_base(cfg, base)
     ss = open_study(cfg.storage_url, cfg.study_name, len(cfg.objectives))
-    _check_resume(cfg, ss, resume)
+    _check_resume(given, ss, resume)
     interrupted = mark_interrupted(ss) if resume else []
     if interrupted:
         console.print(f"marked interrupted and to be run again: trials {interrupted}")
     vocab = vocab_size(tbase)
+    cfg = resolve_constraints(cfg, vocab)
+    driver.cfg = cfg  # the workers check the resolved limits
+    for key, name in given.constraints.presets().items():
+        value = getattr(cfg.constraints, key)
+        console.print(f"constraints.{key}: {name} = {value:.4g} (preset {name!r} on {cfg.target})")
     progress = Progress(cfg, console)
     progress.total = driver.trial_budget()
     progress.skip(ss)
@@ -208,6 +246,7 @@ def run_search(
         console=console,
         interrupted=interrupted,
         init_from=driver.init_from,
+        given_presets=given.constraints.presets(),
     )
 
 
@@ -219,6 +258,7 @@ def finish(
     console: Console,
     interrupted: Sequence[int] = (),
     init_from: Callable[[Result], str | None] = lambda selected: None,
+    given_presets: dict[str, str] | None = None,
 ) -> SearchOutcome:
     """Writes ``pareto.json``, ``pareto.png`` and ``hypervolume.png``, prints the front, and
     retrains the selected architecture (when ``retrain_minutes`` > 0), from the checkpoint
@@ -288,6 +328,7 @@ def finish(
             "reference": list(ref),
             "seed": cfg.seed,
             "config": cfg.to_dict(),
+            "constraints_from_presets": given_presets,
             "versions": versions(),
             "trials": {
                 s: sum(1 for t in trials if t.state.name == s and not is_interrupted(t))
@@ -307,7 +348,8 @@ def finish(
 def _prefer(cfg: SearchConfig) -> str:
     """The metric the selection minimises: the first error-rate objective, else the search
     test set's WER."""
-    return next((o for o in cfg.objectives if is_error_rate(o)), f"wer:{cfg.search_test}")
+    fallback = "dev_wer" if cfg.search_test is None else f"wer:{cfg.search_test}"
+    return next((o for o in cfg.objectives if is_error_rate(o)), fallback)
 
 
 __all__ = ["SearchOutcome", "prepare_base", "retrain_base", "run_search", "trial_base"]

@@ -153,6 +153,7 @@ def slot_table(trials: Sequence[FrozenTrial]) -> dict[str, SlotState]:
             finished=is_finished(t),
             values=values_of(t),
             arch_key=t.user_attrs.get("arch_key", ""),
+            seeded=t.user_attrs.get("seeded") is not None,
         )
     return out
 

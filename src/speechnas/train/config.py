@@ -156,7 +156,12 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return None if value is None else _coerce(args[0], value, where)
+        if value is None:
+            return None
+        for a in args[1:]:  # a later member that takes the value as it is (int | str: "small")
+            if a in (int, str, bool) and isinstance(value, a) and not isinstance(value, bool):
+                return value
+        return _coerce(args[0], value, where)
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, where)
     if origin is tuple:

@@ -5,7 +5,10 @@ seeded by ``(seed, split, index)``; worker processes only render. The corpus is 
 same for a seed whatever the number of workers, and it is rebuilt only when its config changes.
 
 Voice variants are split three ways, so ``dev`` and the ``test*`` splits are spoken by voices
-never heard in training.
+never heard in training. ``dev`` mixes the test conditions in equal thirds (the channel of
+``test``, ``test-noisy`` and ``test-tel`` in turn), so what is selected on dev (a checkpoint, an
+architecture) is selected for every condition the model is tested on, without touching a test
+set.
 
 A (re)build never disturbs a corpus that another job reads: it renders into a hidden sibling
 folder and swaps that in only when complete (one atomic exchange on Linux, two renames
@@ -53,7 +56,7 @@ except ImportError:  # Windows: no lock; concurrent builders still never share a
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 2  # bump when rendering changes, so cached corpora are rebuilt
+GENERATOR_VERSION = 3  # bump when rendering changes, so cached corpora are rebuilt
 
 # Accents of each language that eSpeak NG ships; every split uses all of them.
 LANGUAGE_VOICES: dict[str, tuple[str, ...]] = {
@@ -85,6 +88,17 @@ DEFAULT_EFFECTS: dict[str, EffectConfig] = {
         _CLEAN_ISH, noise_prob=0.3, snr_db=(15.0, 30.0), telephone_prob=1.0
     ),
 }
+#: dev utterance i is rendered in condition i % 3: held-out data for every test condition
+_DEV_CONDITIONS = ("test", "test-noisy", "test-tel")
+
+
+def split_effects(split: str, index: int) -> EffectConfig:
+    """The effect ranges utterance ``index`` of ``split`` is drawn from."""
+    if split == "dev":
+        return DEFAULT_EFFECTS[_DEV_CONDITIONS[index % len(_DEV_CONDITIONS)]]
+    return DEFAULT_EFFECTS[split]
+
+
 # which voice group speaks each split
 _VOICE_GROUP = {
     "train": "train",
@@ -113,7 +127,7 @@ class CorpusConfig:
     sample_rate: int = 16000
     sizes: dict[str, int] = field(
         default_factory=lambda: {
-            "train": 6000, "dev": 400, "test": 600, "test-noisy": 600, "test-tel": 600,
+            "train": 6000, "dev": 600, "test": 600, "test-noisy": 600, "test-tel": 600,
         }
     )  # fmt: skip
     voice_split: tuple[float, float, float] = (0.7, 0.15, 0.15)
@@ -200,7 +214,7 @@ def _plan(cfg: CorpusConfig, folder: Path) -> list[_Job]:
             rng = np.random.default_rng([cfg.seed, _split_id(split), i])
             text = make_text(cfg.task, rng, cfg.lang)
             voice = _draw_voice(rng, cfg, groups[_VOICE_GROUP[split]])
-            effects = sample_effects(rng, DEFAULT_EFFECTS[split])
+            effects = sample_effects(rng, split_effects(split, i))
             gain = float(rng.uniform(0.25, 0.95))
             espeak_seed = int(rng.integers(2**31))
             path = str(folder / split / f"{split}-{i:06d}-{tag}.flac")

@@ -521,6 +521,10 @@ class OneShot(Driver):
     def trial_budget(self) -> int | None:
         return None  # its trials are the finalists, not n_trials
 
+    def header(self) -> str:
+        # Seeds need their own training; the supernet scores only its own paths.
+        return "seeds not used by the one-shot search" if self.cfg.seeds else ""
+
     def run(
         self,
         ss: SearchStudy,

@@ -19,7 +19,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -81,19 +81,36 @@ class Context:
     rank: Ranker
     strategy: Strategy
     out: Path
+    seeds: list[Arch] = field(default_factory=list)
 
     @staticmethod
     def create_strategy(cfg: SearchConfig, space: SearchSpace) -> Strategy:
-        """The strategy of ``cfg`` over ``space``; a ValueError naming a bad option."""
+        """The strategy of ``cfg`` over ``space``; a ValueError naming a bad option. With
+        ``seeds`` the seeds come first and the configured strategy proposes the rest."""
         multi = is_multi_objective(cfg.strategy.name, cfg.strategy.options)
+        name, options = cfg.strategy.name, dict(cfg.strategy.options)
+        seeds = cfg.seed_archs(space)
+        if seeds:
+            if name == "warmstart":
+                options["seeds"] = [*seeds, *options.get("seeds", ())]
+            else:
+                name, options = "warmstart", {"seeds": seeds, "inner": name,
+                                              "inner_options": options}  # fmt: skip
         return make_strategy(
-            cfg.strategy.name,
+            name,
             space,
             seed=cfg.seed,
             n_objectives=len(cfg.objectives) if multi else 1,
             scalarize=Scalarizer(cfg.objectives, cfg.latency_lambda),
-            **cfg.strategy.options,
+            **options,
         )
+
+    def seed_label(self, arch: Arch) -> str | None:
+        """What seeded ``arch`` (a preset's name, or ``seeds[k]``), or None."""
+        for k, (given, a) in enumerate(zip(self.cfg.seeds, self.seeds, strict=True)):
+            if a.hash() == arch.hash():
+                return given if isinstance(given, str) else f"seeds[{k}]"
+        return None
 
     @classmethod
     def create(cls, cfg: SearchConfig, base: TrainConfig, vocab_size: int) -> Context:
@@ -103,22 +120,46 @@ class Context:
         if promotion == "auto":
             promotion = "pareto" if len(cfg.objectives) > 1 else "scalar"
         strategy = cls.create_strategy(cfg, space)
+        latency = latency_model(cfg.target)
+        if any(v is not None for v in cfg.constraints.to_dict().values()):
+            strategy.set_feasible(feasibility_test(cfg, vocab_size, latency))
         return cls(
             cfg=cfg,
             base=base,
             vocab_size=vocab_size,
             space=space,
             fidelities=cfg.fidelities(),
-            latency=latency_model(cfg.target),
+            latency=latency,
             scalarize=scalarize,
             rank=rank_pareto if promotion == "pareto" else rank_scalar(scalarize),
             strategy=strategy,
             out=Path(cfg.output_dir),
+            seeds=cfg.seed_archs(space),
         )
 
     def plan(self) -> Iterator[Any]:
         f = self.cfg.fidelity
         return plan(f.candidates, f.eta, len(f.rungs), self.cfg.n_trials)
+
+
+def feasibility_test(
+    cfg: SearchConfig, vocab_size: int, latency: LatencyModel
+) -> Callable[[Arch], bool]:
+    """Whether an architecture's predicted metrics meet ``cfg``'s constraints (an architecture
+    that does not build passes: the trial then fails with the reason)."""
+    limits = cfg.constraints.to_dict()
+
+    @functools.cache
+    def ok(arch: Arch) -> bool:
+        try:
+            pre = predicted_metrics(
+                arch, vocab_size=vocab_size, latency=latency, seconds=cfg.latency_seconds
+            )
+        except Exception:  # judged, with its message, when evaluated
+            return True
+        return not violations(pre, limits, predicted=True)
+
+    return ok
 
 
 def observations(trials: Sequence[FrozenTrial]) -> list[Observation]:
@@ -153,7 +194,10 @@ def claim(ctx: Context, ss: SearchStudy, worker: str) -> Claim | str:
     with claim_lock(ctx.out):
         trials = ss.trials()
         sync = ctx.cfg.fidelity.synchronous
-        job = next_job(ctx.plan(), slot_table(trials), ctx.rank, synchronous=sync)
+        job = next_job(
+            ctx.plan(), slot_table(trials), ctx.rank, synchronous=sync,
+            seeds_first=ctx.cfg.fidelity.promote_seeds,
+        )  # fmt: skip
         if isinstance(job, str):
             return job
         fid = ctx.fidelities[job.rung]
@@ -169,6 +213,8 @@ def claim(ctx: Context, ss: SearchStudy, worker: str) -> Claim | str:
             seen = [t for t in trials if not sync or t.user_attrs.get("bracket", -1) < job.bracket]
             arch = ctx.strategy.propose(observations(seen), job.proposal)
             extra: dict[str, Any] = {"proposal": job.proposal}
+            if (label := ctx.seed_label(arch)) is not None:
+                extra["seeded"] = label
         elif job.promote is None:
             attrs = {**where, "fidelity": fid.to_dict(), "seed": ctx.cfg.seed, "worker": worker}
             add_trial(ss, state=TrialState.PRUNED, user_attrs={**attrs, "status": job.note})
@@ -179,6 +225,8 @@ def claim(ctx: Context, ss: SearchStudy, worker: str) -> Claim | str:
             source = dict(src.user_attrs)
             arch = Arch.from_json(source["arch"])
             extra = {"promoted_from": job.promote}
+            if source.get("seeded") is not None:
+                extra["seeded"] = source["seeded"]
         number = open_trial(
             ss, ctx.space, arch, cfg=ctx.cfg, fidelity=fid, worker=worker, **where, **extra
         )

@@ -49,6 +49,8 @@ class Strategy(ABC):
     defaults: ClassVar[dict[str, Any]] = {}
     # How often a proposal that repeats an observed architecture is drawn again before accepted.
     max_retries: ClassVar[int] = 20
+    # How often an architecture that fails the feasibility test is drawn again.
+    max_infeasible: ClassVar[int] = 200
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -79,6 +81,7 @@ class Strategy(ABC):
         self.n_objectives = n_objectives
         self.scalarize: Scalarize = scalarize or first_objective
         self.options: dict[str, Any] = {**self.defaults, **options}
+        self.feasible: Callable[[Arch], bool] | None = None
         self.check_options()
 
     def check_options(self) -> None:  # noqa: B027 - optional hook, not abstract
@@ -154,15 +157,27 @@ class Strategy(ABC):
                 best[key] = obs
         return list(best.values())
 
+    def set_feasible(self, test: Callable[[Arch], bool] | None) -> None:
+        """A cheap test of a drawn architecture (the search's constraints on predicted
+        latency, size and MACs): :meth:`fresh` draws again while it fails, so proposals are not
+        spent on architectures that would be rejected before training."""
+        self.feasible = test
+
     def fresh(self, history: Sequence[Observation], draw: Callable[[int], Arch]) -> Arch:
-        """``draw(attempt)`` until it gives an architecture not in ``history``; after
-        `max_retries` attempts (or when the space is exhausted) the last draw is accepted."""
+        """``draw(attempt)`` until it gives an architecture not in ``history`` (at most
+        `max_retries` redraws, or none once the space is exhausted) that passes the feasibility
+        test (at most `max_infeasible` redraws); the last draw is accepted when either runs
+        out."""
         seen = self.seen(history)
+        exhausted = len(seen) >= self.space.count()
+        test = self.feasible
         arch = draw(0)
-        if len(seen) >= self.space.count():
-            return arch
-        attempt = 0
-        while arch.key() in seen and attempt < self.max_retries:
+        attempt = repeats = 0
+        while attempt < self.max_infeasible:
+            repeat = not exhausted and arch.key() in seen and repeats < self.max_retries
+            if not repeat and (test is None or test(arch)):
+                break
+            repeats += repeat
             attempt += 1
             arch = draw(attempt)
         return arch

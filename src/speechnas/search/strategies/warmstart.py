@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 from speechnas.search.strategies.base import REGISTRY, Observation, Strategy, make_strategy
@@ -39,6 +39,10 @@ class WarmStart(Strategy):
             scalarize=self.scalarize,
             **inner_options,
         )
+
+    def set_feasible(self, test: Callable[[Arch], bool] | None) -> None:
+        super().set_feasible(test)
+        self.inner.set_feasible(test)
 
     def propose(self, history: Sequence[Observation], index: int) -> Arch:
         seen = self.seen(history)

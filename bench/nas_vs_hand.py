@@ -1,0 +1,215 @@
+"""Does the search beat hand design? Its selection against the presets, same recipe, same budget.
+
+Every model (the selection of each ``--search`` output folder, any ``--arch``, and the presets)
+is trained from scratch by the search's own retraining code with one recipe (the search
+config's training config), the same budget and the same data, once per ``--seeds`` seed. Then
+per model: WER on every test set (mean ± sd over seeds), a paired bootstrap of each model
+against each preset (the seeds pooled per utterance, see :mod:`speechnas.evaluate.significance`),
+latency median and p90 on the search's target (the first seed's model, exported and timed after
+all training, with nothing else running), and parameters. Prints JSON and a table.
+
+    .venv/bin/python bench/nas_vs_hand.py --search runs/search
+    .venv/bin/python bench/nas_vs_hand.py --search runs/search --arch before=old-pick.json \\
+        --presets small,base --seeds 0,1,2 --steps 900 --workers 2
+
+The budget is ``--steps`` optimizer steps by default (the same work on any machine, so a
+figure holds elsewhere); ``--minutes`` trains for wall-clock minutes instead, like the main
+job's retraining. A rerun with the same arguments reuses every finished training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import multiprocessing
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from speechnas.data.dataset import SpeechDataset
+from speechnas.data.loading import load_utterances
+from speechnas.evaluate.decode import evaluate_dataset
+from speechnas.evaluate.significance import paired_bootstrap, utterance_errors
+from speechnas.nn.presets import preset
+from speechnas.search.config import default_search_path, load_search_config
+from speechnas.search.measure import measure_on_target
+from speechnas.search.runner import prepare_base, retrain_base
+from speechnas.search.select import retrain
+from speechnas.space import Arch
+from speechnas.train.checkpoint import load_model
+from speechnas.versions import versions
+
+
+def _train(job: dict[str, Any]) -> dict[str, Any]:
+    """One model and seed: trained (or reused), and its hypotheses on every test set."""
+    out = Path(job["out"])
+    done = out / "result.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
+    cfg = load_search_config(job["config"])
+    base = retrain_base(cfg, prepare_base(cfg))
+    arch = Arch.from_json(job["arch"])
+    metrics = retrain(arch, base, job["minutes"], out / "train", seed=job["seed"],
+                      steps=job["steps"], threads=job["threads"])  # fmt: skip
+    loaded = load_model(metrics["checkpoint"])
+    hyps = {}
+    for name, manifest in base.data.test.items():
+        ds = SpeechDataset(load_utterances(manifest), loaded.tokenizer, loaded.features)
+        hyps[name] = list(evaluate_dataset(loaded.model, ds).hypotheses)
+    result = {"metrics": metrics, "hypotheses": hyps}
+    done.write_text(json.dumps(result))
+    return result
+
+
+def _models(args: argparse.Namespace) -> dict[str, Arch]:
+    models: dict[str, Arch] = {}
+    for folder in args.search:
+        report = json.loads((Path(folder) / "pareto.json").read_text())
+        if not report.get("selected"):
+            raise SystemExit(f"{folder}/pareto.json: the search selected nothing")
+        models[f"search:{Path(folder).name}"] = Arch.from_json(report["selected"]["arch"])
+    for item in args.arch:
+        label, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--arch {item!r}: expected LABEL=JSON or LABEL=FILE")
+        text = Path(value).read_text() if Path(value).is_file() else value
+        models[label] = Arch.from_json(json.loads(text))
+    for name in filter(None, args.presets.split(",")):
+        models[f"preset:{name}"] = preset(name)
+    return models
+
+
+def _errors(result: dict[str, Any], refs: dict[str, list[str]], test: str) -> np.ndarray:
+    return utterance_errors(refs[test], result["hypotheses"][test])[0]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default=str(default_search_path()),
+                    help="search config: recipe, data, target (default: packaged)")  # fmt: skip
+    ap.add_argument("--search", action="append", default=[], help="a search output folder")
+    ap.add_argument("--arch", action="append", default=[], help="LABEL=JSON or LABEL=FILE")
+    ap.add_argument("--presets", default="small,base")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--steps", type=int, default=900, help="optimizer steps per training")
+    ap.add_argument("--minutes", type=float, default=None, help="minutes instead of steps")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per training")
+    ap.add_argument("--workers", type=int, default=2, help="trainings at a time")
+    ap.add_argument("--bootstrap", type=int, default=10_000, help="bootstrap samples")
+    ap.add_argument("--out", default="runs/bench-nas-vs-hand")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
+
+    cfg = load_search_config(args.config)
+    base = retrain_base(cfg, prepare_base(cfg))  # builds the corpus once, before the workers
+    models = _models(args)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    steps = None if args.minutes else args.steps
+    minutes = args.minutes or 1e6
+    out = Path(args.out)
+    jobs = [
+        {"config": args.config, "arch": arch.to_json(), "seed": seed, "steps": steps,
+         "minutes": minutes, "threads": args.threads,
+         "out": str(out / f"{label.replace(':', '-')}-{arch.hash()[:8]}" / f"seed{seed}")}
+        for label, arch in models.items() for seed in seeds
+    ]  # fmt: skip
+    start = time.perf_counter()
+    with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
+        done = pool.map(_train, jobs, chunksize=1)
+    train_minutes = (time.perf_counter() - start) / 60
+    runs: dict[str, list[dict[str, Any]]] = {label: [] for label in models}
+    for job, res in zip(jobs, done, strict=True):
+        label = next(k for k, a in models.items() if a.to_json() == job["arch"])
+        runs[label].append(res)
+
+    refs = {name: [u.text for u in load_utterances(m)] for name, m in base.data.test.items()}
+    words = {name: utterance_errors(r, r)[1] for name, r in refs.items()}
+    tests = list(refs)
+    presets = [k for k in models if k.startswith("preset:")]
+    rows: dict[str, Any] = {}
+    for label, arch in models.items():
+        first = runs[label][0]["metrics"]
+        lat = measure_on_target(first["checkpoint"], cfg)  # after training: a quiet machine
+        row: dict[str, Any] = {
+            "arch": arch.to_json(),
+            "key": arch.hash()[:8],
+            "params": first["params"],
+            "steps": [r["metrics"]["steps"] for r in runs[label]],
+            "train_minutes": [r["metrics"]["train_minutes"] for r in runs[label]],
+            "latency_ms": lat["latency_measured"],
+            "latency_p90_ms": lat["latency_p90_measured"],
+            "latency_predicted_ms": lat["latency_predicted"],
+            "wer": {},
+            "vs": {},
+        }
+        for t in tests:
+            per_seed = [float(_errors(r, refs, t).sum() / words[t].sum()) for r in runs[label]]
+            row["wer"][t] = {"mean": float(np.mean(per_seed)),
+                             "sd": float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else 0.0,
+                             "seeds": per_seed}  # fmt: skip
+        row["wer"]["mean"] = {"mean": float(np.mean([row["wer"][t]["mean"] for t in tests]))}
+        for p in presets:
+            if p == label:
+                continue
+            row["vs"][p] = {
+                t: paired_bootstrap(
+                    [_errors(r, refs, t) for r in runs[label]],
+                    [_errors(r, refs, t) for r in runs[p]],
+                    words[t],
+                    samples=args.bootstrap,
+                ).to_dict()
+                for t in tests
+            }
+        rows[label] = row
+    report = {
+        "config": args.config,
+        "budget": {"steps": steps, "minutes": args.minutes, "threads": args.threads},
+        "recipe": dataclasses.asdict(base.optim),
+        "seeds": seeds,
+        "target": cfg.target,
+        "latency_seconds": cfg.latency_seconds,
+        "train_minutes_wall": train_minutes,
+        "models": rows,
+        "versions": versions(),
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=1, default=str))
+    print(json.dumps(report, indent=1, default=str))
+    _print_table(rows, tests, presets, cfg.target)
+
+
+def _print_table(rows: dict[str, Any], tests: list[str], presets: list[str], target: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"search vs presets (WER mean ± sd over seeds; latency on {target})")
+    for col in ("model", "params", "latency ms", "p90 ms", *tests, "mean"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for label, r in rows.items():
+        cells = [f"{100 * r['wer'][t]['mean']:.2f} ± {100 * r['wer'][t]['sd']:.2f}" for t in tests]
+        table.add_row(label, f"{r['params'] / 1e6:.2f} M", f"{r['latency_ms']:.2f}",
+                      f"{r['latency_p90_ms']:.2f}", *cells,
+                      f"{100 * r['wer']['mean']['mean']:.2f}")  # fmt: skip
+    console = Console(file=sys.stderr)
+    console.print(table)
+    sig = Table(title="paired bootstrap: WER(model) - WER(preset), 95% interval, p")
+    for col in ("model", "vs", *tests):
+        sig.add_column(col, justify="left" if col in ("model", "vs") else "right")
+    for label, r in rows.items():
+        for p, by_test in r["vs"].items():
+            cells = [
+                f"{100 * b['delta']:+.2f} [{100 * b['ci_low']:+.2f}, {100 * b['ci_high']:+.2f}] "
+                f"p={b['p_value']:.3f}"
+                for b in (by_test[t] for t in tests)
+            ]
+            sig.add_row(label, p, *cells)
+    console.print(sig)
+
+
+if __name__ == "__main__":
+    main()
