@@ -38,7 +38,7 @@ def test_the_default_search_starts_from_the_small_preset() -> None:
 def test_bad_seeds_and_limits_are_named(tiny_corpus: CorpusInfo, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=re.escape("seeds[0]: 'tiny' is not a model preset")):
         search_config(tiny_corpus, tmp_path, seeds=["tiny"])
-    with pytest.raises(ValueError, match="constraints.max_latency_ms: 'smal' is neither a number"):
+    with pytest.raises(ValueError, match=r"constraints.max_latency_ms: .smal. is neither a num"):
         search_config(tiny_corpus, tmp_path, constraints={"max_latency_ms": "smal"})
     cfg = search_config(tiny_corpus, tmp_path, seeds=["small"])
     message = "seeds[0]: preset 'small' is not a point of space 'tiny': attention is not in"
