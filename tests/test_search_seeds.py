@@ -80,6 +80,33 @@ def test_proposals_are_redrawn_until_they_meet_the_limits() -> None:
     assert all(wrapped.propose(history, i)["d_model"] == 32 for i in range(1, 6))
 
 
+def test_proposals_claimed_together_are_not_proposed_twice() -> None:
+    import optuna
+    from optuna.trial import TrialState
+
+    from speechnas.search.drivers.pool import claimed_before
+
+    space = space_from_yaml(TINY_SPACE)
+    a, b = Arch(SEED), Arch({**SEED, "d_model": 32})
+
+    def trial(number: int, arch: Arch, proposal: int, **attrs: object) -> optuna.trial.FrozenTrial:
+        t = optuna.trial.create_trial(state=TrialState.RUNNING, user_attrs={
+            "arch": arch.to_json(), "rung": 0, "proposal": proposal, **attrs})  # fmt: skip
+        t.number = number
+        return t
+
+    running = trial(0, a, 4)
+    pending = claimed_before([running], [], 5)
+    assert pending == [Observation(a, None, 0)]
+    assert claimed_before([running], [], 4) == []  # only earlier proposals: deterministic
+    stopped = trial(1, b, 3, status="interrupted")
+    stopped.state = TrialState.FAIL
+    assert claimed_before([running, stopped], [], 5) == pending  # its slot is redone
+    strategy = make_strategy("random", space, seed=0)
+    strategy.set_feasible(lambda x: x in (a, b))
+    assert all(strategy.propose(pending, i) == b for i in range(5))
+
+
 def test_a_seed_is_promoted_first_whatever_its_rank() -> None:
     brackets = list(plan(candidates=3, eta=3, rungs=2, n_trials=4))
     worst = SlotState(0, True, (0.9, 9.0), "seed", seeded=True)
@@ -103,6 +130,8 @@ def test_a_seeded_search_judged_on_dev_carries_the_seed_to_the_top(
     assert [t.state.name for t in trials] == ["COMPLETE"] * 4
     assert trials[0].user_attrs["seeded"] == "seeds[0]"
     assert Arch.from_json(trials[0].user_attrs["arch"]) == Arch(SEED)
+    # one bracket's proposals see the same history: the seed is still tried only once
+    assert len({Arch.from_json(t.user_attrs["arch"]).key() for t in trials[:3]}) == 3
     top = trials[3].user_attrs
     assert top["rung"] == 1 and top["promoted_from"] == 0 and top["seeded"] == "seeds[0]"
     for t in trials:

@@ -178,6 +178,24 @@ def observations(trials: Sequence[FrozenTrial]) -> list[Observation]:
     return out
 
 
+def claimed_before(
+    trials: Sequence[FrozenTrial], seen: Sequence[FrozenTrial], proposal: int
+) -> list[Observation]:
+    """The earlier proposals the history leaves out (still training, or in the same
+    synchronous bracket), as observations without values: a strategy then counts them as tried
+    and does not propose them again, but learns nothing from them. Only proposals numbered
+    below ``proposal``, so the result is the same whichever worker claims first or resumes."""
+    known = {t.number for t in seen if t.state.is_finished()}
+    out = []
+    for t in trials:
+        arch = arch_of(t)
+        if arch is None or t.number in known or is_interrupted(t):
+            continue
+        if t.user_attrs.get("rung") == 0 and t.user_attrs.get("proposal", proposal) < proposal:
+            out.append(Observation(arch, None, 0))
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class Claim:
     number: int
@@ -211,7 +229,8 @@ def claim(ctx: Context, ss: SearchStudy, worker: str) -> Claim | str:
         if job.rung == 0:
             assert job.proposal is not None
             seen = [t for t in trials if not sync or t.user_attrs.get("bracket", -1) < job.bracket]
-            arch = ctx.strategy.propose(observations(seen), job.proposal)
+            history = observations(seen) + claimed_before(trials, seen, job.proposal)
+            arch = ctx.strategy.propose(history, job.proposal)
             extra: dict[str, Any] = {"proposal": job.proposal}
             if (label := ctx.seed_label(arch)) is not None:
                 extra["seeded"] = label
