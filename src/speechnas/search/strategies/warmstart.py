@@ -10,11 +10,10 @@ from speechnas.space import Arch
 
 
 class WarmStart(Strategy):
-    """Proposal ``k`` is ``seeds[k]`` (unless the history already holds it); every other
-    proposal comes from the strategy named ``inner`` (built with the same space, seed,
-    objectives and ``inner_options``), which sees the seeds' observations in the history like
-    any others. Seeds may be Arch objects or Arch JSON; an invalid one is a ValueError naming
-    it."""
+    """Proposes the ``seeds`` not yet in the history, in order, then delegates to the strategy
+    named ``inner`` (built with the same space, seed, objectives and ``inner_options``), which
+    sees the seeds' observations in the history like any others. Seeds may be Arch objects or
+    Arch JSON; an invalid one is a ValueError naming it."""
 
     name = "warmstart"
     defaults: ClassVar[dict[str, Any]] = {"seeds": (), "inner": "evolution", "inner_options": None}
@@ -46,10 +45,10 @@ class WarmStart(Strategy):
         self.inner.set_feasible(test)
 
     def propose(self, history: Sequence[Observation], index: int) -> Arch:
-        # By index, not by what the history lacks: proposals made together (one synchronous
-        # bracket, parallel workers) see the same history and must not all take the first seed.
-        if index < len(self.seeds) and self.seeds[index].key() not in self.seen(history):
-            return self.seeds[index]
+        seen = self.seen(history)
+        for arch in self.seeds:
+            if arch.key() not in seen:
+                return arch
         return self.inner.propose(history, index)
 
 
