@@ -5,8 +5,13 @@ is trained from scratch by the search's own retraining code with one recipe (the
 config's training config), the same budget and the same data, once per ``--seeds`` seed. Then
 per model: WER on every test set (mean ± sd over seeds), a paired bootstrap of each model
 against each preset (the seeds pooled per utterance, see :mod:`speechnas.evaluate.significance`),
-latency median and p90 on the search's target (the first seed's model, exported and timed after
-all training, with nothing else running), and parameters. Prints JSON and a table.
+latency on the search's target, and parameters. Prints JSON and a table.
+
+Latency: whole-model timings move with the process and the machine's load (the same model can
+time 1.5-2x apart in two processes), so every model is exported and timed once per round, the
+models interleaved, for ``--rounds`` rounds after all training; a row reports the median over
+rounds, the spread (min-max) and, per preset, the median of the per-round ratios, which is the
+figure to compare.
 
     .venv/bin/python bench/nas_vs_hand.py --search runs/search
     .venv/bin/python bench/nas_vs_hand.py --search runs/search --arch before=old-pick.json \\
@@ -31,17 +36,17 @@ from typing import Any
 
 import numpy as np
 
-from speechnas.data.dataset import SpeechDataset
 from speechnas.data.loading import load_utterances
-from speechnas.evaluate.decode import evaluate_dataset
 from speechnas.evaluate.significance import paired_bootstrap, utterance_errors
+from speechnas.hardware.evaluation import measure_archs
 from speechnas.nn.presets import preset
 from speechnas.search.config import default_search_path, load_search_config
-from speechnas.search.measure import measure_on_target
+from speechnas.search.objectives import latency_model
 from speechnas.search.runner import prepare_base, retrain_base
 from speechnas.search.select import retrain
 from speechnas.space import Arch
 from speechnas.train.checkpoint import load_model
+from speechnas.train.score import score_checkpoint
 from speechnas.versions import versions
 
 
@@ -53,15 +58,13 @@ def _train(job: dict[str, Any]) -> dict[str, Any]:
         return json.loads(done.read_text())
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
     cfg = load_search_config(job["config"])
-    base = retrain_base(cfg, prepare_base(cfg))
+    # no space check: a preset (``base``) may lie outside the search space
+    base = retrain_base(cfg, prepare_base(cfg)).replace(space=None)
     arch = Arch.from_json(job["arch"])
     metrics = retrain(arch, base, job["minutes"], out / "train", seed=job["seed"],
                       steps=job["steps"], threads=job["threads"])  # fmt: skip
-    loaded = load_model(metrics["checkpoint"])
-    hyps = {}
-    for name, manifest in base.data.test.items():
-        ds = SpeechDataset(load_utterances(manifest), loaded.tokenizer, loaded.features)
-        hyps[name] = list(evaluate_dataset(loaded.model, ds).hypotheses)
+    scores = score_checkpoint(metrics["checkpoint"], base.data.test)
+    hyps = {name: list(ev.hypotheses) for name, ev in scores.items()}
     result = {"metrics": metrics, "hypotheses": hyps}
     done.write_text(json.dumps(result))
     return result
@@ -85,6 +88,20 @@ def _models(args: argparse.Namespace) -> dict[str, Arch]:
     return models
 
 
+def _latency_rounds(
+    models: dict[str, Arch], cfg: Any, vocab: int, rounds: int
+) -> dict[str, list[float]]:
+    """Each model's median latency in each of ``rounds`` interleaved rounds (random weights,
+    which do not change a float model's time)."""
+    out: dict[str, list[float]] = {label: [] for label in models}
+    for r in range(rounds):
+        rows = measure_archs(list(models.values()), cfg.target, [cfg.latency_seconds],
+                             vocab_size=vocab, seed=r)  # fmt: skip
+        for label, row in zip(models, rows, strict=True):
+            out[label].append(float(row["measured_ms"]))
+    return out
+
+
 def _errors(result: dict[str, Any], refs: dict[str, list[str]], test: str) -> np.ndarray:
     return utterance_errors(refs[test], result["hypotheses"][test])[0]
 
@@ -101,6 +118,7 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=None, help="minutes instead of steps")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per training")
     ap.add_argument("--workers", type=int, default=2, help="trainings at a time")
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved latency rounds")
     ap.add_argument("--bootstrap", type=int, default=10_000, help="bootstrap samples")
     ap.add_argument("--out", default="runs/bench-nas-vs-hand")
     args = ap.parse_args()
@@ -128,23 +146,32 @@ def main() -> None:
         label = next(k for k, a in models.items() if a.to_json() == job["arch"])
         runs[label].append(res)
 
-    refs = {name: [u.text for u in load_utterances(m)] for name, m in base.data.test.items()}
+    refs = {
+        name: [u.text for u in load_utterances(m, skip_invalid=False)]
+        for name, m in base.data.test.items()
+    }
     words = {name: utterance_errors(r, r)[1] for name, r in refs.items()}
     tests = list(refs)
     presets = [k for k in models if k.startswith("preset:")]
+    vocab = load_model(runs[next(iter(models))][0]["metrics"]["checkpoint"]).tokenizer.vocab_size
+    lat = _latency_rounds(models, cfg, vocab, args.rounds)
     rows: dict[str, Any] = {}
     for label, arch in models.items():
         first = runs[label][0]["metrics"]
-        lat = measure_on_target(first["checkpoint"], cfg)  # after training: a quiet machine
+        times = np.array(lat[label])
         row: dict[str, Any] = {
             "arch": arch.to_json(),
             "key": arch.hash()[:8],
             "params": first["params"],
             "steps": [r["metrics"]["steps"] for r in runs[label]],
             "train_minutes": [r["metrics"]["train_minutes"] for r in runs[label]],
-            "latency_ms": lat["latency_measured"],
-            "latency_p90_ms": lat["latency_p90_measured"],
-            "latency_predicted_ms": lat["latency_predicted"],
+            "latency_ms": float(np.median(times)),
+            "latency_spread_ms": [float(times.min()), float(times.max())],
+            "latency_rounds_ms": times.tolist(),
+            "latency_ratio": {p: float(np.median(times / np.array(lat[p]))) for p in presets},
+            "latency_predicted_ms": latency_model(cfg.target).predict(
+                arch, cfg.latency_seconds, vocab
+            ),
             "wer": {},
             "vs": {},
         }
@@ -188,12 +215,15 @@ def _print_table(rows: dict[str, Any], tests: list[str], presets: list[str], tar
     from rich.table import Table
 
     table = Table(title=f"search vs presets (WER mean ± sd over seeds; latency on {target})")
-    for col in ("model", "params", "latency ms", "p90 ms", *tests, "mean"):
+    ratio_cols = [f"latency / {p.removeprefix('preset:')}" for p in presets]
+    for col in ("model", "params", "latency ms", "spread", *ratio_cols, *tests, "mean"):
         table.add_column(col, justify="left" if col == "model" else "right")
     for label, r in rows.items():
         cells = [f"{100 * r['wer'][t]['mean']:.2f} ± {100 * r['wer'][t]['sd']:.2f}" for t in tests]
+        lo, hi = r["latency_spread_ms"]
+        ratios = [f"{r['latency_ratio'][p]:.2f}" for p in presets]
         table.add_row(label, f"{r['params'] / 1e6:.2f} M", f"{r['latency_ms']:.2f}",
-                      f"{r['latency_p90_ms']:.2f}", *cells,
+                      f"{lo:.2f}-{hi:.2f}", *ratios, *cells,
                       f"{100 * r['wer']['mean']['mean']:.2f}")  # fmt: skip
     console = Console(file=sys.stderr)
     console.print(table)

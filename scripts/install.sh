@@ -1,12 +1,30 @@
 #!/usr/bin/env bash
-# Creates .venv and installs speechnas into it (CPU-only PyTorch).
+# Creates .venv and installs speechnas into it (CPU-only PyTorch), and the optional speech
+# engines Flite and Festival from the Debian archive where it can.
 #   bash scripts/install.sh         runtime only
 #   bash scripts/install.sh --dev   plus the test tools
+# SPEECHNAS_NO_ENGINES=1 skips the engines; the built-in corpus then uses eSpeak NG alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extra=""
 [ "${1:-}" = "--dev" ] && extra="[dev]"
 py="${PYTHON:-python3}"
+
+engines="flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts"
+if [ -n "${SPEECHNAS_NO_ENGINES:-}" ]; then
+  :
+elif command -v flite >/dev/null && command -v festival >/dev/null \
+    && [ -d /usr/share/festival/voices/us/cmu_us_slt_arctic_hts ]; then
+  :
+elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "installing the speech engines: $engines"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $engines; } \
+    >/dev/null || echo "could not install the speech engines; the corpus uses eSpeak NG alone"
+else
+  echo "Flite and Festival are not installed (needs root and apt-get); the corpus uses eSpeak NG" \
+    "alone. To add them: sudo apt-get install $engines"
+fi
+
 [ -x .venv/bin/python ] || "$py" -m venv .venv
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 # torch first, from the CPU pin, so no resolver step can reach for a CUDA build.

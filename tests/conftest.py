@@ -10,7 +10,9 @@ from speechnas.data.synth.corpus import CorpusConfig, CorpusInfo, build_corpus
 from speechnas.nn.presets import preset
 from speechnas.train.config import BudgetConfig, DataConfig, OptimConfig, TrainConfig
 
-TINY_SIZES = {"train": 48, "dev": 12, "test": 12, "test-noisy": 8, "test-tel": 8}
+TINY_SIZES = {
+    "train": 48, "dev": 12, "test": 12, "test-noisy": 8, "test-tel": 8, "test-unseen-engine": 8,
+}  # fmt: skip
 # The `small` preset's recipe at a size that trains in seconds.
 TINY_ARCH = preset(
     "small", d_model=32, layers=1, heads=2, ffn_dim=64, conv_kernel=7, subsampling_channels=8

@@ -29,11 +29,24 @@ def test_splits_manifests_and_disjoint_voices(tiny_corpus: CorpusInfo) -> None:
                 "nine",
             }  # fmt: skip
         speakers[split] = {u.speaker for u in utts}
+    espeak = {k: {s for s in v if ":" not in s} for k, v in speakers.items()}  # flite:rms ...
     groups = voice_groups(0, (0.7, 0.15, 0.15))
-    assert speakers["train"] <= set(groups["train"])
+    assert espeak["train"] <= set(groups["train"])
     for split in ("dev", "test", "test-noisy", "test-tel"):
-        assert not speakers[split] & set(groups["train"]), split
+        assert not espeak[split] & set(groups["train"]), split
     assert not set(groups["dev"]) & set(groups["test"])
+    # engines: the training mix has Flite's voices, the unseen engine speaks only its own split
+    assert tiny_corpus.stats["engines"] == {"espeak": 0.6, "flite": 0.4}
+    assert {s.split(":")[0] for s in speakers["train"] - espeak["train"]} == {"flite"}
+    assert speakers["test-unseen-engine"] and all(
+        s.startswith("festival:") for s in speakers["test-unseen-engine"]
+    )
+    assert not any(
+        s.startswith("festival:")
+        for k, v in speakers.items()
+        if k != "test-unseen-engine"
+        for s in v
+    )
 
 
 def test_cached_until_config_changes(tiny_corpus: CorpusInfo) -> None:
@@ -158,15 +171,17 @@ def test_a_failed_build_leaves_the_previous_corpus_as_it_was(
     build_corpus(SMALL, tmp_path, workers=1, show_progress=False)
     before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     (tmp_path / ".digits-en.tmp-0123456789ab" / "train").mkdir(parents=True)  # a killed build's
-    render, rendered = corpus._render, []
+    finish, rendered = corpus._finish, []
 
-    def render_then_crash(args: tuple[CorpusConfig, corpus._Job]) -> tuple[str, int, float]:
+    def finish_then_crash(
+        cfg: CorpusConfig, job: corpus._Job, x: np.ndarray
+    ) -> tuple[str, int, float]:
         if len(rendered) == 3:
             raise RuntimeError("synthesizer crashed")
-        rendered.append(render(args))
+        rendered.append(finish(cfg, job, x))
         return rendered[-1]
 
-    monkeypatch.setattr(corpus, "_render", render_then_crash)
+    monkeypatch.setattr(corpus, "_finish", finish_then_crash)
     with pytest.raises(RuntimeError, match="synthesizer crashed"):
         build_corpus(OTHER, tmp_path, workers=1, show_progress=False)
     assert len(rendered) == 3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 from pathlib import Path
@@ -19,6 +20,7 @@ from speechnas.data.manifest import (
     load_manifest,
     write_manifest,
 )
+from speechnas.data.synth.corpus import CorpusInfo
 from speechnas.data.utterance import Utterance
 
 SR = 16000
@@ -310,10 +312,41 @@ def test_kaldi_missing_files_and_corpus_dispatch(tmp_path: Path) -> None:
     with pytest.raises(ManifestError, match=r"d/text: text not found"):
         load_kaldi_dir(root)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ManifestError, match="JSONL manifest file or a Kaldi data directory"):
+    with pytest.raises(ManifestError, match=r"a Lhotse CutSet .* or a Kaldi data"):
         load_corpus(tmp_path / "empty")
     with pytest.raises(ManifestError, match="does not exist"):
         load_corpus(tmp_path / "nowhere")
     make_audio(tmp_path / "a.wav")
     manifest = write_lines(tmp_path / "m.jsonl", [entry("a.wav")])
     assert load_corpus(manifest, check_audio=False).utterances[0].id == "m-000001"
+
+
+def test_lhotse_cutset_is_read_by_lhotse(tiny_corpus: CorpusInfo, tmp_path: Path) -> None:
+    """A CutSet written by Lhotse itself (cuts cut out of longer recordings, gzipped JSONL)."""
+    from lhotse import CutSet, MonoCut, Recording, SupervisionSegment
+
+    utts = load_manifest(tiny_corpus.manifests["test"]).utterances[:4]
+    cuts = []
+    for u in utts:
+        rec = Recording.from_file(str(u.audio_path), recording_id=u.id)
+        start, length = 0.1, rec.duration - 0.1  # a cut that starts inside its recording
+        sup = SupervisionSegment(id=u.id, recording_id=u.id, start=0.0, duration=length,
+                                 text=u.text.upper(), speaker="spk1", language="en")  # fmt: skip
+        cuts.append(MonoCut(id=f"cut-{u.id}", start=start, duration=length, channel=0,
+                            recording=rec, supervisions=[sup]))  # fmt: skip
+    path = tmp_path / "cuts.jsonl.gz"
+    CutSet.from_cuts(cuts).to_file(path)
+    got = load_corpus(path).utterances
+    assert [g.id for g in got] == [f"cut-{u.id}" for u in utts]
+    assert [g.text for g in got] == [u.text.upper() for u in utts]
+    assert all(g.offset == 0.1 and g.speaker == "spk1" and g.lang == "en" for g in got)
+    assert [g.audio_path for g in got] == [u.audio_path.absolute() for u in utts]
+    # a cut past the end of its audio is reported with the file, the cut and the reason
+    lines = gzip.decompress(path.read_bytes()).decode().splitlines()
+    entry = json.loads(lines[1])
+    entry["duration"] = 60.0
+    lines[1] = json.dumps(entry)
+    broken = tmp_path / "broken_cuts.jsonl.gz"
+    broken.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    with pytest.raises(ManifestError, match=r"broken_cuts.jsonl.gz:2: cut 'cut-"):
+        load_corpus(broken)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import signal
 import subprocess
@@ -127,3 +128,62 @@ def test_kill_then_resume_keeps_finished_trials(tiny_corpus: CorpusInfo, tmp_pat
     done = [t for t in after if t.state.name == "COMPLETE"]
     assert len(done) == 4 and len(after) == 4 + len(interrupted)
     assert sorted(t.user_attrs["slot"] for t in done) == [f"0/0/{i}" for i in range(4)]
+
+
+def _user_corpus(tiny_corpus: CorpusInfo, folder: Path) -> dict[str, Path]:
+    """A user's own manifests made from the tiny corpus: training audio at 8 kHz stereo WAV, dev
+    at 16 kHz mono FLAC, test at 44.1 kHz stereo WAV."""
+    import numpy as np
+    import soundfile as sf
+    import soxr
+
+    from speechnas.data.manifest import load_manifest, write_manifest
+    from speechnas.data.utterance import Utterance
+
+    out = {}
+    for split, rate, channels in [("train", 8000, 2), ("dev", 16000, 1), ("test", 44100, 2)]:
+        (folder / split).mkdir(parents=True)
+        utts = []
+        for u in load_manifest(tiny_corpus.manifests[split]).utterances:
+            x, sr = sf.read(str(u.audio_path), dtype="float32")
+            y = soxr.resample(x, sr, rate).astype(np.float32)
+            path = folder / split / f"{u.id}.{'flac' if channels == 1 else 'wav'}"
+            sf.write(str(path), np.stack([y] * channels, axis=1) if channels > 1 else y, rate)
+            utts.append(Utterance(id=u.id, audio_path=path, text=u.text, duration=len(y) / rate))
+        write_manifest(folder / f"{split}.jsonl", utts)
+        out[split] = folder / f"{split}.jsonl"
+    return out
+
+
+def test_search_on_your_own_manifests_from_the_command_line(
+    tiny_corpus: CorpusInfo, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from speechnas.cli import app
+
+    mine = _user_corpus(tiny_corpus, tmp_path / "mine")
+    # the YAML names the built-in corpus in a folder that must stay untouched: the flags win
+    path = write_search_yaml(
+        tiny_corpus, tmp_path, corpora_dir=str(tmp_path / "untouched"),
+        objectives=["dev_wer", "latency"], search_test=None, retrain_minutes=1, retrain_steps=2,
+        retrain_threads=1,
+    )  # fmt: skip
+    path.write_text(path.read_text().replace("corpus: null", "corpus: digits-en"))
+    args = ["search", "--config", str(path), "--train", str(mine["train"]),
+            "--dev", str(mine["dev"]), "--test", f"mine={mine['test']}"]  # fmt: skip
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert f"--train: {mine['train']}, 48 utterances" in res.output
+    report = json.loads((tmp_path / "search" / "pareto.json").read_text())
+    assert report["retrained"]["wer:mine"] >= 0 and "wer:test" not in report["retrained"]
+    assert report["config"]["corpus"] is None
+    assert report["config"]["train"]["data"]["train"] == str(mine["train"])
+    assert not (tmp_path / "untouched").exists()
+    # a broken manifest is reported, naming the file, before any work
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"audio_filepath": "gone.wav", "duration": 1.0, "text": "one"}\n')
+    res = CliRunner().invoke(app, [*args[:5], "--dev", str(bad)])
+    assert res.exit_code == 2 and "bad.jsonl" in res.output and "gone.wav" in res.output
+    res = CliRunner().invoke(app, [*args[:5]])
+    assert res.exit_code == 2 and "needs both --train and --dev" in res.output

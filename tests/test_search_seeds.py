@@ -142,7 +142,7 @@ def test_a_seeded_search_judged_on_dev_carries_the_seed_to_the_top(
 
 
 def test_dev_mixes_every_test_condition(tmp_path: Path) -> None:
-    jobs = [j for j in _plan(CorpusConfig(sizes={"dev": 9, "test": 3}), tmp_path)]
+    jobs = [j for j in _plan(CorpusConfig(sizes={"dev": 9, "test": 3}).resolved(), tmp_path)]
     dev = [j.effects for j in jobs if j.split == "dev"]
     assert all(e["telephone"] for e in dev[2::3])  # test-tel's channel
     assert all(e["noise"] is not None and e["snr_db"] <= 10.0 for e in dev[1::3])  # test-noisy's

@@ -15,6 +15,7 @@ from rich.table import Table
 
 if TYPE_CHECKING:
     from speechnas.hardware.predictor import LatencyPredictor
+    from speechnas.search.config import SearchConfig
     from speechnas.space import Arch, SearchSpace
 
 app = typer.Typer(
@@ -62,6 +63,19 @@ def _parse_sizes(sizes: list[str]) -> dict[str, int]:
     return out
 
 
+def _parse_engines(text: str) -> dict[str, float] | str:
+    if text == "auto":
+        return text
+    out = {}
+    for item in filter(None, text.split(",")):
+        name, sep, share = item.partition("=")
+        try:
+            out[name] = float(share) if sep else 1.0
+        except ValueError:
+            raise _fail(f"--engines {text!r}: expected auto or ENGINE[=SHARE],...") from None
+    return out
+
+
 @data_app.command("synth")
 def data_synth(
     task: Annotated[str, typer.Option(help="digits or phrases")] = "digits",
@@ -73,17 +87,30 @@ def data_synth(
     size: Annotated[list[str], typer.Option(help="SPLIT=COUNT, repeatable")] = [],  # noqa: B006
     workers: int = 2,
     force: bool = False,
+    engines: Annotated[
+        str,
+        typer.Option(help="training engines: auto, or ENGINE[=SHARE],... of espeak, flite"),
+    ] = "auto",
+    unseen_engine: Annotated[
+        str, typer.Option(help="engine of test-unseen-engine: auto, festival, ... or none")
+    ] = "auto",
 ) -> None:
     """Generate (or reuse) the built-in synthetic corpus: FLAC audio and JSONL manifests."""
     from speechnas.data.synth.corpus import CorpusConfig, build_corpus
+    from speechnas.data.synth.engines import EngineUnavailable
 
     try:
         defaults = CorpusConfig().sizes
         cfg = CorpusConfig(
-            task=task, lang=lang, seed=seed, sizes={**defaults, **_parse_sizes(size)}
+            task=task,
+            lang=lang,
+            seed=seed,
+            sizes={**defaults, **_parse_sizes(size)},
+            engines=_parse_engines(engines),
+            unseen_engine=None if unseen_engine == "none" else unseen_engine,
         )
         info = build_corpus(cfg, out, workers=workers, force=force)
-    except ValueError as e:
+    except (ValueError, EngineUnavailable) as e:
         raise _fail(str(e)) from None
     table = Table(title=f"{info.folder} ({'cached' if info.cached else 'built'})")
     for col in ("split", "utterances", "hours", "manifest"):
@@ -97,6 +124,8 @@ def data_synth(
         )
     console.print(table)
     console.print(f"{info.stats['utterances_per_second']:.1f} utterances/s when built")
+    unseen = info.stats.get("unseen_engine") or "none"
+    console.print(f"engines: {info.stats.get('engines')}; unseen engine: {unseen}")
 
 
 def _results_table(title: str, rows: dict[str, dict[str, float]]) -> Table:
@@ -166,21 +195,12 @@ def evaluate(
     json_out: Annotated[Path | None, typer.Option("--json", help="also write JSON here")] = None,
 ) -> None:
     """WER/CER of a checkpoint on one or more test sets: one row each."""
-    from speechnas.data.dataset import SpeechDataset
-    from speechnas.data.loading import load_utterances
     from speechnas.data.manifest import ManifestError
-    from speechnas.evaluate.decode import evaluate_dataset
-    from speechnas.train.checkpoint import load_model
+    from speechnas.train.score import score_checkpoint
 
     try:
-        loaded = load_model(checkpoint)
-        rows = {}
-        for m in manifest:
-            ds = SpeechDataset(
-                load_utterances(m, skip_invalid=skip_invalid), loaded.tokenizer, loaded.features
-            )
-            ev = evaluate_dataset(loaded.model, ds)
-            rows[m] = {**ev.rates.to_dict(), "rtf": ev.rtf}
+        scores = score_checkpoint(checkpoint, {m: m for m in manifest}, skip_invalid=skip_invalid)
+        rows = {m: {**ev.rates.to_dict(), "rtf": ev.rtf} for m, ev in scores.items()}
     except (ValueError, ManifestError) as e:
         raise _fail(str(e)) from None
     console.print(_results_table(str(checkpoint), rows))
@@ -275,6 +295,35 @@ def quickstart(
     )
 
 
+def _own_data(
+    cfg: SearchConfig, train: str | None, dev: str | None, tests: list[str]
+) -> SearchConfig:
+    """``cfg`` on the user's manifests, each read (and any problem in it reported) before any
+    work starts."""
+    from speechnas.data.loading import load_utterances
+    from speechnas.search.config import with_own_data
+
+    if not (train and dev):
+        raise _fail("your own data needs both --train and --dev (and any number of --test)")
+    named = {}
+    for item in tests:
+        name, sep, path = item.partition("=")
+        if not (sep and name and path):
+            raise _fail(f"--test {item!r}: expected NAME=MANIFEST, e.g. test=data/test.jsonl")
+        named[name] = path
+    for flag, path in [
+        ("--train", train),
+        ("--dev", dev),
+        *((f"--test {k}", v) for k, v in named.items()),
+    ]:
+        utts = load_utterances(path, skip_invalid=False)
+        console.print(
+            f"{flag}: {path}, {len(utts)} utterances, {sum(u.duration for u in utts) / 3600:.2f} h",
+            soft_wrap=True,
+        )
+    return with_own_data(cfg, train, dev, named)
+
+
 @app.command()
 def search(
     config: Annotated[Path | None, typer.Option(help="search YAML (default: the built-in)")] = None,
@@ -286,10 +335,25 @@ def search(
     strategy: Annotated[str | None, typer.Option(help="overrides strategy.name")] = None,
     seed: Annotated[int | None, typer.Option(help="overrides seed")] = None,
     storage: Annotated[str | None, typer.Option(help="Optuna storage URL")] = None,
+    train_data: Annotated[
+        str | None,
+        typer.Option(
+            "--train",
+            help="your training manifest (JSONL or Kaldi dir) instead of the built-in corpus",
+        ),
+    ] = None,
+    dev_data: Annotated[
+        str | None, typer.Option("--dev", help="your dev manifest: trials are judged on it")
+    ] = None,
+    test_data: Annotated[
+        list[str],
+        typer.Option("--test", help="NAME=MANIFEST, repeatable: the retrained model's test sets"),
+    ] = [],  # noqa: B006
 ) -> None:
     """Search architectures (multi-fidelity, multi-objective), then retrain the best one."""
     import dataclasses
 
+    from speechnas.data.manifest import ManifestError
     from speechnas.search.config import default_search_path, load_search_config
     from speechnas.search.runner import run_search
 
@@ -311,8 +375,10 @@ def search(
         if strategy is not None:
             changes["strategy"] = dataclasses.replace(cfg.strategy, name=strategy, options={})
         cfg = cfg.replace(**changes)
+        if train_data or dev_data or test_data:
+            cfg = _own_data(cfg, train_data, dev_data, test_data)
         run_search(cfg, resume=resume, console=console)
-    except ValueError as e:
+    except (ValueError, ManifestError) as e:
         raise _fail(str(e)) from None
 
 

@@ -1,6 +1,6 @@
-"""Loading corpora: NeMo-style JSONL manifests and Kaldi data directories.
+"""Loading corpora: NeMo-style JSONL manifests, Kaldi data directories and Lhotse CutSets.
 
-Both loaders check every entry and report *all* problems at once. By default they raise a single
+The loaders check every entry and report *all* problems at once. By default they raise a single
 :class:`ManifestError` listing each bad line as ``file:line: reason``; with ``skip_invalid=True``
 they drop the bad entries, log a warning and return them in :attr:`LoadReport.skipped`.
 """
@@ -374,19 +374,102 @@ def load_kaldi_dir(
     return _finish(str(root), found, problems, skip_invalid=skip_invalid)
 
 
+# --------------------------------------------------------------------------- Lhotse
+
+#: file names Lhotse writes a CutSet to (``cuts.jsonl.gz``, ``my_cuts_train.jsonl``, ...)
+_LHOTSE_SUFFIXES = (".jsonl.gz", ".jsonl", ".json", ".json.gz")
+
+
+def is_lhotse_cuts(path: Path) -> bool:
+    """A Lhotse CutSet manifest: its first entry has a ``recording`` and a cut ``type``."""
+    if not path.is_file() or not path.name.endswith(_LHOTSE_SUFFIXES):
+        return False
+    import gzip
+
+    opener = gzip.open if path.name.endswith(".gz") else open
+    try:
+        with opener(path, "rt", encoding="utf-8") as f:
+            first = json.loads(f.readline() or "null")
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(first, dict) and "recording" in first and "Cut" in str(first.get("type"))
+
+
+def load_lhotse_cuts(
+    path: str | Path,
+    *,
+    skip_invalid: bool = False,
+    check_audio: bool = True,
+    alphabet_check: AlphabetCheck | None = None,
+) -> LoadReport:
+    """Load a Lhotse CutSet (read by ``lhotse`` itself): one utterance per cut, its text the
+    supervisions' texts joined, its audio the recording's single file source from the cut's
+    start for its duration (channels are mixed down when read)."""
+    from lhotse import CutSet
+
+    path = Path(path)
+    source = str(path)
+    _require_file(path, "CutSet manifest")
+    probe = _audio_probe(check_audio)
+    problems: list[Problem] = []
+    found: list[_Found] = []
+    for n, cut in enumerate(CutSet.from_file(path), start=1):
+        got = _cut_entry(cut, path.parent, probe, alphabet_check)
+        if isinstance(got, str):
+            problems.append(Problem(source, n, f"cut {cut.id!r}: {got}"))
+        else:
+            found.append((source, n, got))
+    return _finish(source, found, problems, skip_invalid=skip_invalid)
+
+
+def _cut_entry(
+    cut: Any, base: Path, probe: Callable[[Path], _Info], alphabet_check: AlphabetCheck | None
+) -> Utterance | str:
+    recording = getattr(cut, "recording", None)
+    if recording is None:
+        return "has no recording"
+    sources = [s for s in recording.sources if s.type == "file"]
+    if len(recording.sources) != 1 or not sources:
+        kinds = [s.type for s in recording.sources]
+        return f"expected one audio file source, got {kinds} (only type 'file' is read)"
+    sups = list(cut.supervisions)
+    text = _normalise_text(" ".join(s.text for s in sups if s.text))
+    if not text:
+        return "no supervision with a text"
+    path = _resolve(base, sources[0].source)
+    offset, duration = float(cut.start), float(cut.duration)
+    errors = [
+        e
+        for e in (
+            _text_problem(text, alphabet_check),
+            _span_problem(probe(path), path, offset, duration),
+        )
+        if e
+    ]
+    if errors:
+        return "; ".join(errors)
+    speaker = next((s.speaker for s in sups if s.speaker), None)
+    lang = next((s.language for s in sups if s.language), None)
+    return Utterance(cut.id, path, text, duration, offset, speaker, lang)
+
+
 # --------------------------------------------------------------------------- dispatch and writing
 
 
 def load_corpus(path: str | Path, **kw: Any) -> LoadReport:
-    """Load a Kaldi data directory (a folder with ``wav.scp``) or a JSONL manifest file."""
+    """Load a Kaldi data directory (a folder with ``wav.scp``), a Lhotse CutSet manifest or a
+    NeMo-style JSONL manifest file."""
     path = Path(path)
     if path.is_dir() and (path / "wav.scp").is_file():
         return load_kaldi_dir(path, **kw)
+    if is_lhotse_cuts(path):
+        return load_lhotse_cuts(path, **kw)
     if path.is_file():
         return load_manifest(path, **kw)
     raise _fatal(
         str(path),
-        "not a corpus: expected a JSONL manifest file or a Kaldi data directory containing wav.scp"
+        "not a corpus: expected a JSONL manifest file, a Lhotse CutSet (cuts.jsonl.gz) or a "
+        "Kaldi data directory containing wav.scp"
         + ("" if path.exists() else " (path does not exist)"),
     )
 

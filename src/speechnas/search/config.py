@@ -157,7 +157,9 @@ class SearchConfig:
     corpus: str | None = "digits-en"  # a built-in corpus, synthesized on first use; or null
     corpora_dir: str = "corpora"
     base: str | None = None  # a training YAML ("baseline" = the packaged one) or null
-    train: dict[str, Any] = field(default_factory=dict)  # overrides of the training config
+    # overrides of the training config, merged into ``base``; ``data.test``, when given,
+    # replaces the base's test sets
+    train: dict[str, Any] = field(default_factory=dict)
     # Architectures tried first, whatever the strategy: preset names or Arch mappings.
     seeds: tuple[Any, ...] = ()
     search_test: str | None = "test"  # the test set scored by every trial; null: none
@@ -262,6 +264,23 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def with_own_data(
+    cfg: SearchConfig, train: str, dev: str, tests: dict[str, str] | None = None
+) -> SearchConfig:
+    """``cfg`` searching on your manifests (JSONL or Kaldi dirs) instead of the built-in corpus:
+    trials train on ``train`` and are judged on ``dev``; ``tests`` (name -> manifest) are
+    scored by the retrained model. The YAML equivalent is ``corpus: null`` with
+    ``train: {data: {train: ..., dev: ..., test: {...}}}``."""
+    data = {
+        "train": str(train),
+        "dev": str(dev),
+        "test": {k: str(v) for k, v in (tests or {}).items()},
+    }
+    train_over = _merge(cfg.train, {"data": data})
+    train_over["data"]["test"] = data["test"]  # replaced, not merged with the YAML's
+    return cfg.replace(corpus=None, train=train_over)
+
+
 def base_train_config(cfg: SearchConfig) -> TrainConfig:
     """The training configuration every trial starts from: ``base`` with ``train`` on top."""
     base: dict[str, Any] = {}
@@ -271,8 +290,14 @@ def base_train_config(cfg: SearchConfig) -> TrainConfig:
             path = Path(str(resources.files("speechnas") / "configs" / "baseline.yaml"))
         base = load_config(path).to_dict()
         base.pop("model", None)  # the architecture replaces the model section
+    merged = _merge(base, cfg.train)
+    tests = (
+        cfg.train.get("data", {}).get("test") if isinstance(cfg.train.get("data"), dict) else None
+    )
+    if tests is not None:  # the test sets given replace the base's (those read its corpus)
+        merged["data"]["test"] = tests
     try:
-        return config_from_dict(_merge(base, cfg.train))
+        return config_from_dict(merged)
     except ValueError as e:
         raise ValueError(f"train: {e}") from None
 

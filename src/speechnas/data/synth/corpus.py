@@ -1,4 +1,14 @@
-"""The built-in synthetic corpus: eSpeak NG speech with many voices, noise, reverb and channels.
+"""The built-in synthetic corpus: speech from several engines and many voices, noise, reverb and
+channels.
+
+Engines (see :mod:`speechnas.data.synth.engines`): eSpeak NG always; Flite's statistical voices
+join the training mix where Flite is installed (``engines: auto``); Festival's diphone and HTS
+voices, an engine no training utterance comes from, speak the ``test-unseen-engine`` split where
+Festival is installed, so every model reports how far its accuracy carries to unfamiliar
+speech. The engines actually used are part of the config's digest (installing one later
+rebuilds the corpus) and are recorded in ``corpus.json``. Every utterance is also warped in
+vocal-tract length and tempo together (resampled by a factor drawn from
+``prosody.vocal_tract``), whatever its engine.
 
 Every choice (text, voice, prosody, effects) is drawn in the parent process from generators
 seeded by ``(seed, split, index)``; worker processes only render. The corpus is therefore the
@@ -33,6 +43,7 @@ import os
 import shutil
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,8 +56,10 @@ from tqdm import tqdm
 from speechnas.data.audio import write_flac
 from speechnas.data.manifest import write_manifest
 from speechnas.data.synth.effects import EffectConfig, apply_effects, sample_effects
-from speechnas.data.synth.espeak import Espeak, Voice, list_variants
+from speechnas.data.synth.engines import ENGINES, INSTALL_HINT, available, get_engine
+from speechnas.data.synth.espeak import list_variants
 from speechnas.data.synth.text import make_text
+from speechnas.data.synth.voice import Voice
 from speechnas.data.utterance import Utterance
 
 try:
@@ -56,7 +69,7 @@ except ImportError:  # Windows: no lock; concurrent builders still never share a
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 3  # bump when rendering changes, so cached corpora are rebuilt
+GENERATOR_VERSION = 4  # bump when rendering changes, so cached corpora are rebuilt
 
 # Accents of each language that eSpeak NG ships; every split uses all of them.
 LANGUAGE_VOICES: dict[str, tuple[str, ...]] = {
@@ -69,7 +82,12 @@ LANGUAGE_VOICES: dict[str, tuple[str, ...]] = {
     "fr": ("fr", "fr-be"),
 }  # fmt: skip
 
-SPLITS = ("train", "dev", "test", "test-noisy", "test-tel")
+SPLITS = ("train", "dev", "test", "test-noisy", "test-tel", "test-unseen-engine")
+#: optional engines that join the training mix under ``engines: auto`` (when installed), with
+#: the share of utterances each takes; eSpeak takes the rest
+AUTO_ENGINES = {"flite": 0.4}
+#: the engine of ``test-unseen-engine`` under ``unseen_engine: auto`` (when installed)
+AUTO_UNSEEN_ENGINE = "festival"
 
 _CLEAN_ISH = EffectConfig(
     noise_prob=0.6,
@@ -87,6 +105,7 @@ DEFAULT_EFFECTS: dict[str, EffectConfig] = {
     "test-tel": dataclasses.replace(
         _CLEAN_ISH, noise_prob=0.3, snr_db=(15.0, 30.0), telephone_prob=1.0
     ),
+    "test-unseen-engine": _CLEAN_ISH,
 }
 #: dev utterance i is rendered in condition i % 3: held-out data for every test condition
 _DEV_CONDITIONS = ("test", "test-noisy", "test-tel")
@@ -106,6 +125,7 @@ _VOICE_GROUP = {
     "test": "test",
     "test-noisy": "test",
     "test-tel": "test",
+    "test-unseen-engine": "unseen",
 }
 
 
@@ -115,6 +135,7 @@ class ProsodyRange:
     pitch: tuple[int, int] = (20, 80)
     pitch_range: tuple[int, int] = (10, 90)
     word_gap: tuple[int, int] = (0, 8)  # x 10 ms
+    vocal_tract: tuple[float, float] = (0.9, 1.1)  # resampling factor: >1 longer tract, slower
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,8 +149,15 @@ class CorpusConfig:
     sizes: dict[str, int] = field(
         default_factory=lambda: {
             "train": 6000, "dev": 600, "test": 600, "test-noisy": 600, "test-tel": 600,
+            "test-unseen-engine": 600,
         }
     )  # fmt: skip
+    #: engine -> share of the utterances of every split but ``test-unseen-engine`` (shares are
+    #: normalised); ``auto``: eSpeak plus the installed engines of ``AUTO_ENGINES``
+    engines: dict[str, float] | str = "auto"
+    #: the engine of ``test-unseen-engine``, never in ``engines``; ``auto``: Festival where it
+    #: is installed, else no such split; ``None``: no such split
+    unseen_engine: str | None = "auto"
     voice_split: tuple[float, float, float] = (0.7, 0.15, 0.15)
     prosody: ProsodyRange = field(default_factory=ProsodyRange)
     babble_pool: int = 48
@@ -142,6 +170,57 @@ class CorpusConfig:
             raise ValueError(f"sizes: unknown split(s) {unknown}; allowed: {list(SPLITS)}")
         if any(n < 0 for n in self.sizes.values()):
             raise ValueError(f"sizes: counts must be >= 0, got {self.sizes}")
+        if isinstance(self.engines, str):
+            if self.engines != "auto":
+                raise ValueError(f"engines: expected 'auto' or engine: share, got {self.engines!r}")
+        else:
+            if not self.engines or any(not v > 0 for v in self.engines.values()):
+                raise ValueError(f"engines: expected engine: share > 0 entries, got {self.engines}")
+            for name in self.engines:
+                _check_engine_name("engines", name)
+        if self.unseen_engine not in (None, "auto"):
+            _check_engine_name("unseen_engine", self.unseen_engine)
+            if isinstance(self.engines, dict) and self.unseen_engine in self.engines:
+                raise ValueError(
+                    f"unseen_engine: {self.unseen_engine!r} is also in engines; the held-out "
+                    "engine must be one no training utterance comes from"
+                )
+        lo, hi = self.prosody.vocal_tract
+        if not 0.5 <= lo <= hi <= 2.0:
+            raise ValueError(f"prosody.vocal_tract: expected 0.5 <= lo <= hi <= 2, got {(lo, hi)}")
+
+    def resolved(self) -> CorpusConfig:
+        """This config with ``auto`` replaced by what is installed here, every named engine
+        checked (:class:`EngineUnavailable` says how to install a missing one), and the
+        ``test-unseen-engine`` size dropped when there is no unseen engine."""
+        engines = self.engines
+        if isinstance(engines, str):
+            engines = {"espeak": 1.0}
+            for name, share in AUTO_ENGINES.items():
+                if self.lang == "en" and available(name):
+                    engines[name] = share
+                    engines["espeak"] -= share
+        for name in engines:
+            _check_voices("engines", name, self.lang)
+        total = sum(engines.values())
+        engines = {k: round(v / total, 6) for k, v in sorted(engines.items())}
+        unseen = self.unseen_engine
+        if unseen == "auto":
+            unseen = None
+            if self.lang == "en" and AUTO_UNSEEN_ENGINE not in engines:
+                if available(AUTO_UNSEEN_ENGINE):
+                    unseen = AUTO_UNSEEN_ENGINE
+                elif self.sizes.get("test-unseen-engine"):
+                    log.warning(
+                        "%s is not installed: no test-unseen-engine split (install it with: %s)",
+                        AUTO_UNSEEN_ENGINE, INSTALL_HINT[AUTO_UNSEEN_ENGINE],
+                    )  # fmt: skip
+        if unseen is not None:
+            _check_voices("unseen_engine", unseen, self.lang)
+        sizes = dict(self.sizes)
+        if unseen is None:
+            sizes.pop("test-unseen-engine", None)
+        return dataclasses.replace(self, engines=engines, unseen_engine=unseen, sizes=sizes)
 
     @property
     def name(self) -> str:
@@ -163,6 +242,16 @@ class CorpusInfo:
     cached: bool
 
 
+def _check_engine_name(field_name: str, name: str) -> None:
+    if name not in ENGINES:
+        raise ValueError(f"{field_name}: unknown engine {name!r}; engines: {', '.join(ENGINES)}")
+
+
+def _check_voices(field_name: str, name: str, lang: str) -> None:
+    if not get_engine(name).voices(lang):
+        raise ValueError(f"{field_name}: the {name} engine has no {lang!r} voices")
+
+
 def voice_groups(seed: int, split: tuple[float, float, float]) -> dict[str, list[str]]:
     """Disjoint sets of eSpeak variants for train / dev / test."""
     variants = list(list_variants())
@@ -177,20 +266,50 @@ def voice_groups(seed: int, split: tuple[float, float, float]) -> dict[str, list
     }
 
 
+def engine_voices(cfg: CorpusConfig) -> dict[str, dict[str, list[str]]]:
+    """Voice group (``train``, ``dev``, ``test``, ``unseen``) -> engine -> voices, for a
+    resolved config. eSpeak's variants are split three ways (:func:`voice_groups`); another
+    training engine has too few voices to split, so all of them speak in every group (its
+    speakers in ``dev`` and ``test`` are heard in training, its texts, prosody and channels are
+    not); the unseen engine speaks only in ``unseen``."""
+    assert isinstance(cfg.engines, dict), "resolve the config first"
+    espeak = voice_groups(cfg.seed, cfg.voice_split)
+    groups: dict[str, dict[str, list[str]]] = {g: {} for g in ("train", "dev", "test", "unseen")}
+    for engine in cfg.engines:
+        for group in ("train", "dev", "test"):
+            groups[group][engine] = (
+                espeak[group] if engine == "espeak" else list(get_engine(engine).voices(cfg.lang))
+            )
+    if cfg.unseen_engine:
+        groups["unseen"][cfg.unseen_engine] = list(get_engine(cfg.unseen_engine).voices(cfg.lang))
+    return groups
+
+
 def _split_id(split: str) -> int:
     return SPLITS.index(split)
 
 
-def _draw_voice(rng: np.random.Generator, cfg: CorpusConfig, variants: list[str]) -> Voice:
+def _draw_voice(
+    rng: np.random.Generator, cfg: CorpusConfig, voices: dict[str, list[str]]
+) -> tuple[Voice, float]:
+    """A voice of one of ``voices``' engines (by the config's shares; the unseen engine alone
+    in its group) and its vocal-tract factor."""
     p = cfg.prosody
-    return Voice(
-        language=str(rng.choice(LANGUAGE_VOICES[cfg.lang])),
-        variant=str(rng.choice(variants)),
+    engines = list(voices)
+    assert isinstance(cfg.engines, dict)
+    shares = np.array([cfg.engines.get(e, 1.0) for e in engines])
+    engine = engines[int(rng.choice(len(engines), p=shares / shares.sum()))]
+    language = str(rng.choice(LANGUAGE_VOICES[cfg.lang])) if engine == "espeak" else cfg.lang
+    voice = Voice(
+        language=language,
+        variant=str(rng.choice(voices[engine])),
         rate=int(rng.integers(p.rate[0], p.rate[1] + 1)),
         pitch=int(rng.integers(p.pitch[0], p.pitch[1] + 1)),
         pitch_range=int(rng.integers(p.pitch_range[0], p.pitch_range[1] + 1)),
         word_gap=int(rng.integers(p.word_gap[0], p.word_gap[1] + 1)),
+        engine=engine,
     )
+    return voice, float(rng.uniform(*p.vocal_tract))
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,72 +318,99 @@ class _Job:
     index: int
     text: str
     voice: Voice
+    vocal_tract: float
     effects: dict[str, Any]
     gain: float
-    espeak_seed: int
+    synth_seed: int
     path: str
 
 
 def _plan(cfg: CorpusConfig, folder: Path) -> list[_Job]:
-    groups = voice_groups(cfg.seed, cfg.voice_split)
+    groups = engine_voices(cfg)
     tag = cfg.digest()[:8]  # a reader of another config's manifest never opens these files
     jobs = []
     for split in SPLITS:
         for i in range(cfg.sizes.get(split, 0)):
             rng = np.random.default_rng([cfg.seed, _split_id(split), i])
             text = make_text(cfg.task, rng, cfg.lang)
-            voice = _draw_voice(rng, cfg, groups[_VOICE_GROUP[split]])
+            voice, tract = _draw_voice(rng, cfg, groups[_VOICE_GROUP[split]])
             effects = sample_effects(rng, split_effects(split, i))
             gain = float(rng.uniform(0.25, 0.95))
-            espeak_seed = int(rng.integers(2**31))
+            synth_seed = int(rng.integers(2**31))
             path = str(folder / split / f"{split}-{i:06d}-{tag}.flac")
-            jobs.append(_Job(split, i, text, voice, effects, gain, espeak_seed, path))
+            jobs.append(_Job(split, i, text, voice, tract, effects, gain, synth_seed, path))
     return jobs
 
 
 _babble: dict[str, list[np.ndarray]] = {}
 
 
-def _speak(text: str, voice: Voice, sample_rate: int, seed: int) -> np.ndarray:
-    engine = Espeak.get()
-    x = engine.synthesize(text, voice, seed=seed)
-    return soxr.resample(x, engine.sample_rate, sample_rate).astype(np.float32)
+def _speak(requests: list[tuple[str, Voice, int, float]], sample_rate: int) -> list[np.ndarray]:
+    """Each ``(text, voice, seed, vocal_tract)`` at ``sample_rate``; the engines batched."""
+    out: list[np.ndarray | None] = [None] * len(requests)
+    for engine in dict.fromkeys(r[1].engine for r in requests):
+        idx = [i for i, r in enumerate(requests) if r[1].engine == engine]
+        waves = get_engine(engine).synthesize([requests[i][:3] for i in idx])
+        for i, (x, rate) in zip(idx, waves, strict=True):
+            # resampled to sample_rate * tract and played at sample_rate: formants and pitch
+            # scaled by 1 / tract, duration by tract (a vocal-tract-length and tempo change)
+            target = sample_rate * requests[i][3]
+            out[i] = soxr.resample(x, rate, target).astype(np.float32)
+    return [x for x in out if x is not None]
 
 
 def _init_worker(cfg: CorpusConfig) -> None:
     """Each worker speaks the same babble pools (one per voice group) from the seed."""
-    groups = voice_groups(cfg.seed, cfg.voice_split)
-    for group, variants in groups.items():
-        pool = []
+    for group, voices in engine_voices(cfg).items():
+        _babble[group] = []
+        if not voices:
+            continue
+        requests = []
         for j in range(cfg.babble_pool):
             rng = np.random.default_rng([cfg.seed, 202, len(group), j])
             text = make_text("phrases" if cfg.lang == "en" else cfg.task, rng, cfg.lang)
-            voice = _draw_voice(rng, cfg, variants)
-            pool.append(_speak(text, voice, cfg.sample_rate, int(rng.integers(2**31))))
-        _babble[group] = pool
+            voice, tract = _draw_voice(rng, cfg, voices)
+            requests.append((text, voice, int(rng.integers(2**31)), tract))
+        _babble[group] = _speak(requests, cfg.sample_rate)
 
 
-def _render(args: tuple[CorpusConfig, _Job]) -> tuple[str, int, float]:
-    cfg, job = args
-    x = _speak(job.text, job.voice, cfg.sample_rate, job.espeak_seed)
+def _finish(cfg: CorpusConfig, job: _Job, x: np.ndarray) -> tuple[str, int, float]:
+    """One spoken utterance through its effects, written."""
     if x.size == 0:
-        raise RuntimeError(f"eSpeak NG produced no audio for {job.text!r} ({job.voice.name})")
+        raise RuntimeError(
+            f"{job.voice.engine} produced no audio for {job.text!r} ({job.voice.name})"
+        )
     rng = np.random.default_rng([cfg.seed, _split_id(job.split), job.index, 1])
-    x = apply_effects(x, cfg.sample_rate, job.effects, rng, _babble[_VOICE_GROUP[job.split]])
+    babble = _babble[_VOICE_GROUP[job.split]] or _babble["test"]
+    x = apply_effects(x, cfg.sample_rate, job.effects, rng, babble)
     peak = float(np.max(np.abs(x))) or 1.0
     x = (x * (job.gain / peak)).astype(np.float32)
     write_flac(Path(job.path), x, cfg.sample_rate)
     return job.split, job.index, x.size / cfg.sample_rate
 
 
+def _render(args: tuple[CorpusConfig, list[_Job]]) -> list[tuple[str, int, float]]:
+    cfg, jobs = args
+    requests = [(j.text, j.voice, j.synth_seed, j.vocal_tract) for j in jobs]
+    return [
+        _finish(cfg, j, x) for j, x in zip(jobs, _speak(requests, cfg.sample_rate), strict=True)
+    ]
+
+
+_CHUNK = 16  # utterances per task: one Festival process, and little pool overhead
+
+
 def _run(cfg: CorpusConfig, jobs: list[_Job], workers: int) -> Iterator[tuple[str, int, float]]:
+    chunks = [(cfg, jobs[i : i + _CHUNK]) for i in range(0, len(jobs), _CHUNK)]
     if workers <= 1:
         _init_worker(cfg)
-        yield from map(_render, ((cfg, j) for j in jobs))
+        for chunk in chunks:
+            yield from _render(chunk)
         return
     ctx = mp.get_context("spawn")  # eSpeak's global state must not be shared through fork
     with ctx.Pool(workers, initializer=_init_worker, initargs=(cfg,)) as pool:
-        yield from pool.imap(_render, ((cfg, j) for j in jobs), chunksize=16)
+        for done in pool.imap(_render, chunks):
+            yield from done
 
 
 # Linux renameat2(2): swap two existing paths in one step.
@@ -344,6 +490,7 @@ def build_corpus(
     The corpus is rendered into ``root/.<task>-<lang>.tmp-<random>`` and swapped in when complete
     (see the module docstring); leftovers of a killed build are removed by the next one.
     """
+    cfg = cfg.resolved()  # before any work: a missing engine fails here, saying how to install
     root = Path(root)
     folder = root / cfg.name
     manifests = {s: folder / f"{s}.jsonl" for s in SPLITS if cfg.sizes.get(s, 0) > 0}
@@ -394,7 +541,7 @@ def _render_corpus(
                 audio_path=Path(j.path),
                 text=j.text,
                 duration=round(durations[split][j.index], 4),
-                speaker=j.voice.variant,
+                speaker=j.voice.variant if j.voice.engine == "espeak" else j.voice.name,
                 lang=cfg.lang,
             )
             for j in jobs
@@ -408,7 +555,15 @@ def _render_corpus(
         "workers": workers,
         "hours": {s: sum(d.values()) / 3600 for s, d in durations.items()},
         "counts": {s: len(d) for s, d in durations.items()},
-        "voices": {g: len(v) for g, v in voice_groups(cfg.seed, cfg.voice_split).items()},
+        "voices": {
+            g: {e: len(v) for e, v in by_engine.items()}
+            for g, by_engine in engine_voices(cfg).items()
+        },
+        "engines": cfg.engines,
+        "unseen_engine": cfg.unseen_engine,
+        "engine_counts": {
+            s: dict(Counter(j.voice.engine for j in jobs if j.split == s)) for s in splits
+        },
     }
     meta = {"digest": cfg.digest(), "config": cfg.to_dict(), "stats": stats}
     (folder / "corpus.json").write_text(json.dumps(meta, indent=1))

@@ -12,12 +12,13 @@ from __future__ import annotations
 import ctypes
 import os
 import struct
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
 import espeakng_loader
 import numpy as np
+
+from speechnas.data.synth.voice import Voice
 
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _CHARS_UTF8 = 1
@@ -25,26 +26,6 @@ _PARAM = {"rate": 1, "volume": 2, "pitch": 3, "range": 4, "wordgap": 7}
 _CALLBACK = ctypes.CFUNCTYPE(
     ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Voice:
-    """A concrete speaker: a language voice, a variant, and prosody settings.
-
-    ``rate`` is in words per minute, ``pitch`` and ``pitch_range`` in eSpeak's 0-100 scale,
-    ``word_gap`` in units of 10 ms.
-    """
-
-    language: str
-    variant: str
-    rate: int = 175
-    pitch: int = 50
-    pitch_range: int = 50
-    word_gap: int = 0
-
-    @property
-    def name(self) -> str:
-        return f"{self.language}+{self.variant}"
 
 
 @cache
@@ -114,7 +95,7 @@ class Espeak:
         return np.frombuffer(payload[1:], dtype=np.int16).astype(np.float32) / 32768.0
 
     def _speak_here(self, text: str, voice: Voice, seed: int) -> np.ndarray:
-        if self._lib.espeak_SetVoiceByName(voice.name.encode()) != 0:
+        if self._lib.espeak_SetVoiceByName(voice.espeak_name.encode()) != 0:
             raise ValueError(
                 f"eSpeak NG has no voice {voice.name!r}; variants: {', '.join(list_variants())}"
             )
