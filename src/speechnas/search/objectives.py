@@ -1,9 +1,11 @@
 """Objectives, hard constraints, the latency hook and the scalar reward.
 
 Every objective is minimised. Names: ``wer:TESTSET``, ``cer:TESTSET``, ``rtf:TESTSET`` (a test
-set of the base training config), ``dev_wer``, ``latency`` (ms per utterance of
-``latency_seconds`` on the configured target), ``params``, ``macs`` (analytic, one utterance of
-``latency_seconds``) and ``memory`` (MB of float32 weights, analytic). Which of them are error
+set of the base training config), ``wer:mean(T1,T2,...)`` and ``cer:mean(...)`` (the unweighted
+mean over the named test sets: every test condition counts alike), ``dev_wer``, ``latency``
+(ms per utterance of ``latency_seconds`` on the configured target), ``params``, ``macs``
+(analytic, one utterance of ``latency_seconds``) and ``memory`` (MB of float32 weights,
+analytic). Which of them are error
 rates, and what the others measure, is said once here (:func:`objective_kind`,
 :func:`is_error_rate`) for the drivers, the selection and the plots.
 
@@ -16,6 +18,7 @@ ranking when no runtime is at hand, not a measurement of any device).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,12 +68,39 @@ def is_error_rate(name: str) -> bool:
     return (kind in ("wer", "cer") and bool(sep and test)) or name in ("dev_wer", "dev_cer")
 
 
+_MEAN = re.compile(r"^(wer|cer):mean\(([^()]*)\)$")
+
+
+def objective_tests(name: str) -> tuple[str, ...]:
+    """The test sets an objective reads: none, ``(T,)`` for ``wer:T``, ``(T1, T2)`` for
+    ``wer:mean(T1,T2)``."""
+    if m := _MEAN.match(name):
+        return tuple(t.strip() for t in m.group(2).split(","))
+    _, sep, test = name.partition(":")
+    return (test,) if sep else ()
+
+
 def check_objective(name: str) -> str:
     """``name`` if it names an objective; a ValueError listing the allowed forms otherwise."""
     kind, sep, test = name.partition(":")
-    if (not sep and kind in SCALAR_OBJECTIVES) or (sep and kind in PER_TEST_OBJECTIVES and test):
+    if m := _MEAN.match(name):
+        tests = objective_tests(name)
+        if all(tests) and len(set(tests)) == len(tests):
+            return name
+        raise ValueError(
+            f"objectives: {name!r}: expected {m.group(1)}:mean(T1,T2,...) with distinct, "
+            "non-empty test set names"
+        )
+    if (not sep and kind in SCALAR_OBJECTIVES) or (
+        sep and kind in PER_TEST_OBJECTIVES and test and "(" not in test
+    ):
         return name
-    allowed = [*SCALAR_OBJECTIVES, *(f"{k}:TESTSET" for k in PER_TEST_OBJECTIVES)]
+    allowed = [
+        *SCALAR_OBJECTIVES,
+        *(f"{k}:TESTSET" for k in PER_TEST_OBJECTIVES),
+        "wer:mean(T1,T2,...)",
+        "cer:mean(T1,T2,...)",
+    ]
     raise ValueError(f"objectives: {name!r} is not one of {allowed}")
 
 
@@ -187,6 +217,9 @@ def objective_values(metrics: Mapping[str, Any], objectives: Sequence[str]) -> t
     out = []
     for o in objectives:
         v = metrics.get(o)
+        if v is None and (m := _MEAN.match(o)):
+            parts = [metrics.get(f"{m.group(1)}:{t}") for t in objective_tests(o)]
+            v = None if None in parts else sum(float(p) for p in parts) / len(parts)
         if v is None or not math.isfinite(float(v)):
             raise ValueError(f"objective {o} is {v!r}; metrics: {sorted(metrics)}")
         out.append(float(v))
@@ -229,6 +262,7 @@ __all__ = [
     "is_hardware_target",
     "latency_model",
     "objective_kind",
+    "objective_tests",
     "objective_values",
     "predicted_metrics",
     "violations",

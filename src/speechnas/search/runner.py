@@ -43,6 +43,7 @@ from speechnas.search.objectives import (
     is_error_rate,
     is_hardware_target,
     latency_model,
+    objective_tests,
     predicted_metrics,
     violations,
 )
@@ -88,30 +89,27 @@ def prepare_base(cfg: SearchConfig) -> TrainConfig:
 
 
 def trial_base(cfg: SearchConfig, base: TrainConfig) -> TrainConfig:
-    """``base`` scoring only the search test set, or none when ``search_test`` is null (the
-    test sets are for the retrained model; trials are judged on dev)."""
+    """``base`` scoring the search test set and every test set an objective names, or none when
+    ``search_test`` is null (the test sets are for the retrained model; trials are judged on
+    dev)."""
     tests = base.data.test
+    named = {t: o for o in cfg.objectives for t in objective_tests(o)}
     if cfg.search_test is None:
-        named = [o for o in cfg.objectives if ":" in o]
         if named:
             raise ValueError(
-                f"objectives: {named} name a test set, but search_test is null (trials score "
-                "no test set); set search_test, or use dev_wer"
+                f"objectives: {sorted(set(named.values()))} name a test set, but search_test is "
+                "null (trials score no test set); set search_test, or use dev_wer"
             )
         return base.replace(data=dataclasses.replace(base.data, test={}))
-    if cfg.search_test not in tests:
-        raise ValueError(
-            f"search_test: {cfg.search_test!r} is not a test set of the base config; "
-            f"test sets: {sorted(tests)}"
-        )
-    for o in cfg.objectives:
-        _, sep, name = o.partition(":")
-        if sep and name != cfg.search_test:
+    for t, o in {cfg.search_test: "search_test", **named}.items():
+        if t not in tests:
+            where = "search_test" if o == "search_test" else f"objectives: {o!r} names"
             raise ValueError(
-                f"objectives: {o!r} names test set {name!r}, but trials score only "
-                f"search_test {cfg.search_test!r}"
+                f"{where} {t!r}, which is not a test set of the base config; test sets: "
+                f"{sorted(tests)}"
             )
-    data = dataclasses.replace(base.data, test={cfg.search_test: tests[cfg.search_test]})
+    keep = [cfg.search_test, *(t for t in named if t != cfg.search_test)]
+    data = dataclasses.replace(base.data, test={t: tests[t] for t in keep})
     return base.replace(data=data)
 
 

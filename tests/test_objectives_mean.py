@@ -1,0 +1,59 @@
+"""Objectives over several test sets: ``wer:mean(T1,T2,...)``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from search_helpers import search_dict
+
+from speechnas.data.synth.corpus import CorpusInfo
+from speechnas.search.config import search_config_from_dict
+from speechnas.search.objectives import check_objective, objective_tests, objective_values
+from speechnas.search.runner import run_search
+
+MEAN = "wer:mean(test,test-noisy)"
+
+
+def test_names_and_values() -> None:
+    assert check_objective(MEAN) == MEAN and objective_tests(MEAN) == ("test", "test-noisy")
+    assert objective_tests("wer:test") == ("test",) and objective_tests("latency") == ()
+    for bad in ("wer:mean()", "wer:mean(test,test)", "rtf:mean(a,b)", "wer:mean(a"):
+        with pytest.raises(ValueError, match="objectives: "):
+            check_objective(bad)
+    metrics = {"wer:test": 0.1, "wer:test-noisy": 0.3, "latency": 2.0}
+    assert objective_values(metrics, [MEAN, "latency"]) == pytest.approx((0.2, 2.0))
+    with pytest.raises(ValueError, match=r"objective wer:mean\(test,test-tel\) is None"):
+        objective_values(metrics, ["wer:mean(test,test-tel)"])
+
+
+def _search(corpus: CorpusInfo, tmp: Path, objectives: list[str]) -> dict:
+    d = search_dict(corpus, tmp, objectives=objectives, n_trials=3)
+    d["train"]["data"]["test"] = {
+        "test": str(corpus.manifests["test"]),
+        "test-noisy": str(corpus.manifests["test-noisy"]),
+        "test-tel": str(corpus.manifests["test-tel"]),
+    }
+    return d
+
+
+def test_trials_score_every_test_set_an_objective_names(
+    tiny_corpus: CorpusInfo, tmp_path: Path
+) -> None:
+    cfg = search_config_from_dict(_search(tiny_corpus, tmp_path, [MEAN, "latency"]))
+    outcome = run_search(cfg)
+    trials = [t for t in outcome.study.trials() if t.state.name == "COMPLETE"]
+    assert len(trials) == 3
+    for t in trials:
+        m = t.user_attrs["metrics"]
+        assert {"wer:test", "wer:test-noisy"} <= set(m) and "wer:test-tel" not in m
+        assert t.values[0] == pytest.approx((m["wer:test"] + m["wer:test-noisy"]) / 2)
+
+
+def test_a_mean_over_an_unknown_test_set_is_named_before_any_training(
+    tiny_corpus: CorpusInfo, tmp_path: Path
+) -> None:
+    cfg = search_config_from_dict(_search(tiny_corpus, tmp_path, ["wer:mean(test,far)", "latency"]))
+    with pytest.raises(ValueError, match=r"objectives: 'wer:mean\(test,far\)' names 'far'"):
+        run_search(cfg)
+    assert not (tmp_path / "search" / "trials").exists()
