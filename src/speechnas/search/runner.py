@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -125,11 +126,11 @@ def retrain_base(cfg: SearchConfig, base: TrainConfig) -> TrainConfig:
 
 def vocab_size(base: TrainConfig) -> int:
     """The tokenizer size the trials will have (from all training texts)."""
-    from speechnas.data.loading import load_utterances
+    from speechnas.data.loading import load_utterances, mix_sources
     from speechnas.data.tokenizer import build_tokenizer
 
-    utts = load_utterances(base.data.train, skip_invalid=base.data.skip_invalid)
-    texts = [u.text for u in utts]
+    load = functools.partial(load_utterances, skip_invalid=base.data.skip_invalid)
+    texts = [u.text for u in mix_sources(base.data.train_sources(), load, base.seed)]
     return build_tokenizer(
         base.tokenizer.kind, texts, vocab_size=base.tokenizer.vocab_size
     ).vocab_size
