@@ -326,7 +326,12 @@ def _own_data(
 
 @app.command()
 def search(
-    config: Annotated[Path | None, typer.Option(help="search YAML (default: the built-in)")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            help="search YAML, or a packaged one by name: multilingual (default: the built-in)"
+        ),
+    ] = None,
     resume: Annotated[bool, typer.Option(help="continue the study in the storage")] = False,
     output_dir: Annotated[str | None, typer.Option(help="overrides output_dir")] = None,
     trials: Annotated[int | None, typer.Option(help="overrides n_trials")] = None,
@@ -354,10 +359,14 @@ def search(
     import dataclasses
 
     from speechnas.data.manifest import ManifestError
-    from speechnas.search.config import default_search_path, load_search_config
+    from speechnas.search.config import (
+        default_search_path,
+        load_search_config,
+        search_config_path,
+    )
     from speechnas.search.runner import run_search
 
-    path = config or default_search_path()
+    path = search_config_path(config) if config else default_search_path()
     try:
         cfg = load_search_config(path)
         changes: dict[str, object] = {

@@ -154,7 +154,10 @@ class SearchConfig:
     study_name: str = "search"
     seed: int = 0
     output_dir: str = "runs/search"
-    corpus: str | None = "digits-en"  # a built-in corpus, synthesized on first use; or null
+    # a built-in corpus (``digits-en``), synthesized on first use; a list of them (one search
+    # over several languages: see runner.builtin_data); or null (your own data under ``train``)
+    corpus: tuple[str, ...] | str | None = "digits-en"
+    corpus_sizes: dict[str, Any] = field(default_factory=dict)  # split -> utterances, per corpus
     corpora_dir: str = "corpora"
     base: str | None = None  # a training YAML ("baseline" = the packaged one) or null
     # overrides of the training config, merged into ``base``; ``data.test``, when given,
@@ -169,6 +172,9 @@ class SearchConfig:
     retrain_threads: int = 2
 
     def __post_init__(self) -> None:
+        for split, n in self.corpus_sizes.items():
+            if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+                raise ValueError(f"corpus_sizes.{split}: expected a count >= 0, got {n!r}")
         if not self.objectives:
             raise ValueError("objectives: at least one objective is needed")
         for o in self.objectives:
@@ -251,6 +257,14 @@ class SearchConfig:
 
 def default_search_path() -> Path:
     return Path(str(resources.files("speechnas") / "configs" / "search.yaml"))
+
+
+def search_config_path(name: str | Path) -> Path:
+    """A search YAML: ``name`` itself when it is a file, else the packaged
+    ``search-<name>.yaml`` (``multilingual``) when there is one."""
+    path = Path(name)
+    packaged = Path(str(resources.files("speechnas") / "configs" / f"search-{name}.yaml"))
+    return packaged if not path.is_file() and packaged.is_file() else path
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

@@ -28,6 +28,7 @@ import contextlib
 import dataclasses
 import functools
 import json
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -64,29 +65,69 @@ from speechnas.search.study import SearchStudy, is_interrupted, mark_interrupted
 from speechnas.versions import versions
 
 if TYPE_CHECKING:
+    from speechnas.data.config import DataConfig
     from speechnas.train.config import TrainConfig
 
 #: Config entries a resumed search must share with the stored study (the rest may change:
 #: budgets, workers, storage, output folder, retraining).
 RESUME_KEYS = (
     "space", "strategy", "objectives", "latency_lambda", "constraints", "target",
-    "latency_seconds", "fidelity", "seed", "corpus", "base", "train", "search_test",
+    "latency_seconds", "fidelity", "seed", "corpus", "corpus_sizes", "base", "train",
+    "search_test",
 )  # fmt: skip
 
 
 def prepare_base(cfg: SearchConfig) -> TrainConfig:
-    """The training config of the search: the base with the built-in corpus when ``corpus`` is
-    set (synthesized on first use), validated against the objectives' test sets."""
+    """The training config of the search: the base with the built-in corpus (or corpora) when
+    ``corpus`` is set (synthesized on first use), validated against the objectives' test sets."""
     base = base_train_config(cfg)
     if cfg.corpus:
-        from speechnas.data.synth.corpus import CorpusConfig, build_corpus
-
-        task, _, lang = cfg.corpus.partition("-")
-        info = build_corpus(CorpusConfig(task=task, lang=lang or "en"), Path(cfg.corpora_dir))
-        m = info.manifests
-        data = base.data.with_corpus(m)
-        base = base.replace(data=data)
+        base = base.replace(data=builtin_data(cfg, base.data))
     return base.replace(space=cfg.space)
+
+
+def builtin_data(cfg: SearchConfig, data: DataConfig) -> DataConfig:
+    """``data`` reading the built-in corpora of ``cfg.corpus``. One corpus: its splits as they
+    are. Several (e.g. one per language): their training sets mixed with equal weights, their
+    dev sets pooled into one manifest (ids prefixed by the corpus), and every test split of each
+    as its own test set, named ``test-de``, ``test-noisy-fr``, ... (``test-digits-de`` when the
+    tasks differ too)."""
+    from speechnas.data.config import TrainSource
+    from speechnas.data.manifest import load_manifest, write_manifest
+    from speechnas.data.synth.corpus import CorpusConfig, build_corpus
+
+    names = (cfg.corpus,) if isinstance(cfg.corpus, str) else tuple(cfg.corpus or ())
+    infos = {}
+    for name in names:
+        task, _, lang = name.partition("-")
+        sizes = {**CorpusConfig().sizes, **cfg.corpus_sizes}
+        corpus = CorpusConfig(task=task, lang=lang or "en", sizes=sizes)
+        infos[name] = build_corpus(corpus, Path(cfg.corpora_dir))
+    if len(infos) == 1:
+        return data.with_corpus(next(iter(infos.values())).manifests)
+    one_task = len({n.partition("-")[0] for n in names}) == 1
+    tests = {}
+    for name, info in infos.items():
+        tag = name.partition("-")[2] if one_task else name
+        tests.update(
+            {f"{s}-{tag}": str(p) for s, p in info.manifests.items() if s.startswith("test")}
+        )
+    pooled = Path(cfg.corpora_dir) / "+".join(names) / "dev.jsonl"
+    utts = [
+        dataclasses.replace(u, id=f"{name}/{u.id}")
+        for name, info in infos.items()
+        for u in load_manifest(info.manifests["dev"]).utterances
+    ]
+    pooled.parent.mkdir(parents=True, exist_ok=True)
+    scratch = pooled.with_name(f".dev.jsonl.{os.getpid()}")
+    write_manifest(scratch, utts)
+    os.replace(scratch, pooled)  # a reader never sees a half-written manifest
+    return dataclasses.replace(
+        data,
+        train=tuple(TrainSource(str(i.manifests["train"])) for i in infos.values()),
+        dev=str(pooled),
+        test=tests,
+    )
 
 
 def trial_base(cfg: SearchConfig, base: TrainConfig) -> TrainConfig:
@@ -307,6 +348,13 @@ def finish(
         )
         for name in retrain_cfg.data.test:
             console.print(f"  {name}: WER {100 * retrained[f'wer:{name}']:.2f}%")
+        if not isinstance(cfg.corpus, str) and cfg.corpus and len(cfg.corpus) > 1:
+            # one search over several corpora (languages): the mean over their main test sets
+            main = [f"wer:test-{n.partition('-')[2]}" for n in cfg.corpus]
+            if all(m in retrained for m in main):
+                retrained["wer:corpus-mean"] = sum(retrained[m] for m in main) / len(main)
+                console.print(f"  mean over {len(main)} corpora: WER "
+                              f"{100 * retrained['wer:corpus-mean']:.2f}%")  # fmt: skip
         if is_hardware_target(cfg.target):  # a real target: measure what is handed over
             preset_limit = (given_presets or {}).get("max_latency_ms")
             retrained.update(measure_on_target(retrained["checkpoint"], cfg, preset_limit))

@@ -1,4 +1,5 @@
-"""Objectives over several test sets: ``wer:mean(T1,T2,...)``."""
+"""What a search reads and is judged on: objectives over several test sets, several built-in corpora
+(languages) in one search."""
 
 from __future__ import annotations
 
@@ -57,3 +58,32 @@ def test_a_mean_over_an_unknown_test_set_is_named_before_any_training(
     with pytest.raises(ValueError, match=r"objectives: 'wer:mean\(test,far\)' names 'far'"):
         run_search(cfg)
     assert not (tmp_path / "search" / "trials").exists()
+
+
+def test_one_search_over_several_languages(tiny_corpus: CorpusInfo, tmp_path: Path) -> None:
+    from speechnas.data.manifest import load_manifest
+    from speechnas.search.config import load_search_config, search_config_path
+
+    d = search_dict(
+        tiny_corpus, tmp_path, n_trials=3, objectives=["dev_wer", "latency"], search_test=None,
+        retrain_minutes=1, retrain_steps=2, retrain_threads=1,
+    )  # fmt: skip
+    d.update(
+        corpus=["digits-en", "digits-de"],
+        corpora_dir=str(tmp_path / "corpora"),
+        corpus_sizes={"train": 8, "dev": 3, "test": 3, "test-noisy": 0, "test-tel": 0,
+                      "test-unseen-engine": 0},
+    )  # fmt: skip
+    outcome = run_search(search_config_from_dict(d))
+    retrained = outcome.retrained
+    assert retrained is not None
+    assert {"wer:test-en", "wer:test-de"} <= set(retrained)
+    assert retrained["wer:corpus-mean"] == pytest.approx(
+        (retrained["wer:test-en"] + retrained["wer:test-de"]) / 2
+    )
+    dev = load_manifest(tmp_path / "corpora" / "digits-en+digits-de" / "dev.jsonl").utterances
+    assert sorted({u.id.split("/")[0] for u in dev}) == ["digits-de", "digits-en"]
+    assert {u.lang for u in dev} == {"en", "de"} and len(dev) == 6
+    # the packaged four-language config, by name
+    cfg = load_search_config(search_config_path("multilingual"))
+    assert cfg.corpus == ("digits-en", "digits-de", "digits-es", "digits-fr")
