@@ -225,7 +225,7 @@ def _print_table(rows: dict[str, Any], tests: list[str], presets: list[str], tar
         table.add_row(label, f"{r['params'] / 1e6:.2f} M", f"{r['latency_ms']:.2f}",
                       f"{lo:.2f}-{hi:.2f}", *ratios, *cells,
                       f"{100 * r['wer']['mean']['mean']:.2f}")  # fmt: skip
-    console = Console(file=sys.stderr)
+    console = Console(file=sys.stderr, width=160)
     console.print(table)
     sig = Table(title="paired bootstrap: WER(model) - WER(preset), 95% interval, p")
     for col in ("model", "vs", *tests):
