@@ -27,7 +27,7 @@ from speechnas.search.fidelity import (
     rank_scalar,
     slot_id,
 )
-from speechnas.search.measure import measure_on_target
+from speechnas.search.measure import PRESET_ROUNDS, measure_on_target
 from speechnas.search.objectives import (
     ProxyLatency,
     Scalarizer,
@@ -264,6 +264,16 @@ def test_search_completes_and_the_same_seed_proposes_the_same(
     on_device = measure_on_target(a.retrained["checkpoint"], cfg.replace(target="cpu-ort-1t"))
     assert on_device["latency_measured"] > 0 and on_device["latency_predicted"] > 0
     assert on_device["model_bytes"] > 4 * loaded.model.num_parameters()
+    # against a preset: both timed in turn, compared as the median of the per-round ratios
+    beside = measure_on_target(a.retrained["checkpoint"], cfg.replace(target="cpu-ort-1t"), "small")
+    model, limit = beside["latency_rounds_ms"], beside["latency_limit_rounds_ms"]
+    assert len(model) == len(limit) == PRESET_ROUNDS
+    ratios = sorted(m / p for m, p in zip(model, limit, strict=True))
+    assert beside["latency_ratio_to_limit"] == pytest.approx(ratios[PRESET_ROUNDS // 2])
+    assert beside["latency_ratio_to_limit"] < 1  # a tiny model against the 0.74 M preset
+    assert beside["latency_limit_measured"] == pytest.approx(
+        beside["latency_beside_limit"] / beside["latency_ratio_to_limit"]
+    )
 
 
 def test_constraint_rejects_candidates_before_training(
