@@ -40,7 +40,7 @@ from rich.console import Console
 from speechnas.search.config import SearchConfig, base_train_config
 from speechnas.search.drivers import driver_for
 from speechnas.search.feasibility import MIN_VOCAB, check_feasible
-from speechnas.search.measure import PRESET_ROUNDS, measure_on_target
+from speechnas.search.measure import PRESET_ROUNDS, RATIO_TOLERANCE, measure_on_target
 from speechnas.search.objectives import (
     is_error_rate,
     is_hardware_target,
@@ -366,12 +366,15 @@ def finish(
             limits = cfg.constraints.to_dict()
             if "latency_limit_measured" in retrained:  # like for like: timed beside the preset
                 measured["latency"] = retrained["latency_beside_limit"]
-                limits["max_latency_ms"] = retrained["latency_limit_measured"]
+                limits["max_latency_ms"] = retrained["latency_limit_measured"] * (
+                    1 + RATIO_TOLERANCE  # a ratio of 1.005 is timing noise, not a miss
+                )
                 console.print(
                     f"  against preset {preset_limit!r}, timed in turn {PRESET_ROUNDS} times: "
                     f"{retrained['latency_beside_limit']:.2f} ms vs "
-                    f"{limits['max_latency_ms']:.2f} ms (ratio "
-                    f"{retrained['latency_ratio_to_limit']:.2f})"
+                    f"{retrained['latency_limit_measured']:.2f} ms (ratio "
+                    f"{retrained['latency_ratio_to_limit']:.2f}; a miss beyond "
+                    f"{1 + RATIO_TOLERANCE:.2f})"
                 )
             for problem in violations(measured, limits, predicted=False):
                 console.print(f"[yellow]the retrained model misses the target:[/] {problem}")
