@@ -1,4 +1,4 @@
-"""Training corpora mixed with sampling weights."""
+"""Training data: corpora mixed with sampling weights, channel augmentation."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import tiny_config
 
 from speechnas.data.config import TrainSource
@@ -57,3 +58,31 @@ def test_a_training_config_mixes_corpora(tiny_corpus: CorpusInfo, tmp_path: Path
             {**base, "data": {**base["data"], "train": [{"manifest": "x", "weight": 0}]}}
         )
     assert dataclasses.asdict(cfg.data)["train"][0]["weight"] == 1.0
+
+
+def test_channel_augmentation_is_seeded_and_off_by_default(tiny_corpus: CorpusInfo) -> None:
+    from speechnas.data.dataset import AugmentConfig, SpeechDataset
+    from speechnas.data.features import FeatureConfig
+    from speechnas.data.manifest import load_manifest
+    from speechnas.data.synth.effects import EffectConfig
+    from speechnas.data.tokenizer import build_tokenizer
+
+    utts = list(load_manifest(tiny_corpus.manifests["dev"]).utterances)
+    tok = build_tokenizer("char", [u.text for u in utts])
+    plain = AugmentConfig(speed_factors=(), spec_augment=None)
+    noisy = dataclasses.replace(
+        plain,
+        channel=EffectConfig(
+            noise_prob=1.0, snr_db=(0.0, 0.0), noise_kinds=("babble",), telephone_prob=1.0
+        ),
+    )
+    feats = FeatureConfig()
+    clean = SpeechDataset(utts, tok, feats, augment=plain, seed=1).example(0)[0]
+    a = SpeechDataset(utts, tok, feats, augment=noisy, seed=1)
+    b = SpeechDataset(utts, tok, feats, augment=noisy, seed=1)
+    x = a.example(0)[0]
+    assert torch.equal(x, b.example(0)[0])  # the same (seed, epoch, index): the same example
+    assert not torch.allclose(x, clean)  # 0 dB babble through a telephone channel
+    a.set_epoch(1)
+    assert not torch.equal(x, a.example(0)[0])  # another epoch, another draw
+    assert AugmentConfig().channel is None

@@ -16,8 +16,11 @@ from speechnas.data.features import (
     spec_augment,
     speed_perturb,
 )
+from speechnas.data.synth.effects import EffectConfig, apply_effects, sample_effects
 from speechnas.data.tokenizer import Tokenizer
 from speechnas.data.utterance import Utterance
+
+_BABBLE_TALKERS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +29,10 @@ class AugmentConfig:
 
     speed_factors: tuple[float, ...] = (0.9, 1.0, 1.1)
     spec_augment: SpecAugmentConfig | None = field(default_factory=SpecAugmentConfig)
+    #: channel effects drawn per example after speed perturbation (noise at an SNR, with babble
+    #: made of other training utterances; reverberation; the telephone channel), the same
+    #: effects the built-in corpus renders; off by default
+    channel: EffectConfig | None = None
 
 
 @dataclass(slots=True)
@@ -103,12 +110,21 @@ class SpeechDataset:
         if aug is not None and aug.speed_factors:
             factor = float(aug.speed_factors[int(rng.integers(len(aug.speed_factors)))])
             x = speed_perturb(x, self.features.sample_rate, factor)
+        if aug is not None and aug.channel is not None:
+            x = self._channel(x, aug.channel, rng)
         feats, _ = self.extractor(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
         feats = feats[0]
         if aug is not None and aug.spec_augment is not None and self.features.kind != "waveform":
             spec_augment(feats, aug.spec_augment, rng)
         tokens = torch.tensor(self.tokenizer.encode(self.utterances[index].text), dtype=torch.long)
         return feats, tokens
+
+    def _channel(self, x: np.ndarray, cfg: EffectConfig, rng: np.random.Generator) -> np.ndarray:
+        choice = sample_effects(rng, cfg)
+        sources = None
+        if choice["noise"] == "babble":  # other utterances of this set as the talkers
+            sources = [self.audio(int(j)) for j in rng.integers(len(self), size=_BABBLE_TALKERS)]
+        return apply_effects(x, self.features.sample_rate, choice, rng, sources)
 
     def batch(self, indices: Sequence[int]) -> Batch:
         examples = [self.example(i) for i in indices]
