@@ -333,3 +333,36 @@ def test_apply_effects_pipeline() -> None:
         apply_effects(x, SR, {"noise": "violet", "snr_db": 3.0}, rng(0))
     with pytest.raises(ValueError, match="unknown effect keys"):
         apply_effects(x, SR, {"reverb": 0.3}, rng(0))
+
+
+def test_room_rir_has_geometric_early_reflections_and_the_asked_decay() -> None:
+    from speechnas.data.synth.effects import room_rir
+
+    sr = 16000
+    h = room_rir(np.random.default_rng(5), sr, rt60=0.6)
+    np.testing.assert_array_equal(h, room_rir(np.random.default_rng(5), sr, rt60=0.6))
+    assert not np.array_equal(h, room_rir(np.random.default_rng(6), sr, rt60=0.6))
+    assert abs(float(h[np.argmax(np.abs(h))]) - 1.0) < 1e-6 and np.argmax(np.abs(h)) < 5
+    early = np.abs(h[int(0.002 * sr) : int(0.05 * sr)])
+    assert (early > 0.05).sum() >= 3  # distinct wall reflections
+    # Schroeder backward integration: the decay from -5 to -25 dB, extrapolated to 60 dB
+    edc = np.cumsum(h[::-1].astype(np.float64) ** 2)[::-1]
+    db = 10 * np.log10(edc / edc[0])
+    t5, t25 = np.argmax(db < -5) / sr, np.argmax(db < -25) / sr
+    assert 0.6 * 0.6 < 3 * (t25 - t5) < 0.6 * 1.5
+
+
+def test_room_reverb_is_opt_in() -> None:
+    from speechnas.data.synth.effects import EffectConfig, apply_effects, sample_effects
+
+    cfg = EffectConfig(reverb_prob=1.0, rt60=(0.4, 0.4))
+    assert "room" not in sample_effects(np.random.default_rng(0), cfg)  # the corpus's default
+    room = sample_effects(
+        np.random.default_rng(0), EffectConfig(reverb_prob=1.0, reverb_kind="room")
+    )
+    assert room["room"] is True and room["rt60"] is not None
+    x = np.sin(np.arange(16000) / 5).astype(np.float32)
+    y = apply_effects(x, 16000, room, np.random.default_rng(1))
+    assert y.shape == x.shape and not np.allclose(y, x)
+    with pytest.raises(ValueError, match="reverb_kind: 'hall' is not one of synthetic, room"):
+        EffectConfig(reverb_kind="hall")

@@ -23,6 +23,7 @@ import soxr
 __all__ = [
     "NOISE_EXPONENTS",
     "NOISE_KINDS",
+    "REVERB_KINDS",
     "TELEPHONE_RATE",
     "EffectConfig",
     "active_power",
@@ -35,6 +36,7 @@ __all__ = [
     "mu_law_encode",
     "normalise_peak",
     "reverberate",
+    "room_rir",
     "sample_effects",
     "synthetic_rir",
     "telephone",
@@ -44,6 +46,8 @@ __all__ = [
 NOISE_EXPONENTS: dict[str, float] = {"white": 0.0, "pink": 1.0, "brown": 2.0}
 #: All noise kinds an :class:`EffectConfig` may name.
 NOISE_KINDS: tuple[str, ...] = ("white", "pink", "brown", "babble")
+#: How a reverberation is made: :func:`synthetic_rir` or :func:`room_rir`.
+REVERB_KINDS: tuple[str, ...] = ("synthetic", "room")
 #: Sample rate of the telephone channel (G.711).
 TELEPHONE_RATE = 8000
 
@@ -262,6 +266,49 @@ def synthetic_rir(
     return h.astype(np.float32)
 
 
+def room_rir(rng: np.random.Generator, sample_rate: int, *, rt60: float) -> np.ndarray:
+    """A room impulse response whose early part comes from the image method in a random
+    shoebox room (pyroomacoustics: walls absorbing so that Sabine's RT60 is ``rt60``, images up
+    to order 6, so the first reflections follow the room's geometry) and whose late part is the
+    exponentially decaying diffuse tail of :func:`synthetic_rir` from 50 ms on. The room
+    (3-10 x 2.5-8 x 2.4-4 m), source and microphone (at least 0.5 m from the walls and 0.5 m
+    apart) are drawn from ``rng``; the response starts at the direct path, height 1."""
+    import pyroomacoustics as pra
+
+    if not (math.isfinite(rt60) and rt60 > 0):
+        raise ValueError(f"rt60 must be a finite number of seconds > 0, got {rt60}")
+    for _ in range(8):  # a small room cannot reach a long RT60: draw another
+        dims = np.array([rng.uniform(3, 10), rng.uniform(2.5, 8), rng.uniform(2.4, 4)])
+        src, mic = (rng.uniform(0.5, dims - 0.5) for _ in range(2))
+        if np.linalg.norm(src - mic) < 0.5:
+            continue
+        try:
+            absorption, _ = pra.inverse_sabine(rt60, dims)
+        except ValueError:
+            continue
+        break
+    else:
+        return synthetic_rir(rng, sample_rate, rt60=rt60)
+    room = pra.ShoeBox(dims, fs=sample_rate, materials=pra.Material(absorption), max_order=6)
+    room.add_source(src)
+    room.add_microphone(mic)
+    room.compute_rir()
+    early = np.asarray(room.rir[0][0], dtype=np.float64)
+    early = early[max(0, int(np.argmax(np.abs(early))) - 2) :]
+    early /= float(np.max(np.abs(early)))
+    h = synthetic_rir(rng, sample_rate, rt60=rt60).astype(np.float64)
+    cut = round(0.05 * sample_rate)
+    h[:cut] = 0.0  # the tail only, from 50 ms
+    n = min(early.size, cut)
+    fade = np.ones(early.size)
+    fade[n - n // 5 : n] = np.linspace(1.0, 0.0, n // 5)
+    fade[n:] = 0.0
+    out = np.zeros(max(h.size, early.size))
+    out[: h.size] += h
+    out[: early.size] += early * fade
+    return out.astype(np.float32)
+
+
 def reverberate(x: np.ndarray, rir: np.ndarray) -> np.ndarray:
     """Convolve ``x`` with ``rir`` (FFT convolution), cut to ``len(x)``, rescaled to x's peak."""
     a = _as_mono(x)
@@ -395,8 +442,9 @@ class EffectConfig:
 
     Each utterance independently gets additive noise with probability ``noise_prob`` (kind
     uniform over ``noise_kinds``, SNR uniform in ``snr_db``), reverberation with probability
-    ``reverb_prob`` (RT60 uniform in ``rt60`` seconds) and the telephone channel with
-    probability ``telephone_prob``. The defaults apply no effect at all.
+    ``reverb_prob`` (RT60 uniform in ``rt60`` seconds; ``reverb_kind`` ``synthetic``:
+    :func:`synthetic_rir`, ``room``: :func:`room_rir`, image-method early reflections) and the
+    telephone channel with probability ``telephone_prob``. The defaults apply no effect at all.
     """
 
     noise_prob: float = 0.0
@@ -405,6 +453,7 @@ class EffectConfig:
     reverb_prob: float = 0.0
     rt60: tuple[float, float] = (0.2, 0.8)
     telephone_prob: float = 0.0
+    reverb_kind: str = "synthetic"
 
     def __post_init__(self) -> None:
         # Coerce (e.g. lists from YAML/JSON) and validate.
@@ -429,6 +478,10 @@ class EffectConfig:
                 f"noise_kinds must not be empty when noise_prob > 0; allowed: {allowed}"
             )
         set_(self, "noise_kinds", kinds)
+        if self.reverb_kind not in REVERB_KINDS:
+            raise ValueError(
+                f"reverb_kind: {self.reverb_kind!r} is not one of {', '.join(REVERB_KINDS)}"
+            )
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> EffectConfig:
@@ -463,12 +516,15 @@ def sample_effects(rng: np.random.Generator, cfg: EffectConfig) -> dict[str, Any
     if u_rev < cfg.reverb_prob:
         lo, hi = cfg.rt60
         rt60 = round(lo + (hi - lo) * u_rt60, 3)
-    return {
+    choice: dict[str, Any] = {
         "noise": noise,
         "snr_db": snr,
         "rt60": rt60,
         "telephone": bool(u_tel < cfg.telephone_prob),
     }
+    if rt60 is not None and cfg.reverb_kind == "room":
+        choice["room"] = True
+    return choice
 
 
 def apply_effects(
@@ -480,19 +536,23 @@ def apply_effects(
 ) -> np.ndarray:
     """Apply an effect ``choice`` (from :func:`sample_effects`) to ``x``.
 
-    Order: reverberation (a fresh :func:`synthetic_rir`), additive noise at the chosen SNR
-    (coloured noise, or :func:`babble` from ``babble_sources``), then the :func:`telephone`
-    channel. If the result would exceed full scale it is rescaled to a peak of 0.9; it is always
-    passed through :func:`clip_guard`. Missing keys mean "no such effect".
+    Order: reverberation (a fresh :func:`synthetic_rir`, or :func:`room_rir` when ``room``),
+    additive noise at the chosen SNR (coloured noise, or :func:`babble` from
+    ``babble_sources``), then the :func:`telephone` channel. If the result would exceed full
+    scale it is rescaled to a peak of 0.9; it is always passed through :func:`clip_guard`.
+    Missing keys mean "no such effect".
     """
-    unknown = sorted(set(choice) - {"noise", "snr_db", "rt60", "telephone"})
+    unknown = sorted(set(choice) - {"noise", "snr_db", "rt60", "telephone", "room"})
     if unknown:
-        raise ValueError(f"unknown effect keys {unknown}; valid: noise, snr_db, rt60, telephone")
+        raise ValueError(
+            f"unknown effect keys {unknown}; valid: noise, snr_db, rt60, room, telephone"
+        )
     y = _as_mono(x)
 
     rt60 = choice.get("rt60")
     if rt60 is not None:
-        y = _as_mono(reverberate(y, synthetic_rir(rng, sample_rate, rt60=float(rt60))))
+        make_rir = room_rir if choice.get("room") else synthetic_rir
+        y = _as_mono(reverberate(y, make_rir(rng, sample_rate, rt60=float(rt60))))
 
     kind = choice.get("noise")
     if kind is not None:
