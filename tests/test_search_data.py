@@ -87,3 +87,25 @@ def test_one_search_over_several_languages(tiny_corpus: CorpusInfo, tmp_path: Pa
     # the packaged four-language config, by name
     cfg = load_search_config(search_config_path("multilingual"))
     assert cfg.corpus == ("digits-en", "digits-de", "digits-es", "digits-fr")
+
+
+def test_a_retrained_model_is_timed_against_its_preset_limit(
+    tiny_corpus: CorpusInfo, tmp_path: Path
+) -> None:
+    """On a hardware target with the limit given as a preset, the retrained model and the
+    preset are timed in turn and the verdict printed with their ratio."""
+    import io
+
+    from rich.console import Console
+
+    d = search_dict(
+        tiny_corpus, tmp_path, n_trials=3, target="cpu-ort-1t",
+        constraints={"max_latency_ms": "small"}, retrain_minutes=1, retrain_steps=2,
+        retrain_threads=1,
+    )  # fmt: skip
+    out = io.StringIO()
+    outcome = run_search(search_config_from_dict(d), console=Console(file=out, width=200))
+    retrained = outcome.retrained
+    assert retrained is not None and retrained["latency_ratio_to_limit"] < 1
+    assert "against preset 'small', timed in turn 5 times" in out.getvalue()
+    assert "misses the target" not in out.getvalue()
