@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _retrain import trained
 
 from speechnas.data.loading import load_utterances
 from speechnas.evaluate.significance import paired_bootstrap, utterance_errors
@@ -43,31 +44,20 @@ from speechnas.nn.presets import preset
 from speechnas.search.config import default_search_path, load_search_config
 from speechnas.search.objectives import latency_model
 from speechnas.search.runner import prepare_base, retrain_base
-from speechnas.search.select import retrain
 from speechnas.space import Arch
 from speechnas.train.checkpoint import load_model
-from speechnas.train.score import score_checkpoint
 from speechnas.versions import versions
 
 
 def _train(job: dict[str, Any]) -> dict[str, Any]:
     """One model and seed: trained (or reused), and its hypotheses on every test set."""
-    out = Path(job["out"])
-    done = out / "result.json"
-    if done.is_file():
-        return json.loads(done.read_text())
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
     cfg = load_search_config(job["config"])
     # no space check: a preset (``base``) may lie outside the search space
     base = retrain_base(cfg, prepare_base(cfg)).replace(space=None)
-    arch = Arch.from_json(job["arch"])
-    metrics = retrain(arch, base, job["minutes"], out / "train", seed=job["seed"],
-                      steps=job["steps"], threads=job["threads"])  # fmt: skip
-    scores = score_checkpoint(metrics["checkpoint"], base.data.test)
-    hyps = {name: list(ev.hypotheses) for name, ev in scores.items()}
-    result = {"metrics": metrics, "hypotheses": hyps}
-    done.write_text(json.dumps(result))
-    return result
+    return trained(Path(job["out"]), base, Arch.from_json(job["arch"]), base.data.test,
+                   minutes=job["minutes"], seed=job["seed"], steps=job["steps"],
+                   threads=job["threads"])  # fmt: skip
 
 
 def _models(args: argparse.Namespace) -> dict[str, Arch]:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _retrain import hypotheses, trained
 
 from speechnas.data.loading import load_utterances
 from speechnas.data.synth.corpus import CorpusConfig, build_corpus
@@ -35,9 +36,7 @@ from speechnas.evaluate.significance import paired_bootstrap, utterance_errors
 from speechnas.nn.presets import PRESETS, preset
 from speechnas.search.config import default_search_path, load_search_config
 from speechnas.search.runner import prepare_base
-from speechnas.search.select import retrain
 from speechnas.space import Arch
-from speechnas.train.score import score_checkpoint
 from speechnas.versions import versions
 
 CORPORA = {
@@ -46,23 +45,13 @@ CORPORA = {
 }
 
 
-def _hypotheses(checkpoint: str, tests: dict[str, str]) -> dict[str, list[str]]:
-    return {k: list(ev.hypotheses) for k, ev in score_checkpoint(checkpoint, tests).items()}
-
-
 def _train(job: dict[str, Any]) -> dict[str, Any]:
-    out = Path(job["out"])
-    done = out / "result.json"
-    if done.is_file():
-        return json.loads(done.read_text())
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
     base = prepare_base(load_search_config(job["config"])).replace(space=None)  # any arch
     data = dataclasses.replace(base.data.with_corpus(job["manifests"]), test={})
-    metrics = retrain(Arch.from_json(job["arch"]), base.replace(data=data), 1e6, out / "train",
-                      seed=job["seed"], steps=job["steps"], threads=job["threads"])  # fmt: skip
-    result = {"metrics": metrics, "hypotheses": _hypotheses(metrics["checkpoint"], job["tests"])}
-    done.write_text(json.dumps(result))
-    return result
+    return trained(Path(job["out"]), base.replace(data=data), Arch.from_json(job["arch"]),
+                   job["tests"], minutes=1e6, seed=job["seed"], steps=job["steps"],
+                   threads=job["threads"])  # fmt: skip
 
 
 def main() -> None:
@@ -105,7 +94,7 @@ def main() -> None:
         runs[job["label"]].append(res)
     for item in args.checkpoint:
         label, _, path = item.partition("=")
-        runs[label] = [{"metrics": {"checkpoint": path}, "hypotheses": _hypotheses(path, tests)}]
+        runs[label] = [{"metrics": {"checkpoint": path}, "hypotheses": hypotheses(path, tests)}]
 
     refs = {
         name: [u.text for u in load_utterances(m, skip_invalid=False)] for name, m in tests.items()

@@ -121,7 +121,10 @@ def builtin_data(cfg: SearchConfig, data: DataConfig) -> DataConfig:
     pooled.parent.mkdir(parents=True, exist_ok=True)
     scratch = pooled.with_name(f".dev.jsonl.{os.getpid()}")
     write_manifest(scratch, utts)
-    os.replace(scratch, pooled)  # a reader never sees a half-written manifest
+    if pooled.is_file() and pooled.read_bytes() == scratch.read_bytes():
+        scratch.unlink()  # every worker pools the same dev set: rewrite it only when it changed
+    else:
+        os.replace(scratch, pooled)  # a reader never sees a half-written manifest
     return dataclasses.replace(
         data,
         train=tuple(TrainSource(str(i.manifests["train"])) for i in infos.values()),
