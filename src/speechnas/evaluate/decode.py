@@ -20,6 +20,7 @@ class Evaluation:
     hypotheses: tuple[str, ...]
     audio_seconds: float
     compute_seconds: float
+    references: tuple[str, ...] = ()  # in the order of ``hypotheses``
 
     @property
     def rtf(self) -> float:
@@ -70,4 +71,5 @@ def evaluate_dataset(
         hypotheses=tuple(hyps),
         audio_seconds=audio,
         compute_seconds=compute,
+        references=tuple(refs),
     )

@@ -1,5 +1,8 @@
 """Checkpoints that load without executing code.
 
+A fake-quantized model (:mod:`speechnas.nn.quant`) is saved with its quantized weights under the
+plain names and its bit widths in ``meta.json`` (``bits``); it loads quantized again.
+
 A checkpoint is a folder: ``model.safetensors`` (weights), ``meta.json`` (everything needed to
 rebuild the model and its input pipeline: model, feature and tokenizer config, the training
 config, seed and versions) and, for resumable ones, ``state.pt`` (optimizer, scheduler, sampler,
@@ -23,6 +26,7 @@ from speechnas.data.features import FeatureConfig
 from speechnas.data.tokenizer import Tokenizer, tokenizer_from_dict
 from speechnas.nn.build import SpeechModel, build
 from speechnas.nn.legacy import convert_legacy_state, is_legacy_meta, legacy_arch
+from speechnas.nn.quant import allocation_of, apply_bits, plain_state_dict
 from speechnas.space.arch import Arch
 
 
@@ -38,7 +42,10 @@ def save_checkpoint(
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    weights = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    weights = {k: v.detach().contiguous() for k, v in plain_state_dict(model).items()}
+    bits = allocation_of(model)
+    if bits:  # a fake-quantized model: its weights are stored quantized, with their widths
+        meta = {**meta, "bits": bits}
     save_file(weights, str(tmp / "model.safetensors"))
     (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
     if state is not None:
@@ -81,6 +88,8 @@ def load_model(folder: str | Path) -> LoadedModel:
         arch = Arch.from_json(meta["arch"])
     model = build(arch, vocab_size=tokenizer.vocab_size)
     model.load_state_dict(weights)
+    if meta.get("bits"):  # quantized weights stay on their grid: quantizing again is exact
+        apply_bits(model, meta["bits"])
     model.eval()
     return LoadedModel(model=model, tokenizer=tokenizer, features=features, meta=meta)
 

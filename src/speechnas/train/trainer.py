@@ -28,6 +28,7 @@ from speechnas.data.sampler import DurationBatchSampler
 from speechnas.data.tokenizer import Tokenizer
 from speechnas.evaluate.decode import evaluate_dataset
 from speechnas.nn.build import SpeechModel, build, feature_config
+from speechnas.nn.quant import load_plain_state, plain_state_dict
 from speechnas.nn.supernet import Supernet, largest, supernet_space
 from speechnas.space import load_space
 from speechnas.train.checkpoint import load_state, save_checkpoint
@@ -258,7 +259,7 @@ class Trainer:
                 f"{folder} was written by a different config; use another output_dir "
                 "or delete it to start afresh (only the budget may change on resume)"
             )
-        self.model.load_state_dict(load_file(str(folder / "model.safetensors")))
+        load_plain_state(self.model, load_file(str(folder / "model.safetensors")))
         st = load_state(folder)
         self.optimizer.load_state_dict(st["optimizer"])
         self.scheduler.load_state_dict(st["scheduler"])
@@ -286,7 +287,7 @@ class Trainer:
             )
         if loaded.tokenizer.to_dict() != self.tokenizer.to_dict():
             raise ValueError(f"init_from: {folder} was trained with another tokenizer")
-        self.model.load_state_dict(loaded.model.state_dict())
+        load_plain_state(self.model, plain_state_dict(loaded.model))
         log.info("initialised from %s", folder)
 
     # ----------------------------------------------------------------------------- loop

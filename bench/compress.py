@@ -1,0 +1,185 @@
+"""Compression of a trained fp32 model: uniform and KL-sensitivity mixed-precision quantization
+with QAT (and, with ``--darts``, differentiable architecture compression first), each tested
+for "lossless" against the fp32 model with MAPSSWE and a paired bootstrap.
+
+Rows: PTQ (weights quantized, no training) and QAT at uniform 8 and 4 bits; KL mixed precision
+(dynamic programming under a size budget) with QAT at budgets given in average bits
+(``--kl-bits``, 4 = the uniform 4-bit size); with ``--darts``, the DARTS-compressed model alone
+(fine-tuned) and followed by KL mixed precision with QAT. Every row: model bytes (packed
+weights + per-channel scales + float parameters), compression ratio to fp32, WER on every test
+set and the p-values of the difference to fp32. "Lossless" on a test set: not significantly
+worse (MAPSSWE p >= 0.05, or no worse at all). The headline is the largest lossless ratio on
+``test``. Writes ``compress.json``, ``allocations.png`` and prints a table. Trainings are step
+budgets and are reused on a rerun.
+
+    .venv/bin/python bench/compress.py --baseline runs/compress/baseline/best
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from speechnas.compress.allocate import allocate, uniform_allocation
+from speechnas.compress.mixed import average_bits_budget, float_bytes, sensitivity_of
+from speechnas.compress.plots import plot_allocations
+from speechnas.compress.qat import checkpoint_config, qat
+from speechnas.data.dataset import SpeechDataset
+from speechnas.data.loading import load_utterances
+from speechnas.evaluate.decode import evaluate_dataset, prepare_batches
+from speechnas.evaluate.significance import compare_systems
+from speechnas.nn.quant import apply_bits, remove_bits, weight_bytes
+from speechnas.train.checkpoint import LoadedModel, load_model
+from speechnas.versions import versions
+
+log = logging.getLogger("bench.compress")
+
+
+class Scorer:
+    """Test sets prepared once (features extracted), decoded by many models."""
+
+    def __init__(self, loaded: LoadedModel, tests: dict[str, str]) -> None:
+        self.sets = {}
+        for name, manifest in tests.items():
+            ds = SpeechDataset(
+                load_utterances(manifest, skip_invalid=False), loaded.tokenizer, loaded.features
+            )
+            self.sets[name] = (ds, prepare_batches(ds))
+
+    def __call__(self, model: torch.nn.Module) -> dict[str, dict[str, Any]]:
+        out = {}
+        for name, (ds, batches) in self.sets.items():
+            ev = evaluate_dataset(model, ds, batches=batches)  # type: ignore[arg-type]
+            out[name] = {"wer": ev.rates.wer, "refs": ev.references, "hyps": ev.hypotheses}
+        return out
+
+
+def test_sets(checkpoint: Path) -> dict[str, str]:
+    """The checkpoint's test sets, plus the held-out-engine set of its corpus when present."""
+    cfg = checkpoint_config(checkpoint)
+    tests = dict(cfg.data.test)
+    if "test" in tests and "test-unseen-engine" not in tests:
+        unseen = Path(tests["test"]).with_name("test-unseen-engine.jsonl")
+        if unseen.is_file():
+            tests["test-unseen-engine"] = str(unseen)
+    return tests
+
+
+def row(
+    label: str, kind: str, model: torch.nn.Module, bits: dict[str, int], fp32_bytes: int,
+    scores: dict[str, dict[str, Any]], ref: dict[str, dict[str, Any]], numel: dict[str, int],
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    size = weight_bytes(model, {k: v for k, v in bits.items() if k in numel})
+    quant = {m: b for m, b in bits.items() if m in numel}
+    avg = (
+        sum(numel[m] * b for m, b in quant.items()) / sum(numel[m] for m in quant) if quant else 32
+    )
+    tests = {}
+    for name, sc in scores.items():
+        cmp = compare_systems(sc["refs"], sc["hyps"], ref[name]["hyps"], samples=5000)
+        worse = cmp["delta"] > 0 and cmp["p_mapsswe"] < 0.05
+        tests[name] = {
+            "wer": sc["wer"], "delta": cmp["delta"], "p_mapsswe": cmp["p_mapsswe"],
+            "p_bootstrap": cmp["p_bootstrap"], "lossless": not worse,
+        }  # fmt: skip
+    return {"label": label, "kind": kind, "bytes": size, "ratio": fp32_bytes / size,
+            "average_bits": avg, "tests": tests, "bits": bits, **(extra or {})}  # fmt: skip
+
+
+def table(rows: list[dict[str, Any]], tests: list[str]) -> Table:
+    t = Table(title="compression against the fp32 baseline (p: MAPSSWE; * = significantly worse)")
+    for col in ("row", "KiB", "ratio", "avg bits", *(f"{n} WER %" for n in tests)):
+        t.add_column(col, justify="left" if col == "row" else "right")
+    for r in rows:
+        cells = []
+        for n in tests:
+            x = r["tests"][n]
+            mark = "" if x["lossless"] else "*"
+            cells.append(f"{100 * x['wer']:.2f} (p {x['p_mapsswe']:.2f}){mark}")
+        t.add_row(r["label"], f"{r['bytes'] / 1024:.0f}", f"{r['ratio']:.1f}x",
+                  f"{r['average_bits']:.2f}", *cells)  # fmt: skip
+    return t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--baseline", default="runs/compress/baseline/best", help="fp32 checkpoint")
+    ap.add_argument("--out", default="runs/compress/bench")
+    ap.add_argument("--qat-steps", type=int, default=400)
+    ap.add_argument("--qat-lr", type=float, default=5e-4)
+    ap.add_argument("--kl-bits", default="4,3,2.5", help="KL budgets in average bits")
+    ap.add_argument("--uniform", default="8,4", help="uniform bit widths")
+    ap.add_argument("--dev-utts", type=int, default=200, help="held-out utterances for KL")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    baseline = Path(args.baseline)
+    loaded = load_model(baseline)
+    tests = test_sets(baseline)
+    scorer = Scorer(loaded, tests)
+    fp32 = scorer(loaded.model)
+    fp32_bytes = weight_bytes(loaded.model)
+    s = sensitivity_of(baseline, utterances=args.dev_utts, cache=out / "sensitivity.json")
+    fixed = float_bytes(loaded, s)
+    rows = [row("fp32", "baseline", loaded.model, {}, fp32_bytes, fp32, fp32, s.numel)]
+    plans: list[tuple[str, str, dict[str, int], dict[str, Any]]] = []
+    for b in (int(x) for x in args.uniform.split(",")):
+        bits = uniform_allocation(s, b, fixed_bytes=fixed).bits
+        apply_bits(loaded.model, bits)
+        rows.append(row(f"PTQ uniform {b}-bit", "ptq", loaded.model, bits, fp32_bytes,
+                        scorer(loaded.model), fp32, s.numel))  # fmt: skip
+        remove_bits(loaded.model)
+        plans.append((f"QAT uniform {b}-bit", "qat-uniform", bits, {}))
+    for avg in (float(x) for x in args.kl_bits.split(",")):
+        budget = average_bits_budget(s, avg, fixed)
+        alloc = allocate(s, budget, fixed_bytes=fixed)
+        extra = {"budget_bytes": budget, "sensitivity": alloc.sensitivity}
+        plans.append((f"QAT KL mixed {avg:g}-bit budget", "qat-kl", alloc.bits, extra))
+    for label, kind, bits, extra in plans:
+        folder = out / label.replace(" ", "-").lower()
+        start = time.perf_counter()
+        res = qat(baseline, bits, folder, steps=args.qat_steps, lr=args.qat_lr, seed=args.seed,
+                  threads=args.threads, show_progress=False)  # fmt: skip
+        q = load_model(folder / "best")
+        extra = {**extra, "qat_steps": res.steps, "qat_seconds": time.perf_counter() - start,
+                 "checkpoint": str(folder / "best")}  # fmt: skip
+        rows.append(row(label, kind, q.model, bits, fp32_bytes, scorer(q.model), fp32,
+                        s.numel, extra))  # fmt: skip
+        log.info("%s: ratio %.1f, test WER %.2f%%", label, rows[-1]["ratio"],
+                 100 * rows[-1]["tests"]["test"]["wer"])  # fmt: skip
+    lossless = [r for r in rows[1:] if r["tests"]["test"]["lossless"]]
+    headline = max(lossless, key=lambda r: r["ratio"]) if lossless else None
+    plot_allocations({r["label"]: r["bits"] for r in rows if r["kind"] != "baseline"},
+                     out / "allocations.png")  # fmt: skip
+    payload = {
+        "baseline": str(baseline), "fp32_bytes": fp32_bytes, "tests": list(tests),
+        "headline": None if headline is None else {
+            "label": headline["label"], "ratio": headline["ratio"],
+            "test_wer": headline["tests"]["test"]["wer"],
+            "p_mapsswe": headline["tests"]["test"]["p_mapsswe"],
+        },
+        "rows": [{k: v for k, v in r.items() if k != "bits"} for r in rows],
+        "allocations": {r["label"]: r["bits"] for r in rows},
+        "args": vars(args), "versions": versions(),
+    }  # fmt: skip
+    (out / "compress.json").write_text(json.dumps(payload, indent=1))
+    print(json.dumps({k: payload[k] for k in ("headline", "fp32_bytes")}, indent=1))
+    Console(width=200).print(table(rows, list(tests)))
+
+
+if __name__ == "__main__":
+    main()

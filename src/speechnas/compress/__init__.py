@@ -1,0 +1,2 @@
+"""Model compression: fake quantization, sensitivity, bit allocation, QAT and differentiable
+architecture compression."""
