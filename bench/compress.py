@@ -74,10 +74,60 @@ def test_sets(checkpoint: Path) -> dict[str, str]:
     return tests
 
 
+def deploy(
+    out: Path, loaded: LoadedModel, chosen: dict[str, Any] | None, test: str, rounds: int
+) -> dict[str, Any]:
+    """The fp32 model and ``chosen`` (a QAT row) exported, transcribed without PyTorch, and
+    timed at 5 s on the ONNX Runtime targets (and the fp32 model on the int8, QDQ and bf16
+    paths) in ``rounds`` interleaved rounds; ratios to fp32 ``cpu-ort-1t`` per round."""
+    from speechnas.export.lowbit import export_lowbit
+    from speechnas.export.onnx import export_model
+    from speechnas.export.transcribe import Transcriber, score_manifest
+    from speechnas.hardware.profiler import profile
+    from speechnas.nn.cost import analytic_macs
+
+    fp32 = export_model(loaded.model, out / "onnx-fp32", tokenizer=loaded.tokenizer,
+                        features=loaded.features).files["model"]  # fmt: skip
+    files: dict[str, Path] = {"fp32": fp32}
+    info: dict[str, Any] = {"fp32": {"file_bytes": fp32.stat().st_size}}
+    if chosen is not None:
+        q = load_model(chosen["checkpoint"])
+        for kernels in ("exact", "fast"):
+            r = export_lowbit(
+                q.model, q.meta["bits"], out / f"onnx-{kernels}" / "model.onnx",
+                kernels=kernels, tokenizer=q.tokenizer, features=q.features,
+            )  # fmt: skip
+            files[f"{chosen['label']} ({kernels})"] = r.path
+            info[f"{chosen['label']} ({kernels})"] = r.summary()
+    for name, path in files.items():
+        scored = score_manifest(Transcriber(path), test)
+        info[name].update(wer=scored["wer"], rtf=scored["rtf"])
+    jobs = [("fp32", fp32, "cpu-ort-1t"), ("fp32 on int8 dynamic", fp32, "cpu-ort-int8-1t"),
+            ("fp32 on int8 static QDQ", fp32, "cpu-ort-qdq-1t"),
+            ("fp32 on torch bf16", loaded.model, "cpu-torch-bf16-1t")]  # fmt: skip
+    jobs += [(n, p, "cpu-ort-1t") for n, p in files.items() if n != "fp32"]
+    times: dict[str, list[float]] = {n: [] for n, _, _ in jobs}
+    for _ in range(rounds):
+        for name, model, target in jobs:
+            prof = profile(model, target, seconds=[5.0], memory=False)
+            times[name].append(prof.latency_ms(5.0))
+    macs = analytic_macs(loaded.model.arch, seconds=5.0, vocab_size=loaded.model.vocab_size)
+    latency = {}
+    for name, _, target in jobs:
+        t = sorted(times[name])
+        ratios = sorted(a / b for a, b in zip(times[name], times["fp32"], strict=True))
+        latency[name] = {
+            "target": target, "median_ms": t[len(t) // 2], "min_ms": t[0], "max_ms": t[-1],
+            "ratio_to_fp32": ratios[len(ratios) // 2], "ratio_min": ratios[0],
+            "ratio_max": ratios[-1], "gmac_per_s": macs.total / t[len(t) // 2] / 1e6,
+        }  # fmt: skip
+    return {"files": info, "latency": latency, "macs_5s": macs.total, "rounds": rounds}
+
+
 def row(
     label: str, kind: str, model: torch.nn.Module, bits: dict[str, int], fp32_bytes: int,
     scores: dict[str, dict[str, Any]], ref: dict[str, dict[str, Any]], numel: dict[str, int],
-    extra: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None, control: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     size = weight_bytes(model, {k: v for k, v in bits.items() if k in numel})
     quant = {m: b for m, b in bits.items() if m in numel}
@@ -92,19 +142,30 @@ def row(
             "wer": sc["wer"], "delta": cmp["delta"], "p_mapsswe": cmp["p_mapsswe"],
             "p_bootstrap": cmp["p_bootstrap"], "lossless": not worse,
         }  # fmt: skip
+        if control is not None:  # against fp32 fine-tuned for the same steps
+            c = compare_systems(sc["refs"], sc["hyps"], control[name]["hyps"], samples=5000)
+            tests[name].update(
+                delta_vs_control=c["delta"], p_vs_control=c["p_mapsswe"],
+                lossless_vs_control=not (c["delta"] > 0 and c["p_mapsswe"] < 0.05),
+            )  # fmt: skip
     return {"label": label, "kind": kind, "bytes": size, "ratio": fp32_bytes / size,
             "average_bits": avg, "tests": tests, "bits": bits, **(extra or {})}  # fmt: skip
 
 
 def table(rows: list[dict[str, Any]], tests: list[str]) -> Table:
-    t = Table(title="compression against the fp32 baseline (p: MAPSSWE; * = significantly worse)")
+    t = Table(
+        title="compression against the fp32 baseline (p: MAPSSWE; * significantly worse "
+        "than fp32, + than fp32 fine-tuned as long)"
+    )
     for col in ("row", "KiB", "ratio", "avg bits", *(f"{n} WER %" for n in tests)):
         t.add_column(col, justify="left" if col == "row" else "right")
     for r in rows:
         cells = []
         for n in tests:
             x = r["tests"][n]
-            mark = "" if x["lossless"] else "*"
+            mark = ("" if x["lossless"] else "*") + (
+                "" if x.get("lossless_vs_control", True) else "+"
+            )
             cells.append(f"{100 * x['wer']:.2f} (p {x['p_mapsswe']:.2f}){mark}")
         t.add_row(r["label"], f"{r['bytes'] / 1024:.0f}", f"{r['ratio']:.1f}x",
                   f"{r['average_bits']:.2f}", *cells)  # fmt: skip
@@ -122,6 +183,7 @@ def main() -> None:
     ap.add_argument("--dev-utts", type=int, default=200, help="held-out utterances for KL")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved latency rounds")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
@@ -136,7 +198,12 @@ def main() -> None:
     s = sensitivity_of(baseline, utterances=args.dev_utts, cache=out / "sensitivity.json")
     fixed = float_bytes(loaded, s)
     rows = [row("fp32", "baseline", loaded.model, {}, fp32_bytes, fp32, fp32, s.numel)]
-    plans: list[tuple[str, str, dict[str, int], dict[str, Any]]] = []
+    # Control: the fp32 model fine-tuned with the QAT recipe and steps, so that a quantized
+    # model is also compared with what the extra training alone gives.
+    plans: list[tuple[str, str, dict[str, int], dict[str, Any]]] = [
+        (f"fp32 + {args.qat_steps} steps (control)", "control", {}, {})
+    ]
+    control = None
     for b in (int(x) for x in args.uniform.split(",")):
         bits = uniform_allocation(s, b, fixed_bytes=fixed).bits
         apply_bits(loaded.model, bits)
@@ -157,16 +224,28 @@ def main() -> None:
         q = load_model(folder / "best")
         extra = {**extra, "qat_steps": res.steps, "qat_seconds": time.perf_counter() - start,
                  "checkpoint": str(folder / "best")}  # fmt: skip
-        rows.append(row(label, kind, q.model, bits, fp32_bytes, scorer(q.model), fp32,
-                        s.numel, extra))  # fmt: skip
+        scores = scorer(q.model)
+        rows.append(row(label, kind, q.model, bits, fp32_bytes, scores, fp32, s.numel, extra,
+                        control))  # fmt: skip
+        if kind == "control":
+            control = scores
         log.info("%s: ratio %.1f, test WER %.2f%%", label, rows[-1]["ratio"],
                  100 * rows[-1]["tests"]["test"]["wer"])  # fmt: skip
-    lossless = [r for r in rows[1:] if r["tests"]["test"]["lossless"]]
+    compressed = [r for r in rows if r["bits"]]
+    lossless = [r for r in compressed if r["tests"]["test"]["lossless"]]
     headline = max(lossless, key=lambda r: r["ratio"]) if lossless else None
-    plot_allocations({r["label"]: r["bits"] for r in rows if r["kind"] != "baseline"},
-                     out / "allocations.png")  # fmt: skip
+    strict = [r for r in lossless if r["tests"]["test"].get("lossless_vs_control", True)]
+    strict_headline = max(strict, key=lambda r: r["ratio"]) if strict else None
+    plot_allocations({r["label"]: r["bits"] for r in compressed}, out / "allocations.png")
+    trained_lossless = [r for r in lossless if "checkpoint" in r]
+    chosen = max(trained_lossless, key=lambda r: r["ratio"]) if trained_lossless else None
+    deployed = deploy(out, loaded, chosen, tests["test"], args.rounds)
     payload = {
+        "deploy": deployed,
         "baseline": str(baseline), "fp32_bytes": fp32_bytes, "tests": list(tests),
+        "headline_vs_control": None if strict_headline is None else {
+            "label": strict_headline["label"], "ratio": strict_headline["ratio"],
+        },
         "headline": None if headline is None else {
             "label": headline["label"], "ratio": headline["ratio"],
             "test_wer": headline["tests"]["test"]["wer"],
@@ -177,8 +256,20 @@ def main() -> None:
         "args": vars(args), "versions": versions(),
     }  # fmt: skip
     (out / "compress.json").write_text(json.dumps(payload, indent=1))
-    print(json.dumps({k: payload[k] for k in ("headline", "fp32_bytes")}, indent=1))
-    Console(width=200).print(table(rows, list(tests)))
+    print(json.dumps({k: payload[k] for k in ("headline", "headline_vs_control", "fp32_bytes")},
+                     indent=1))  # fmt: skip
+    console = Console(width=200)
+    console.print(table(rows, list(tests)))
+    lat = Table(title="deployed: 5-s utterance, one thread, ratio to fp32 cpu-ort-1t per round")
+    for col in ("model / path", "target", "ms", "ratio [min-max]", "GMAC/s", "WER %", "KiB"):
+        lat.add_column(col, justify="left" if col in ("model / path", "target") else "right")
+    for name, x in deployed["latency"].items():
+        f = deployed["files"].get(name, {})
+        lat.add_row(name, x["target"], f"{x['median_ms']:.2f}",
+                    f"{x['ratio_to_fp32']:.2f} [{x['ratio_min']:.2f}-{x['ratio_max']:.2f}]",
+                    f"{x['gmac_per_s']:.1f}", f"{100 * f['wer']:.2f}" if f else "",
+                    f"{f['file_bytes'] / 1024:.0f}" if f else "")  # fmt: skip
+    console.print(lat)
 
 
 if __name__ == "__main__":

@@ -6,13 +6,21 @@ memory. The profiler and the latency predictor only talk to this protocol, so a 
 for model files that it copies over.
 
 * :class:`OrtBackend`: ONNX Runtime on this machine's CPU; the model is an ``.onnx`` path.
+  With precision "int8-static" a float file is first quantised to static QDQ int8 (random
+  calibration: the latency does not depend on the values), once per file.
 * :class:`TorchBackend`: PyTorch eager on this machine's CPU; the model is an ``nn.Module``
-  called with the inputs in order.
+  called with the inputs in order. With precision "bf16" a bfloat16 copy of the module runs
+  on bfloat16 inputs (integer inputs, such as lengths, are passed unchanged).
+
+The precision is applied here, not in ``program.load_program``, so that one program (a model
+exported once) can be timed at every precision; the backend checks that the CPU has the
+instructions the precision needs (``speechnas.hardware.cpu``) and says which are missing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import copyreg
 import gc
 import json
@@ -27,7 +35,15 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["Backend", "Feeds", "OrtBackend", "TorchBackend", "backend_for", "time_calls"]
+__all__ = [
+    "Backend",
+    "Feeds",
+    "OrtBackend",
+    "TorchBackend",
+    "backend_for",
+    "backend_for_target",
+    "time_calls",
+]
 
 Feeds = Mapping[str, np.ndarray]
 
@@ -138,15 +154,43 @@ class OrtBackend:
     """
 
     name = "onnxruntime"
+    precisions: tuple[str, ...] = ("fp32", "int8", "int8-static")
 
-    def __init__(self, threads: int = 1) -> None:
+    def __init__(self, threads: int = 1, precision: str = "fp32") -> None:
+        if precision not in self.precisions:
+            raise ValueError(
+                f"precision: {precision!r} is not one of {list(self.precisions)} (onnxruntime)"
+            )
+        if precision == "int8-static":
+            from speechnas.hardware.cpu import check_precision
+
+            check_precision(precision)
         self.threads = threads
+        self.precision = precision
         self._sessions: dict[tuple[str, float], Any] = {}
+        self._converted: dict[tuple[str, float], Path] = {}
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+
+    def prepared(self, model: str | Path) -> Path:
+        """The file that runs for ``model``: itself, or for "int8-static" its QDQ int8 form
+        (files that are already quantised run as they are)."""
+        path = Path(model)
+        if self.precision != "int8-static" or _is_quantised(path):
+            return path
+        key = (str(path.resolve()), path.stat().st_mtime)
+        if key not in self._converted:
+            from speechnas.export.quantize import quantize_qdq
+
+            if self._tmp is None:
+                self._tmp = tempfile.TemporaryDirectory(prefix="speechnas-qdq-")
+            dst = Path(self._tmp.name) / f"{len(self._converted)}-{path.stem}.qdq.onnx"
+            self._converted[key] = quantize_qdq(path, dst).path
+        return self._converted[key]
 
     def session(self, model: str | Path) -> Any:
         import onnxruntime as ort
 
-        path = Path(model)
+        path = self.prepared(model)
         key = (str(path.resolve()), path.stat().st_mtime)
         if key not in self._sessions:
             opts = ort.SessionOptions()
@@ -196,7 +240,19 @@ class OrtBackend:
     def peak_memory(self, parts: Sequence[tuple[Any, Feeds]]) -> int | None:
         """Peak RSS increase of a fresh process over its size after importing ONNX Runtime,
         while it opens every session and runs it once: weights, arena and activations."""
-        return _probe({"runtime": self.name, "threads": self.threads, "parts": list(parts)})
+        parts = [(self.prepared(m), f) for m, f in parts]
+        return _probe({"runtime": self.name, "threads": self.threads, "parts": parts})
+
+
+def _is_quantised(path: Path) -> bool:
+    """Whether an ONNX file already holds quantised ops or says it was quantised."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    if any(p.key == "quantization" for p in model.metadata_props):
+        return True
+    quantised = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeMatMul", "MatMulNBits"}
+    return any(n.op_type in quantised for n in model.graph.node)
 
 
 @contextlib.contextmanager
@@ -213,19 +269,48 @@ def _picklable_arch() -> Iterator[None]:
 
 
 class TorchBackend:
-    """PyTorch eager on the CPU with ``threads`` intra-op threads, under ``inference_mode``."""
+    """PyTorch eager on the CPU with ``threads`` intra-op threads, under ``inference_mode``;
+    in bfloat16 for precision "bf16" (a converted copy of each module, made once)."""
 
     name = "torch"
+    precisions: tuple[str, ...] = ("fp32", "bf16")
 
-    def __init__(self, threads: int = 1) -> None:
+    def __init__(self, threads: int = 1, precision: str = "fp32") -> None:
+        if precision not in self.precisions:
+            raise ValueError(
+                f"precision: {precision!r} is not one of {list(self.precisions)} (torch)"
+            )
+        if precision == "bf16":
+            from speechnas.hardware.cpu import check_precision
+
+            check_precision(precision)
         self.threads = threads
+        self.precision = precision
+        self._converted: dict[int, tuple[Any, Any]] = {}
+
+    def prepared(self, model: Any) -> Any:
+        """The module that runs for ``model``: itself, or a bfloat16 copy for "bf16"."""
+        if self.precision == "fp32":
+            return model
+        import torch
+
+        key = id(model)
+        if key not in self._converted or self._converted[key][0] is not model:
+            with _picklable_arch():
+                copied = copy.deepcopy(model)
+            from speechnas.hardware._bf16 import Bf16Inputs
+
+            self._converted[key] = (model, Bf16Inputs(copied.to(torch.bfloat16)).eval())
+        return self._converted[key][1]
 
     def _call(self, model: Any) -> Callable[[Feeds], object]:
         import torch
 
+        module = self.prepared(model)
+
         def call(feeds: Feeds) -> object:
             with torch.inference_mode():
-                return model(*(torch.from_numpy(np.asarray(v)) for v in feeds.values()))
+                return module(*(torch.from_numpy(np.asarray(v)) for v in feeds.values()))
 
         return call
 
@@ -242,7 +327,9 @@ class TorchBackend:
     def run(self, model: Any, feeds: Feeds) -> list[np.ndarray]:
         out = self._with_threads(lambda: self._call(model)(feeds))
         items = out if isinstance(out, tuple | list) else (out,)
-        return [np.asarray(o.detach().numpy()) for o in items]
+        return [
+            np.asarray((o.float() if o.is_floating_point() else o).detach().numpy()) for o in items
+        ]
 
     def time(
         self,
@@ -271,15 +358,21 @@ class TorchBackend:
             for i, (module, feeds) in enumerate(parts):
                 path = Path(tmp) / f"module{i}.pt"
                 with _picklable_arch():
-                    torch.save(module, path)
+                    torch.save(self.prepared(module), path)
                 saved.append((path, feeds))
             return _probe({"runtime": self.name, "threads": self.threads, "parts": saved})
 
 
-def backend_for(runtime: str, threads: int) -> Backend:
-    """The local backend of a target's runtime."""
+def backend_for(runtime: str, threads: int, precision: str = "fp32") -> Backend:
+    """The local backend of a target's runtime, at ``precision`` ("int8" is applied to the
+    files before they reach the backend, by ``program.load_program``, so it runs as "fp32")."""
     if runtime == "onnxruntime":
-        return OrtBackend(threads)
+        return OrtBackend(threads, "fp32" if precision == "int8" else precision)
     if runtime == "torch":
-        return TorchBackend(threads)
+        return TorchBackend(threads, precision)
     raise ValueError(f"runtime: {runtime!r} is not one of ['onnxruntime', 'torch']")
+
+
+def backend_for_target(target: Any) -> Backend:
+    """The local backend of a :class:`~speechnas.hardware.target.Target`."""
+    return backend_for(target.runtime, target.threads, target.precision)

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from scipy.optimize import nnls
 
-from speechnas.hardware.backends import Backend, backend_for
+from speechnas.hardware.backends import Backend, backend_for_target
 from speechnas.hardware.blocks import RUN_BLOCK, Block, decompose
 from speechnas.hardware.calibration import FLUSH_BYTES, GRIDS, BlockFit, measure_blocks
 from speechnas.hardware.program import chunk_windows, decoding_calls, utterance_length
@@ -239,7 +239,7 @@ class LatencyPredictor:
         if not todo:
             return 0
         t = self.target
-        backend = backend or backend_for(t.runtime, t.threads)
+        backend = backend or backend_for_target(t)
         kwargs = {
             "warmup": t.warmup if warmup is None else warmup,
             "repeats": t.repeats if repeats is None else repeats,

@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 from rich.table import Table
 
-from speechnas.hardware.backends import Backend, backend_for
+from speechnas.hardware.backends import Backend, backend_for_target
+from speechnas.hardware.cpu import cpu_report
 from speechnas.hardware.program import (
     TOKENS_PER_SECOND,
     Program,
@@ -107,6 +108,7 @@ class Profile:
     memory: str
     lengths: tuple[LengthResult, ...]
     versions: dict[str, str]
+    cpu: dict[str, str] = field(default_factory=dict)
 
     @property
     def model_bytes(self) -> int:
@@ -133,6 +135,7 @@ class Profile:
             "memory": self.memory,
             "lengths": [r.to_dict() for r in self.lengths],
             "versions": dict(self.versions),
+            "cpu": dict(self.cpu),
         }
 
     def table(self) -> Table:
@@ -158,6 +161,8 @@ class Profile:
         table.caption = (
             f"{self.decoding}; size {self.model_bytes / 2**20:.2f} MiB; peak memory {mem} MiB"
         )
+        if self.cpu:
+            table.caption += f"; CPU {self.cpu.get('cpu_features', '?')}"
         return table
 
 
@@ -250,6 +255,18 @@ def _measure(
     return results, largest
 
 
+def _sizes(program: Program, backend: Backend) -> dict[str, int]:
+    """Bytes of each part as it runs: the converted file or module where the backend converts
+    (static int8, bf16), else what the program says."""
+    prepared = getattr(backend, "prepared", None)
+    if prepared is None or getattr(backend, "precision", "fp32") == "fp32":
+        return dict(program.sizes)
+    if backend.name != "onnxruntime":  # one module holds every part: count it once
+        ran = prepared(program.parts[program.first])
+        return {"model": sum(t.numel() * t.element_size() for t in ran.state_dict().values())}
+    return {name: Path(prepared(part)).stat().st_size for name, part in program.parts.items()}
+
+
 def profile(
     model: Any,
     target: Target | str | Path = "cpu-ort-1t",
@@ -267,8 +284,9 @@ def profile(
     ``model``: an ``.onnx`` file, a folder of exported files, an ``export_model`` result, a
     checkpoint folder or an ``nn.Module`` (exported first for ONNX Runtime). ``seconds``,
     ``warmup`` and ``repeats`` override the target's. ``backend`` defaults to the local one of
-    the target's runtime. Inputs are random (seeded by ``seed``); ``memory`` adds the peak
-    memory, measured in a child process (a second or two).
+    the target's runtime and precision (a ValueError if this CPU lacks the instructions the
+    precision needs: ``speechnas.hardware.cpu``). Inputs are random (seeded by ``seed``);
+    ``memory`` adds the peak memory, measured in a child process (a second or two).
     """
     target = load_target(target)
     overrides = {
@@ -277,7 +295,7 @@ def profile(
         "repeats": repeats,
     }
     target = target.replace(**{k: v for k, v in overrides.items() if v is not None})
-    backend = backend or backend_for(target.runtime, target.threads)
+    backend = backend or backend_for_target(target)
     with tempfile.TemporaryDirectory() as tmp:
         program = load_program(model, target, Path(work_dir) if work_dir else Path(tmp))
         rng = np.random.default_rng(seed)
@@ -297,9 +315,10 @@ def profile(
         target=target,
         model=program.description,
         decoding=program.decoding,
-        files=dict(program.sizes),
+        files=_sizes(program, backend),
         peak_memory_bytes=peak,
         memory=what,
         lengths=tuple(lengths),
         versions=runtime_versions(),
+        cpu=cpu_report(),
     )

@@ -1,8 +1,8 @@
 """Deployment targets: which runtime, precision and threads, and what input a model gets.
 
 A :class:`Target` says how a model is run when its latency is measured or predicted: the
-runtime (ONNX Runtime or PyTorch eager), the precision (float32, or int8 from ONNX Runtime's
-dynamic quantisation), the number of threads, and the input, either whole utterances of
+runtime (ONNX Runtime or PyTorch eager), the precision (see :data:`PRECISIONS`), the number of
+threads, and the input, either whole utterances of
 several lengths (attention grows quadratically with length, so one length is not enough) or
 a stream of chunks of ``chunk_ms`` with ``left_context_ms`` of earlier audio in front.
 
@@ -24,6 +24,7 @@ import yaml
 __all__ = [
     "CLOCKS",
     "PRECISIONS",
+    "PRECISION_RUNTIMES",
     "RUNTIMES",
     "Target",
     "builtin_targets",
@@ -32,7 +33,26 @@ __all__ = [
 ]
 
 RUNTIMES: tuple[str, ...] = ("onnxruntime", "torch")
-PRECISIONS: tuple[str, ...] = ("fp32", "int8")
+#: How the model's numbers are stored and multiplied:
+#:
+#: * "fp32": float32 throughout, either runtime.
+#: * "int8": ONNX Runtime dynamic quantisation (``speechnas.export.quantize.quantize_int8``):
+#:   int8 weights of every MatMul, activations quantised per run; convolutions stay float.
+#: * "int8-static": ONNX Runtime static QDQ quantisation (``quantize_qdq``): int8 weights
+#:   (per channel) and activations with calibrated scales, MatMuls and convolutions; the
+#:   int8 kernels use VNNI dot products, so the CPU needs AVX-512 VNNI, AVX-VNNI or AMX-INT8.
+#: * "bf16": PyTorch with the module and its float inputs in bfloat16 (oneDNN's bf16
+#:   kernels, AVX-512 BF16 or AMX-BF16 needed); outputs come back as float32.
+#:
+#: ``speechnas.hardware.cpu.PRECISION_FEATURES`` says which CPU flags each precision needs.
+PRECISIONS: tuple[str, ...] = ("fp32", "int8", "int8-static", "bf16")
+#: The runtimes each precision runs on.
+PRECISION_RUNTIMES: dict[str, tuple[str, ...]] = {
+    "fp32": RUNTIMES,
+    "int8": ("onnxruntime",),
+    "int8-static": ("onnxruntime",),
+    "bf16": ("torch",),
+}
 CLOCKS: tuple[str, ...] = ("wall", "cpu")
 _SUFFIXES = (".yaml", ".yml")
 
@@ -79,10 +99,11 @@ class Target:
             raise ValueError(
                 f"target precision: {self.precision!r} is not one of {list(PRECISIONS)}"
             )
-        if self.precision == "int8" and self.runtime != "onnxruntime":
+        allowed = PRECISION_RUNTIMES[self.precision]
+        if self.runtime not in allowed:
             raise ValueError(
-                f"target precision: 'int8' (ONNX Runtime dynamic quantisation) needs runtime "
-                f"'onnxruntime', got runtime {self.runtime!r}"
+                f"target precision: {self.precision!r} needs runtime "
+                f"{' or '.join(repr(r) for r in allowed)}, got runtime {self.runtime!r}"
             )
         _positive_int("threads", self.threads)
         if self.clock not in CLOCKS:

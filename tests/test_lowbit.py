@@ -1,0 +1,86 @@
+"""Mixed-precision ONNX export: the file runs in ONNX Runtime and equals the fake-quant model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from speechnas.export.lowbit import export_lowbit
+from speechnas.export.onnx import _session
+from speechnas.nn.build import build
+from speechnas.nn.presets import preset
+from speechnas.nn.quant import apply_bits, quantizable, weight_bytes
+
+ARCH = preset("small", d_model=48, layers=2, heads=2, ffn_dim=96, conv_kernel=7)
+
+
+@pytest.fixture(scope="module")
+def model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build(ARCH, vocab_size=12).eval()
+
+
+def _mixed(model: torch.nn.Module) -> dict[str, int]:
+    widths = (8, 4, 32, 6, 3, 2)
+    return {n: widths[i % len(widths)] for i, n in enumerate(quantizable(model))}
+
+
+def test_exact_export_equals_fake_quant_model(model: torch.nn.Module, tmp_path: Path) -> None:
+    alloc = _mixed(model)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    r = export_lowbit(model, alloc, tmp_path / "m.onnx", kernels="exact")
+    assert r.parity is not None and r.parity < 1e-4
+    # The caller's model is untouched.
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    ops = {n.op_type for n in onnx.load(str(r.path)).graph.node}
+    assert {"MatMulNBits", "DequantizeLinear"} <= ops
+    # Independent check: ORT against a fake-quant copy built here.
+    torch.manual_seed(0)
+    ref = apply_bits(build(ARCH, vocab_size=12).eval(), alloc)
+    x = torch.randn(1, 160, 80)
+    lengths = torch.tensor([160])
+    with torch.no_grad():
+        enc, _ = ref.encode(x, lengths)
+        want = ref.decoder(enc).numpy()
+    got = _session(r.path).run(None, {"features": x.numpy(), "lengths": lengths.numpy()})[0]
+    assert np.abs(got - want).max() < 1e-4
+    # Storage: 4-bit Linear weights in 4 bits, 6 in 8, low-bit convolutions in 8.
+    forms = r.forms
+    lin4 = [f for n, f in forms.items() if f.bits == 4 and f.op == "MatMulNBits"]
+    assert lin4 and all(f.stored_bits == 4 for f in lin4)
+    assert all(f.stored_bits == 8 for f in forms.values() if f.bits == 6)
+    assert all(f.stored_bits == 32 for f in forms.values() if f.bits == 32)
+    assert r.weight_bytes == weight_bytes(ref, alloc)
+    assert r.file_bytes == r.path.stat().st_size < r.fp32_file_bytes
+    assert r.metadata["quantization"] == "lowbit-exact"
+
+
+def test_fast_export_runs_int8_kernels_close_to_fake_quant(
+    model: torch.nn.Module, tmp_path: Path
+) -> None:
+    alloc = {n: (8 if i % 2 else 4) for i, n in enumerate(quantizable(model))}
+    r = export_lowbit(model, alloc, tmp_path / "f.onnx", kernels="fast")
+    ops = {n.op_type for n in onnx.load(str(r.path)).graph.node}
+    assert {"MatMulNBits", "DynamicQuantizeMatMul"} <= ops
+    assert r.parity is not None and r.parity < 0.2  # activation rounding only
+
+
+def test_transcriber_metadata_kept(model: torch.nn.Module, tmp_path: Path) -> None:
+    r = export_lowbit(model, {}, tmp_path / "plain.onnx", check=False)
+    meta = {p.key: p.value for p in onnx.load(str(r.path)).metadata_props}
+    for key in ("features", "subsampling_factor", "decoding", "arch", "bit_allocation"):
+        assert key in meta
+    assert all(f.bits == 32 for f in r.forms.values())
+
+
+def test_bad_arguments(model: torch.nn.Module, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="kernels"):
+        export_lowbit(model, {}, tmp_path / "x.onnx", kernels="turbo")
+    with pytest.raises(ValueError, match="not quantizable"):
+        export_lowbit(model, {"nope": 4}, tmp_path / "x.onnx")
+    with pytest.raises(ValueError, match="bit allocation"):
+        export_lowbit(model, {next(iter(quantizable(model))): 5}, tmp_path / "x.onnx")
