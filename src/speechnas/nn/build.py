@@ -30,6 +30,7 @@ from speechnas.nn.blocks import (
     TransformerLayerConfig,
     TransformerStack,
 )
+from speechnas.nn.blocks.norm import use_mad_prenorm
 from speechnas.nn.decoders import make_decoder
 from speechnas.nn.spec import FRONTENDS, LEARNABLE_FILTERS, ArchSpec, decode
 from speechnas.space.arch import Arch
@@ -130,6 +131,8 @@ class SpeechModel(nn.Module):
         stages.append(_encoder(spec, dropout))
         self.encoder = EncoderChain(*stages)
         self.decoder = _decoder(spec, vocab_size, dropout)
+        if spec.norm == "mad_prenorm":
+            use_mad_prenorm(self)
 
     def set_cmvn(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         self.cmvn_mean.copy_(mean)

@@ -17,6 +17,7 @@ from functools import lru_cache
 from typing import Any
 
 from speechnas.data.features import FeatureConfig
+from speechnas.nn.blocks.norm import NORMS
 from speechnas.nn.blocks.subsampling import FACTORS
 from speechnas.space.arch import Arch
 
@@ -64,6 +65,7 @@ DEFAULTS: dict[str, Any] = {
     "pred_dim": 256,
     "decoder_layers": 1,
     "ctc_weight": 0.3,
+    "norm": "layernorm",
 }
 
 
@@ -105,6 +107,7 @@ class ArchSpec:
     pred_dim: int
     decoder_layers: int
     ctc_weight: float
+    norm: str  # "layernorm", or "mad_prenorm" (every LayerNorm pre-normalised by its MAD)
 
     @property
     def depthwise_subsampling(self) -> bool:
@@ -222,4 +225,5 @@ def _decode(arch: Arch) -> ArchSpec:
         pred_dim=_int("pred_dim", g["pred_dim"]),
         decoder_layers=_int("decoder_layers", g["decoder_layers"]),
         ctc_weight=float(g["ctc_weight"]),
+        norm=_choice("norm", g["norm"], NORMS),
     )
