@@ -55,11 +55,20 @@ class Scorer:
             )
             self.sets[name] = (ds, prepare_batches(ds))
 
-    def __call__(self, model: torch.nn.Module) -> dict[str, dict[str, Any]]:
+    def __call__(
+        self, model: torch.nn.Module, cache: Path | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """WER, references and hypotheses per test set; read from ``cache`` (a JSON file) when
+        it exists, written there otherwise, so a rerun only decodes new rows."""
+        if cache is not None and cache.is_file():
+            return json.loads(cache.read_text())
         out = {}
         for name, (ds, batches) in self.sets.items():
             ev = evaluate_dataset(model, ds, batches=batches)  # type: ignore[arg-type]
             out[name] = {"wer": ev.rates.wer, "refs": ev.references, "hyps": ev.hypotheses}
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            cache.write_text(json.dumps(out))
         return out
 
 
@@ -180,7 +189,7 @@ def main() -> None:
     ap.add_argument("--qat-lr", type=float, default=5e-4)
     ap.add_argument("--kl-bits", default="4,3,2.5", help="KL budgets in average bits")
     ap.add_argument("--uniform", default="8,4", help="uniform bit widths")
-    ap.add_argument("--dev-utts", type=int, default=200, help="held-out utterances for KL")
+    ap.add_argument("--dev-utts", type=int, default=60, help="held-out utterances for KL")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--rounds", type=int, default=5, help="interleaved latency rounds")
@@ -193,7 +202,7 @@ def main() -> None:
     loaded = load_model(baseline)
     tests = test_sets(baseline)
     scorer = Scorer(loaded, tests)
-    fp32 = scorer(loaded.model)
+    fp32 = scorer(loaded.model, out / "scores-fp32.json")
     fp32_bytes = weight_bytes(loaded.model)
     s = sensitivity_of(baseline, utterances=args.dev_utts, cache=out / "sensitivity.json")
     fixed = float_bytes(loaded, s)
@@ -207,8 +216,9 @@ def main() -> None:
     for b in (int(x) for x in args.uniform.split(",")):
         bits = uniform_allocation(s, b, fixed_bytes=fixed).bits
         apply_bits(loaded.model, bits)
-        rows.append(row(f"PTQ uniform {b}-bit", "ptq", loaded.model, bits, fp32_bytes,
-                        scorer(loaded.model), fp32, s.numel))  # fmt: skip
+        ptq = scorer(loaded.model, out / f"scores-ptq-{b}.json")
+        rows.append(row(f"PTQ uniform {b}-bit", "ptq", loaded.model, bits, fp32_bytes, ptq,
+                        fp32, s.numel))  # fmt: skip
         remove_bits(loaded.model)
         plans.append((f"QAT uniform {b}-bit", "qat-uniform", bits, {}))
     for avg in (float(x) for x in args.kl_bits.split(",")):
@@ -224,7 +234,7 @@ def main() -> None:
         q = load_model(folder / "best")
         extra = {**extra, "qat_steps": res.steps, "qat_seconds": time.perf_counter() - start,
                  "checkpoint": str(folder / "best")}  # fmt: skip
-        scores = scorer(q.model)
+        scores = scorer(q.model, folder / "scores.json")
         rows.append(row(label, kind, q.model, bits, fp32_bytes, scores, fp32, s.numel, extra,
                         control))  # fmt: skip
         if kind == "control":

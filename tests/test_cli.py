@@ -80,6 +80,17 @@ def test_evaluate_gives_one_row_per_manifest(tiny_corpus: CorpusInfo, tmp_path: 
     assert list(rows) == [str(m["test"]), str(m["test-tel"])]
     assert rows[str(m["test"])]["utterances"] == 12 and rows[str(m["test-tel"])]["utterances"] == 8
     assert "WER %" in out.output
+    # a model compared with itself: the same WER, no difference, p = 1 by both tests
+    best = str(tmp_path / "run" / "best")
+    cmp = runner.invoke(
+        app, ["compare", best, best, "--manifest", str(m["test"]), "--samples", "200",
+              "--json", str(tmp_path / "cmp.json")],
+    )  # fmt: skip
+    assert cmp.exit_code == 0, cmp.output
+    same = json.loads((tmp_path / "cmp.json").read_text())[str(m["test"])]
+    assert same["wer_a"] == same["wer_b"] == rows[str(m["test"])]["wer"]
+    assert same["delta"] == 0 and same["p_mapsswe"] == 1.0 and same["p_bootstrap"] == 1.0
+    assert "p MAPSSWE" in cmp.output
 
 
 def test_evaluate_rejects_a_folder_that_is_no_checkpoint(tmp_path: Path) -> None:

@@ -155,3 +155,35 @@ def test_sensitivity_qat_and_quantized_checkpoints(tiny_corpus: CorpusInfo, tmp_
     # resuming a finished QAT run changes nothing
     again = qat(ckpt, alloc.bits, tmp_path / "qat", steps=4, threads=1, show_progress=False)
     assert again.steps == 4
+
+
+def test_compress_quantize_command(tiny_corpus: CorpusInfo, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from speechnas.cli import app
+
+    ckpt = _trained(tiny_corpus, tmp_path / "fp32")
+    runner = CliRunner()
+    common = ["compress", "quantize", "--checkpoint", str(ckpt), "--steps", "2",
+              "--utterances", "6"]  # fmt: skip
+    out = runner.invoke(app, [*common, "--output-dir", str(tmp_path / "q"), "--average-bits", "3"])
+    assert out.exit_code == 0, out.output
+    rec = json.loads((tmp_path / "q" / "allocation.json").read_text())
+    assert rec["bytes"] < rec["fp32_bytes"] / 5 and 2.0 <= rec["average_bits"] <= 3.0
+    assert (tmp_path / "q" / "allocation.png").is_file() and "ratio" in out.output
+    assert allocation_of(load_model(rec["checkpoint"]).model) == rec["bits"]
+    # the quantized checkpoint exports with low-bit storage; the torch-free transcriber
+    # reproduces the PyTorch model's test WER
+    exp = runner.invoke(app, ["export", "--checkpoint", rec["checkpoint"], "--output",
+                              str(tmp_path / "onnx")])  # fmt: skip
+    assert exp.exit_code == 0, exp.output
+    from speechnas.export.transcribe import Transcriber, read_metadata, score_manifest
+
+    onnx_file = tmp_path / "onnx" / "model.onnx"
+    assert read_metadata(onnx_file)["quantization"] == "lowbit-exact"
+    scored = score_manifest(Transcriber(onnx_file), tiny_corpus.manifests["test"])
+    assert scored["wer"] == pytest.approx(rec["test"]["test"]["wer"])
+    # a budget below the smallest model says what the smallest is, before any training
+    small = runner.invoke(app, [*common, "--output-dir", str(tmp_path / "s"), "--budget-kib", "1"])
+    assert small.exit_code == 2 and "smallest achievable model" in small.output
+    assert not (tmp_path / "s" / "best").exists()

@@ -6,7 +6,7 @@ import json
 import logging
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -27,6 +27,8 @@ space_app = typer.Typer(help="Search spaces: list their choices, count and sampl
 app.add_typer(space_app, name="space")
 latency_app = typer.Typer(help="Latency: calibrate a per-target predictor, predict with it.")
 app.add_typer(latency_app, name="latency")
+compress_app = typer.Typer(help="Compression of a trained model: FFN widths and ranks, bit widths.")
+app.add_typer(compress_app, name="compress")
 console = Console()
 
 
@@ -208,17 +210,68 @@ def evaluate(
         json_out.write_text(json.dumps(rows, indent=1))
 
 
+@app.command()
+def compare(
+    checkpoint_a: Annotated[Path, typer.Argument(help="checkpoint folder A")],
+    checkpoint_b: Annotated[Path, typer.Argument(help="checkpoint folder B")],
+    manifest: Annotated[list[str], typer.Option(help="manifest or Kaldi dir; repeatable")],
+    samples: Annotated[int, typer.Option(help="bootstrap resamples")] = 10_000,
+    seed: int = 0,
+    json_out: Annotated[Path | None, typer.Option("--json", help="also write JSON here")] = None,
+) -> None:
+    """Is A's WER different from B's? Both WERs, A - B, and paired tests (MAPSSWE, bootstrap)."""
+    from speechnas.data.manifest import ManifestError
+    from speechnas.evaluate.significance import compare_systems
+    from speechnas.train.score import score_checkpoint
+
+    sets = {m: m for m in manifest}
+    try:
+        a = score_checkpoint(checkpoint_a, sets)
+        b = score_checkpoint(checkpoint_b, sets)
+        rows = {
+            m: compare_systems(
+                a[m].references, a[m].hypotheses, b[m].hypotheses, samples=samples, seed=seed
+            )
+            for m in sets
+        }
+    except (ValueError, ManifestError) as e:
+        raise _fail(str(e)) from None
+    table = Table(title=f"A = {checkpoint_a}   B = {checkpoint_b}")
+    for col in ("test set", "WER A %", "WER B %", "A - B", "95% CI", "p MAPSSWE", "p bootstrap"):
+        table.add_column(col, justify="left" if col == "test set" else "right")
+    for m, r in rows.items():
+        table.add_row(
+            m, f"{100 * r['wer_a']:.2f}", f"{100 * r['wer_b']:.2f}", f"{100 * r['delta']:+.2f}",
+            f"[{100 * r['ci_low']:+.2f}, {100 * r['ci_high']:+.2f}]",
+            f"{r['p_mapsswe']:.3g}", f"{r['p_bootstrap']:.3g}",
+        )  # fmt: skip
+    console.print(table)
+    console.print("A differs from B at alpha 0.05 where a p-value is below 0.05.")
+    if json_out:
+        json_out.write_text(json.dumps(rows, indent=1))
+
+
 @app.command("export")
 def export_onnx(
     checkpoint: Annotated[Path, typer.Option(help="a checkpoint folder, e.g. runs/x/best")],
     output: Annotated[Path, typer.Option(help="folder that receives the ONNX files")],
     int8: Annotated[bool, typer.Option("--int8", help="also write int8-quantised copies")] = False,
     check: Annotated[bool, typer.Option(help="compare ONNX Runtime with PyTorch")] = True,
+    kernels: Annotated[
+        str, typer.Option(help="quantized checkpoints: exact (float compute) or fast (int8)")
+    ] = "exact",
 ) -> None:
-    """Export a checkpoint to self-describing ONNX files and check them against PyTorch."""
+    """Export a checkpoint to self-describing ONNX files and check them against PyTorch.
+    A quantized checkpoint (``speechnas compress quantize``) is written with its weights in
+    low-bit integer storage, each sub-module at its own width."""
     from speechnas.export.onnx import export_checkpoint
+    from speechnas.train.checkpoint import load_model
 
     try:
+        loaded = load_model(checkpoint)
+        if loaded.meta.get("bits"):
+            _export_lowbit(loaded, output, kernels)
+            return
         result = export_checkpoint(checkpoint, output, int8=int8, check=check)
     except ValueError as e:
         raise _fail(str(e)) from None
@@ -230,6 +283,22 @@ def export_onnx(
         diffs = [v for k, v in result.parity.items() if k.startswith(f"{graph}/")]
         shown = f"{max(diffs):.2e}" if diffs and path in result.files.values() else "-"
         table.add_row(path.name, f"{result.sizes[path.name] / 1024:.1f}", shown)
+    console.print(table)
+
+
+def _export_lowbit(loaded: Any, output: Path, kernels: str) -> None:
+    from speechnas.export.lowbit import export_lowbit
+
+    res = export_lowbit(
+        loaded.model, loaded.meta["bits"], output / "model.onnx", kernels=kernels,
+        tokenizer=loaded.tokenizer, features=loaded.features,
+    )  # fmt: skip
+    table = Table(title=f"{res.path} ({kernels} kernels)")
+    for col in ("file KiB", "packed KiB", "stored KiB", "max |ORT - torch|"):
+        table.add_column(col, justify="right")
+    parity = "-" if res.parity is None else f"{res.parity:.2e}"
+    table.add_row(f"{res.file_bytes / 1024:.1f}", f"{res.weight_bytes / 1024:.1f}",
+                  f"{res.stored_bytes / 1024:.1f}", parity)  # fmt: skip
     console.print(table)
 
 
@@ -624,3 +693,109 @@ def space_sample(
         arch = sp.sample(rng)
         params = build(arch, vocab_size=vocab_size).num_parameters()
         print(json.dumps({"key": arch.hash(), "parameters": params, "arch": arch.to_json()}))
+
+
+def _numbers(text: str, flag: str, kind: type = float) -> tuple:
+    try:
+        return tuple(kind(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise _fail(f"{flag} {text!r}: expected comma-separated {kind.__name__}s") from None
+
+
+@compress_app.command("darts")
+def compress_darts(
+    checkpoint: Annotated[Path, typer.Option(help="a trained fp32 checkpoint folder")],
+    output_dir: Annotated[Path, typer.Option(help="receives model/, darts.json, darts.png")],
+    eta: Annotated[list[float] | None, typer.Option(help="size penalty; repeatable")] = None,
+    steps: Annotated[int | None, typer.Option(help="step budget of each stage")] = None,
+    weight_steps: Annotated[int | None, typer.Option(help="stage 1 (weights) steps")] = None,
+    arch_steps: Annotated[int | None, typer.Option(help="stage 2 (architecture) steps")] = None,
+    widths: Annotated[str, typer.Option(help="FFN width fractions")] = "1,0.75,0.5,0.25",
+    ranks: Annotated[str, typer.Option(help="low-rank bottlenecks, 0 = full")] = "0,96,64,32",
+    softmax: Annotated[bool, typer.Option("--softmax", help="plain softmax, no Gumbel")] = False,
+    joint: Annotated[bool, typer.Option("--joint", help="alternate weight/arch steps")] = False,
+    semi_orthogonal: Annotated[bool, typer.Option("--semi-orthogonal")] = False,
+    seed: int = 0,
+    train: Annotated[str | None, typer.Option(help="overrides the checkpoint's train data")] = None,
+    dev: Annotated[str | None, typer.Option(help="overrides the checkpoint's dev data")] = None,
+    score: Annotated[bool, typer.Option(help="score dev and test sets after extraction")] = True,
+) -> None:
+    """Differentiable compression of a trained model's FFN widths and ranks: one extracted
+    model per --eta, scored before any fine-tuning (fine-tune it with train's init_from)."""
+    import dataclasses
+
+    from speechnas.compress.darts import darts_front, data_of
+    from speechnas.compress.darts_config import DartsConfig
+    from speechnas.data.manifest import ManifestError
+
+    budget = {"weight_steps": weight_steps or steps, "arch_steps": arch_steps or steps}
+    try:
+        base = DartsConfig(
+            widths=_numbers(widths, "--widths"), ranks=_numbers(ranks, "--ranks", int),
+            gumbel=not softmax, schedule="joint" if joint else "pipelined",
+            semi_orthogonal=semi_orthogonal, seed=seed,
+        ).replace(**{k: v for k, v in budget.items() if v is not None})  # fmt: skip
+        data = None
+        if train or dev:
+            d = data_of(checkpoint)
+            data = dataclasses.replace(d, train=train or d.train, dev=dev or d.dev)
+        configs = [base.replace(eta=e) for e in eta or [base.eta]]
+        results = darts_front(checkpoint, output_dir, configs, data=data,
+                              score=None if score else ())  # fmt: skip
+    except (ValueError, ManifestError) as e:
+        raise _fail(str(e)) from None
+    table = Table(title=f"{checkpoint} compressed (before fine-tuning)")
+    sets = [f"{s} WER %" for s in results[0].scores]
+    for col in ("eta", "ffn_dim", "ffn_lowrank", "params", "FFN share", *sets):
+        table.add_column(col, justify="left" if col in ("ffn_dim", "ffn_lowrank") else "right")
+    for r in results:
+        p = r.params
+        table.add_row(
+            f"{r.config['eta']:g}", ",".join(str(c["ffn_dim"]) for c in r.choice),
+            ",".join(str(c["ffn_lowrank"]) for c in r.choice),
+            f"{p['total_before']:,} → {p['total_after']:,}", f"{100 * p['ffn_ratio']:.1f}%",
+            *[f"{100 * v['wer']:.2f}" for v in r.scores.values()],
+        )  # fmt: skip
+    console.print(table)
+    for r in results:
+        console.print(f"eta {r.config['eta']:g}: {r.output_dir}/model", soft_wrap=True)
+
+
+@compress_app.command("quantize")
+def compress_quantize(
+    checkpoint: Annotated[Path, typer.Option(help="a trained float checkpoint folder")],
+    output_dir: Annotated[Path, typer.Option(help="folder for the quantized checkpoint")],
+    average_bits: Annotated[
+        float | None, typer.Option(help="size budget: the size at this mean bit width")
+    ] = None,
+    budget_kib: Annotated[float | None, typer.Option(help="size budget in KiB")] = None,
+    uniform: Annotated[int | None, typer.Option(help="every sub-module at these bits")] = None,
+    steps: Annotated[int, typer.Option(help="QAT steps")] = 400,
+    lr: Annotated[float, typer.Option(help="QAT learning rate")] = 5e-4,
+    utterances: Annotated[int, typer.Option(help="dev utterances for KL sensitivity")] = 60,
+    seed: int = 0,
+) -> None:
+    """Mixed-precision quantization: KL sensitivity per sub-module and bit width, the least
+    sensitive allocation under the size budget (dynamic programming), then QAT."""
+    from speechnas.compress.mixed import mixed_precision
+
+    try:
+        rec = mixed_precision(
+            checkpoint, output_dir, average_bits=average_bits, uniform_bits=uniform,
+            budget_bytes=None if budget_kib is None else int(budget_kib * 1024),
+            steps=steps, lr=lr, utterances=utterances, seed=seed,
+        )  # fmt: skip
+    except ValueError as e:
+        raise _fail(str(e)) from None
+    table = Table(title=f"{checkpoint} → {rec['checkpoint']}")
+    for col in ("KiB", "fp32 KiB", "ratio", "mean bits", *(f"{t} WER %" for t in rec["test"])):
+        table.add_column(col, justify="right")
+    table.add_row(
+        f"{rec['bytes'] / 1024:.0f}", f"{rec['fp32_bytes'] / 1024:.0f}", f"{rec['ratio']:.1f}x",
+        f"{rec['average_bits']:.2f}", *(f"{100 * v['wer']:.2f}" for v in rec["test"].values()),
+    )  # fmt: skip
+    console.print(table)
+    console.print(
+        f"bits per sub-module: {output_dir / 'allocation.png'}; compare with the float model: "
+        f"speechnas compare {checkpoint} {rec['checkpoint']} --manifest TEST"
+    )

@@ -43,7 +43,7 @@ def dev_batches(loaded: LoadedModel, manifest: str | Path, n: int) -> list[Batch
 
 
 def sensitivity_of(
-    checkpoint: str | Path, *, utterances: int = 200, cache: Path | None = None
+    checkpoint: str | Path, *, utterances: int = 60, cache: Path | None = None
 ) -> Sensitivity:
     """KL sensitivity of the checkpoint's sub-modules on the first ``utterances`` of its dev
     set, read from ``cache`` when that file exists (and written there otherwise)."""
@@ -81,7 +81,7 @@ def mixed_precision(
     uniform_bits: int | None = None,
     steps: int = 400,
     lr: float = 5e-4,
-    utterances: int = 200,
+    utterances: int = 60,
     seed: int = 0,
     threads: int | None = None,
     show_progress: bool = True,

@@ -5,7 +5,7 @@ KL(P_fp32 ‖ P_i,n), where P are the CTC output posteriors of the float model a
 the same model with only sub-module i fake-quantized to n bits, on held-out utterances. One
 float pass per batch is kept; each (sub-module, bits) pair costs one more forward pass, so a
 6-layer Conformer with 58 quantizable sub-modules and 5 widths costs 290 passes over the
-held-out batches (about a minute here for 100 utterances).
+held-out batches (about 10 minutes on a 2-core machine for the `base` preset and 60 utterances).
 """
 
 from __future__ import annotations
