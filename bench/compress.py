@@ -121,6 +121,10 @@ def deploy(
             prof = profile(model, target, seconds=[5.0], memory=False)
             times[name].append(prof.latency_ms(5.0))
     macs = analytic_macs(loaded.model.arch, seconds=5.0, vocab_size=loaded.model.vocab_size)
+    chosen_macs = macs
+    if chosen is not None:  # a DARTS-compressed model computes less
+        arch = load_model(chosen["checkpoint"]).model.arch
+        chosen_macs = analytic_macs(arch, seconds=5.0, vocab_size=loaded.model.vocab_size)
     latency = {}
     for name, _, target in jobs:
         t = sorted(times[name])
@@ -128,9 +132,28 @@ def deploy(
         latency[name] = {
             "target": target, "median_ms": t[len(t) // 2], "min_ms": t[0], "max_ms": t[-1],
             "ratio_to_fp32": ratios[len(ratios) // 2], "ratio_min": ratios[0],
-            "ratio_max": ratios[-1], "gmac_per_s": macs.total / t[len(t) // 2] / 1e6,
+            "ratio_max": ratios[-1],
+            "gmac_per_s": (macs if name.startswith("fp32") else chosen_macs).total
+            / t[len(t) // 2] / 1e6,
         }  # fmt: skip
-    return {"files": info, "latency": latency, "macs_5s": macs.total, "rounds": rounds}
+    return {"files": info, "latency": latency, "macs_5s": macs.total,
+            "chosen_macs_5s": chosen_macs.total, "rounds": rounds}  # fmt: skip
+
+
+def _slug(label: str) -> str:
+    return "".join(c if c.isalnum() or c in ".-" else "-" for c in label.lower())
+
+
+def darts_finetuned(run: Path, folder: Path, steps: int) -> Path:
+    """The model of a DARTS run (``speechnas compress darts``) fine-tuned for ``steps``."""
+    from speechnas.compress.darts import DartsResult, finetune_config
+    from speechnas.train.trainer import Trainer
+
+    best = folder / "best"
+    if not (folder / "result.json").is_file():
+        result = DartsResult(**json.loads((run / "darts.json").read_text()))
+        Trainer.from_config(finetune_config(result, folder, steps=steps), show_progress=False).fit()
+    return best
 
 
 def row(
@@ -193,6 +216,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--rounds", type=int, default=5, help="interleaved latency rounds")
+    ap.add_argument(
+        "--darts", default="", help="DARTS run folders (compress darts), comma-separated"
+    )
+    ap.add_argument("--darts-kl-bits", default="3,2.5", help="KL budgets for the DARTS models")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
@@ -209,8 +236,9 @@ def main() -> None:
     rows = [row("fp32", "baseline", loaded.model, {}, fp32_bytes, fp32, fp32, s.numel)]
     # Control: the fp32 model fine-tuned with the QAT recipe and steps, so that a quantized
     # model is also compared with what the extra training alone gives.
-    plans: list[tuple[str, str, dict[str, int], dict[str, Any]]] = [
-        (f"fp32 + {args.qat_steps} steps (control)", "control", {}, {})
+    Plan = tuple[str, str, Path, dict[str, int], dict[str, Any], dict[str, int]]
+    plans: list[Plan] = [
+        (f"fp32 + {args.qat_steps} steps (control)", "control", baseline, {}, {}, s.numel)
     ]
     control = None
     for b in (int(x) for x in args.uniform.split(",")):
@@ -220,34 +248,66 @@ def main() -> None:
         rows.append(row(f"PTQ uniform {b}-bit", "ptq", loaded.model, bits, fp32_bytes, ptq,
                         fp32, s.numel))  # fmt: skip
         remove_bits(loaded.model)
-        plans.append((f"QAT uniform {b}-bit", "qat-uniform", bits, {}))
+        plans.append((f"QAT uniform {b}-bit", "qat-uniform", baseline, bits, {}, s.numel))
     for avg in (float(x) for x in args.kl_bits.split(",")):
         budget = average_bits_budget(s, avg, fixed)
         alloc = allocate(s, budget, fixed_bytes=fixed)
         extra = {"budget_bytes": budget, "sensitivity": alloc.sensitivity}
-        plans.append((f"QAT KL mixed {avg:g}-bit budget", "qat-kl", alloc.bits, extra))
-    for label, kind, bits, extra in plans:
-        folder = out / label.replace(" ", "-").lower()
+        plans.append((f"QAT KL mixed {avg:g}-bit budget", "qat-kl", baseline, alloc.bits, extra,
+                      s.numel))  # fmt: skip
+    darts_models: list[tuple[str, Path, Any]] = []
+    darts_steps = 0  # the extra training a DARTS + QAT model had: stage 1, fine-tuning, QAT
+    for run in [Path(x) for x in args.darts.split(",") if x]:
+        name = f"DARTS {run.name}"
+        tuned = darts_finetuned(run, out / _slug(name), args.qat_steps)
+        ds = sensitivity_of(tuned, utterances=args.dev_utts, cache=tuned.parent / "sens.json")
+        darts_models.append((f"{name} + {args.qat_steps} steps", tuned, ds))
+        stage1 = json.loads((run / "darts.json").read_text())["config"]["weight_steps"]
+        darts_steps = max(darts_steps, stage1 + 2 * args.qat_steps)
+        dfixed = float_bytes(load_model(tuned), ds)
+        for avg in (float(x) for x in args.darts_kl_bits.split(",") if x):
+            alloc = allocate(ds, average_bits_budget(ds, avg, dfixed), fixed_bytes=dfixed)
+            plans.append((f"{name} + QAT KL {avg:g}-bit", "darts-kl", tuned, alloc.bits,
+                          {"sensitivity": alloc.sensitivity}, ds.numel))  # fmt: skip
+    if darts_steps:  # a control with as much extra training as the DARTS rows had
+        plans.insert(1, (f"fp32 + {darts_steps} steps (DARTS control)", "control-darts", baseline,
+                         {}, {"steps": darts_steps}, s.numel))  # fmt: skip
+    darts_control = None
+    for label, kind, source, bits, extra, numel in plans:
+        folder = out / _slug(label)
         start = time.perf_counter()
-        res = qat(baseline, bits, folder, steps=args.qat_steps, lr=args.qat_lr, seed=args.seed,
+        steps = extra.get("steps", args.qat_steps)
+        res = qat(source, bits, folder, steps=steps, lr=args.qat_lr, seed=args.seed,
                   threads=args.threads, show_progress=False)  # fmt: skip
         q = load_model(folder / "best")
         extra = {**extra, "qat_steps": res.steps, "qat_seconds": time.perf_counter() - start,
                  "checkpoint": str(folder / "best")}  # fmt: skip
         scores = scorer(q.model, folder / "scores.json")
-        rows.append(row(label, kind, q.model, bits, fp32_bytes, scores, fp32, s.numel, extra,
-                        control))  # fmt: skip
+        against = darts_control if kind == "darts-kl" and darts_control else control
+        rows.append(row(label, kind, q.model, bits, fp32_bytes, scores, fp32, numel, extra,
+                        against))  # fmt: skip
         if kind == "control":
             control = scores
+        elif kind == "control-darts":
+            darts_control = scores
         log.info("%s: ratio %.1f, test WER %.2f%%", label, rows[-1]["ratio"],
                  100 * rows[-1]["tests"]["test"]["wer"])  # fmt: skip
-    compressed = [r for r in rows if r["bits"]]
+    for label, tuned, ds in darts_models:  # scored once the control exists
+        model = load_model(tuned).model
+        rows.append(row(label, "darts", model, {}, fp32_bytes,
+                        scorer(model, tuned.parent / "scores.json"), fp32, ds.numel,
+                        {"checkpoint": str(tuned)}, darts_control or control))  # fmt: skip
+    compressed = [r for r in rows if r["kind"] not in ("baseline", "control", "control-darts")]
     lossless = [r for r in compressed if r["tests"]["test"]["lossless"]]
     headline = max(lossless, key=lambda r: r["ratio"]) if lossless else None
     strict = [r for r in lossless if r["tests"]["test"].get("lossless_vs_control", True)]
     strict_headline = max(strict, key=lambda r: r["ratio"]) if strict else None
-    plot_allocations({r["label"]: r["bits"] for r in compressed}, out / "allocations.png")
-    trained_lossless = [r for r in lossless if "checkpoint" in r]
+    same = [r for r in compressed if r["bits"] and set(r["bits"]) == set(s.numel)]
+    plot_allocations({r["label"]: r["bits"] for r in same}, out / "allocations.png")
+    for r in compressed:
+        if r["bits"] and r not in same:  # another architecture: its own figure
+            plot_allocations({r["label"]: r["bits"]}, out / f"allocations-{_slug(r['label'])}.png")
+    trained_lossless = [r for r in lossless if "checkpoint" in r and r["bits"]]
     chosen = max(trained_lossless, key=lambda r: r["ratio"]) if trained_lossless else None
     deployed = deploy(out, loaded, chosen, tests["test"], args.rounds)
     payload = {
