@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
+from tqdm import tqdm
 
 from speechnas.data.dataset import Batch
 from speechnas.nn.build import SpeechModel
@@ -99,8 +100,6 @@ def kl_sensitivity(
     refs = [frame_posteriors(model, b) for b in batches]
     frames = sum(int(m.sum()) for _, m in refs)
     kl: dict[str, dict[int, float]] = {}
-    from tqdm import tqdm
-
     for name in tqdm(names, desc="sensitivity", disable=not progress, leave=False):
         kl[name] = {}
         for n in widths:

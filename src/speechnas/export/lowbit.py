@@ -59,6 +59,7 @@ from speechnas.nn.quant import (
     load_plain_state,
     plain_state_dict,
     quantizable,
+    quantize_codes,
     weight_bytes,
 )
 
@@ -120,14 +121,9 @@ class LowbitResult:
 
 
 def _codes(w: torch.Tensor, bits: int) -> tuple[np.ndarray, np.ndarray]:
-    """Integer codes (out, ...) int32 and per-channel scales (out,) float32 of ``w``: the
-    same arithmetic as ``speechnas.nn.quant.quantize_weight``."""
-    levels = 2 ** (bits - 1) - 1
-    w = w.detach().float()
-    flat = w.reshape(w.shape[0], -1)
-    scale = flat.abs().amax(dim=1).clamp(min=1e-12) / levels
-    q = torch.clamp(torch.round(w / scale.reshape((-1,) + (1,) * (w.dim() - 1))), -levels, levels)
-    return q.to(torch.int32).numpy(), scale.numpy().astype(np.float32)
+    """Integer codes (out, ...) int32 and per-channel scales (out,) float32 of ``w``."""
+    codes, scale = quantize_codes(w.float(), bits)
+    return codes.to(torch.int32).numpy(), scale.numpy().astype(np.float32)
 
 
 def _key(a: np.ndarray) -> tuple[tuple[int, ...], str]:
@@ -342,10 +338,8 @@ def export_lowbit(
     load_plain_state(work, plain_state_dict(model))
     apply_bits(work, {**allocation_of(model), **allocation})  # validates names and widths
     mods = quantizable(work)
-    full = {
-        n: (m.parametrizations.weight[0].bits if hasattr(m, "parametrizations") else 32)
-        for n, m in mods.items()
-    }
+    widths = allocation_of(work)
+    full = {n: widths.get(n, 32) for n in mods}
     packed = weight_bytes(work, full)
     codes = {
         n: _codes(m.parametrizations.weight.original, full[n])

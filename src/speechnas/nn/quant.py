@@ -34,6 +34,7 @@ __all__ = [
     "load_plain_state",
     "plain_state_dict",
     "quantizable",
+    "quantize_codes",
     "quantize_weight",
     "remove_bits",
     "weight_bytes",
@@ -50,6 +51,22 @@ def _check_bits(bits: int, where: str = "bits") -> int:
     return bits
 
 
+def quantize_codes(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Integer codes (same shape as ``w``, in [-(2^(bits-1) - 1), 2^(bits-1) - 1]) and the
+    per-output-channel scales (out,) of ``w`` at ``bits`` < 32: codes * scale is the quantized
+    weight. The one quantizer: fake quantization and the low-bit export both use it."""
+    _check_bits(bits)
+    if bits == 32:
+        raise ValueError("bits: 32 means unquantized; there are no codes")
+    levels = 2 ** (bits - 1) - 1
+    w = w.detach()
+    scale = w.reshape(w.shape[0], -1).abs().amax(dim=1).clamp(min=1e-12) / levels  # (out,)
+    codes = torch.clamp(
+        torch.round(w / scale.reshape((-1,) + (1,) * (w.dim() - 1))), -levels, levels
+    )
+    return codes, scale
+
+
 def quantize_weight(w: torch.Tensor, bits: int) -> torch.Tensor:
     """``w`` (out, ...) snapped to ``bits``-bit symmetric levels per output channel.
 
@@ -59,11 +76,8 @@ def quantize_weight(w: torch.Tensor, bits: int) -> torch.Tensor:
     _check_bits(bits)
     if bits == 32:
         return w
-    levels = 2 ** (bits - 1) - 1
-    flat = w.detach().reshape(w.shape[0], -1)
-    scale = flat.abs().amax(dim=1).clamp(min=1e-12) / levels  # (out,)
-    scale = scale.reshape((-1,) + (1,) * (w.dim() - 1))
-    q = torch.clamp(torch.round(w.detach() / scale), -levels, levels) * scale
+    codes, scale = quantize_codes(w, bits)
+    q = codes * scale.reshape((-1,) + (1,) * (w.dim() - 1))
     return w + (q - w).detach()
 
 
