@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Creates .venv and installs speechnas into it (CPU-only PyTorch), and the optional speech
 # engines Flite and Festival from the Debian archive where it can.
-#   bash scripts/install.sh         runtime only
+#   bash scripts/install.sh         runtime, with the on-device runtimes (sherpa-onnx, coremltools)
 #   bash scripts/install.sh --dev   plus the test tools
 # SPEECHNAS_NO_ENGINES=1 skips the engines; the built-in corpus then uses eSpeak NG alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extra=""
-[ "${1:-}" = "--dev" ] && extra="[dev]"
+extra="[deploy]"
+[ "${1:-}" = "--dev" ] && extra="[dev]"  # includes [deploy]
 py="${PYTHON:-python3}"
 
 engines="flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts"

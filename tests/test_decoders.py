@@ -260,3 +260,57 @@ def test_attention_tiny_model_overfits_two_sequences() -> None:
     assert dec.decode(enc, enc_lens) == want
     assert dec.decode(enc, enc_lens, beam=3) == want
     assert dec.ctc.decode(enc, enc_lens) == want
+
+
+def test_cached_attention_steps_equal_the_full_prefix_recompute() -> None:
+    dec = tiny("attention", seed=5).eval()
+    assert isinstance(dec, AttentionDecoder)
+    enc, enc_lens, _, _ = padded_batch(seed=5)
+    ys = torch.tensor([[V, 1, 2, 3], [V, 4, 4, 1], [V, 2, 1, 1]])
+    caches = dec._start(enc, enc_lens)
+    with torch.no_grad():
+        for pos in range(ys.shape[1]):
+            step = dec._step(ys[:, pos], pos, caches)
+            full = dec._next_log_probs(enc, enc_lens, ys[:, : pos + 1])
+            torch.testing.assert_close(step, full, atol=1e-5, rtol=1e-5)
+
+
+def test_ctc_prefix_scores_equal_brute_force_sums_over_paths() -> None:
+    import itertools
+
+    from speechnas.nn.decoders.ctc import CTCPrefixScorer
+
+    gen = torch.Generator().manual_seed(4)
+    t_len, vocab = 5, 3
+    lp = torch.log_softmax(torch.randn(t_len, vocab, generator=gen), dim=-1).double()
+    probs: dict[tuple[int, ...], float] = {}
+    for path in itertools.product(range(vocab), repeat=t_len):
+        onehot = torch.nn.functional.one_hot(torch.tensor([path]), vocab).float()
+        label = tuple(ctc_greedy_search(onehot, torch.tensor([t_len]))[0])
+        p = float(sum(lp[t, k] for t, k in enumerate(path)).exp())
+        probs[label] = probs.get(label, 0.0) + p
+    scorer = CTCPrefixScorer(lp)
+    r = scorer.initial()[None]
+    last, empty = torch.tensor([-1]), torch.tensor([True])
+    prefix: tuple[int, ...] = ()
+    for token in (1, 1, 2):  # a repeat included
+        psi, new = scorer.extend(r, last, torch.tensor([[1, 2]]), empty=empty)
+        col = token - 1
+        grown = (*prefix, token)
+        want = sum(p for lab, p in probs.items() if lab[: len(grown)] == grown)
+        assert float(psi[0, col].exp()) == pytest.approx(want, rel=1e-6)
+        exact = float(scorer.final(new[0, col]).exp())
+        assert exact == pytest.approx(probs.get(grown, 0.0), rel=1e-6, abs=1e-12)
+        r, last, empty, prefix = new[:, col], torch.tensor([token]), torch.tensor([False]), grown
+
+
+def test_joint_ctc_attention_beam_search_follows_its_weight() -> None:
+    torch.manual_seed(0)
+    dec = AttentionDecoder(D, V, layers=1, heads=2, ffn_dim=32, dropout=0.0, ctc_weight=0.5)
+    enc, enc_lens, tokens, token_lens = overfit(dec, steps=100, lr=1e-2)
+    dec.eval()
+    want = [row[:n] for row, n in zip(tokens.tolist(), token_lens.tolist(), strict=True)]
+    for lam in (0.0, 0.3, 1.0):
+        assert dec.decode(enc, enc_lens, beam=3, ctc_weight=lam) == want
+    with pytest.raises(ValueError, match="ctc_weight"):
+        dec.decode(enc, enc_lens, beam=3, ctc_weight=1.5)

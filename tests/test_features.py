@@ -67,3 +67,51 @@ def test_spec_augment_masks_and_is_seeded() -> None:
     spec_augment(b, cfg, np.random.default_rng(5))
     torch.testing.assert_close(a, b)
     assert (a != base).any()
+
+
+KNF80 = FeatureConfig(kind="knf", n_mels=80, f_min=20.0, f_max=-400.0)
+
+
+def test_knf_features_are_kaldi_native_fbank_in_training_and_the_transcriber() -> None:
+    import kaldi_native_fbank as knf
+
+    from speechnas.export.features_np import compute_features
+
+    opts = knf.FbankOptions()  # what sherpa-onnx sets for its offline recognisers
+    opts.frame_opts.dither = 0.0
+    opts.frame_opts.snip_edges = False
+    opts.mel_opts.num_bins = 80
+    opts.mel_opts.high_freq = -400.0
+    g = torch.Generator().manual_seed(0)
+    a, b = 0.1 * torch.randn(16000, generator=g), 0.1 * torch.randn(9001, generator=g)
+    batch = torch.zeros(2, 16000)
+    batch[0], batch[1, :9001] = a, b
+    feats, n = FeatureExtractor(KNF80)(batch, torch.tensor([16000, 9001]))
+    for row, wave in enumerate((a, b)):
+        fbank = knf.OnlineFbank(opts)
+        fbank.accept_waveform(16000, wave.numpy())
+        fbank.input_finished()
+        ref = np.stack([fbank.get_frame(t) for t in range(fbank.num_frames_ready)])
+        got, frames = compute_features(wave.numpy(), KNF80)
+        assert frames == KNF80.num_frames(len(wave)) == int(n[row]) == len(ref)
+        np.testing.assert_array_equal(got, ref)
+        np.testing.assert_array_equal(feats[row, : n[row]].numpy(), ref)
+    assert not feats[1, n[1] :].any()
+
+
+def test_knf_frame_count_follows_kaldi_without_snipped_edges() -> None:
+    import kaldi_native_fbank as knf
+
+    opts = knf.FbankOptions()
+    opts.frame_opts.snip_edges = False
+    for samples in (0, 79, 80, 240, 399, 400, 16079, 16080):
+        fbank = knf.OnlineFbank(opts)
+        fbank.accept_waveform(16000, np.full(samples, 0.01, dtype=np.float32))
+        fbank.input_finished()
+        assert KNF80.num_frames(samples) == fbank.num_frames_ready, samples
+
+
+def test_kaldi_offset_below_nyquist_only_for_knf() -> None:
+    with pytest.raises(ValueError, match=r"features\.f_max"):
+        FeatureConfig(kind="fbank", f_max=-400.0)
+    assert KNF80.dim == 80

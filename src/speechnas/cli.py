@@ -132,17 +132,22 @@ def data_synth(
 
 def _results_table(title: str, rows: dict[str, dict[str, float]]) -> Table:
     table = Table(title=title)
-    for col in ("test set", "utterances", "WER %", "CER %", "SER %", "RTF"):
+    chunked = any("chunk_ms_p90" in r for r in rows.values())
+    cols = ["test set", "utterances", "WER %", "CER %", "SER %", "RTF"]
+    for col in cols + (["chunk p50 ms", "chunk p90 ms"] if chunked else []):
         table.add_column(col, justify="right" if col != "test set" else "left")
     for name, r in rows.items():
-        table.add_row(
+        cells = [
             name,
             str(r["utterances"]),
             f"{100 * r['wer']:.2f}",
             f"{100 * r['cer']:.2f}",
             f"{100 * r['sentence_errors'] / r['utterances']:.1f}",
             f"{r['rtf']:.4f}",
-        )
+        ]
+        if chunked:
+            cells += [f"{r['chunk_ms_p50']:.2f}", f"{r['chunk_ms_p90']:.2f}"]
+        table.add_row(*cells)
     return table
 
 
@@ -260,13 +265,48 @@ def export_onnx(
     kernels: Annotated[
         str, typer.Option(help="quantized checkpoints: exact (float compute) or fast (int8)")
     ] = "exact",
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="onnx (speechnas transcribe), sherpa (sherpa-onnx offline CTC: model.onnx, "
+            "model.int8.onnx, tokens.txt) or coreml (OUTPUT/model.mlpackage)",
+        ),
+    ] = "onnx",
+    precision: Annotated[str, typer.Option(help="coreml: fp16 or fp32 compute")] = "fp16",
+    max_seconds: Annotated[float, typer.Option(help="coreml: longest utterance")] = 30.0,
+    streaming: Annotated[
+        bool, typer.Option("--streaming", help="a streaming model: OUTPUT/stream.onnx with states")
+    ] = False,
+    chunk: Annotated[
+        int | None, typer.Option(help="--streaming: encoder frames per chunk (default: the arch's)")
+    ] = None,
+    lookahead: Annotated[
+        int | None, typer.Option(help="--streaming: look-ahead frames (default: the arch's)")
+    ] = None,
 ) -> None:
     """Export a checkpoint to self-describing ONNX files and check them against PyTorch.
     A quantized checkpoint (``speechnas compress quantize``) is written with its weights in
-    low-bit integer storage, each sub-module at its own width."""
+    low-bit integer storage, each sub-module at its own width. ``--format sherpa`` writes
+    what sherpa-onnx loads as it is (a ``frontend: knf80`` CTC model); ``--format coreml`` an
+    ML program for Core ML, checked here without Apple's runtime."""
     from speechnas.export.onnx import export_checkpoint
     from speechnas.train.checkpoint import load_model
 
+    if fmt not in ("onnx", "sherpa", "coreml"):
+        raise _fail(f"--format: {fmt!r} is not one of 'onnx', 'sherpa', 'coreml'")
+    if streaming:
+        try:
+            _export_streaming(checkpoint, output, int8, check, chunk, lookahead)
+        except ValueError as e:
+            raise _fail(str(e)) from None
+        return
+    if fmt != "onnx":
+        try:
+            _export_runtime(checkpoint, output, fmt, check, precision, max_seconds)
+        except ValueError as e:
+            raise _fail(str(e)) from None
+        return
     try:
         loaded = load_model(checkpoint)
         if loaded.meta.get("bits"):
@@ -284,6 +324,78 @@ def export_onnx(
         shown = f"{max(diffs):.2e}" if diffs and path in result.files.values() else "-"
         table.add_row(path.name, f"{result.sizes[path.name] / 1024:.1f}", shown)
     console.print(table)
+
+
+def _export_streaming(
+    checkpoint: Path,
+    output: Path,
+    int8: bool,
+    check: bool,
+    chunk: int | None,
+    lookahead: int | None,
+) -> None:
+    """``speechnas export --streaming``: the chunk graph with its states."""
+    from speechnas.export.streaming import export_streaming
+    from speechnas.train.checkpoint import load_model
+
+    loaded = load_model(checkpoint)
+    model = loaded.model
+    geo = model.spec.stream_geometry  # a clear error for a model that does not stream
+    model.configure_streaming(
+        chunk=geo.chunk if chunk is None else chunk,
+        lookahead=geo.lookahead if lookahead is None else lookahead,
+    )
+    res = export_streaming(model, output, tokenizer=loaded.tokenizer, check=check, int8=int8)
+    meta = res.metadata
+    table = Table(title=f"{checkpoint} → {output} (streaming)")
+    for col in ("file", "KiB", "chunk ms", "look-ahead", "algorithmic latency ms"):
+        table.add_column(col, justify="left" if col == "file" else "right")
+    for path in (res.path, res.int8_path):
+        if path is not None:
+            table.add_row(path.name, f"{path.stat().st_size / 1024:.1f}", meta["stream_chunk_ms"],
+                          meta["stream_lookahead"], meta["algorithmic_latency_ms"])  # fmt: skip
+    console.print(table)
+    for name, diff in res.parity.items():
+        console.print(f"max |{name}| difference {diff:.2e}")
+
+
+def _export_runtime(
+    checkpoint: Path, output: Path, fmt: str, check: bool, precision: str, max_seconds: float
+) -> None:
+    """``speechnas export --format sherpa|coreml``."""
+    if fmt == "sherpa":
+        from speechnas.export.sherpa import export_sherpa
+
+        res = export_sherpa(checkpoint, output, int8=True, check=check)
+        table = Table(title=f"{checkpoint} → {output} (sherpa-onnx offline CTC)")
+        for col in ("file", "KiB"):
+            table.add_column(col, justify="left" if col == "file" else "right")
+        for name, size in res.sizes.items():
+            table.add_row(name, f"{size / 1024:.1f}")
+        table.add_row(res.tokens.name, f"{res.tokens.stat().st_size / 1024:.1f}")
+        console.print(table)
+        if res.parity:
+            console.print(f"max |ORT - torch| {max(res.parity.values()):.2e}")
+        console.print(
+            "sherpa_onnx.OfflineRecognizer.from_zipformer_ctc("
+            + ", ".join(f"{k}={v!r}" for k, v in res.recognizer_kwargs().items())
+            + ")"
+        )
+        return
+    from speechnas.export.coreml import export_coreml
+
+    cm = export_coreml(
+        checkpoint, output / "model.mlpackage", max_seconds=max_seconds, precision=precision,
+        check=check,
+    )  # fmt: skip
+    console.print(
+        f"{cm.path}: ML program, {cm.precision}, {json.loads(cm.metadata['features'])['kind']}"
+        f" features of {cm.min_frames}..{cm.max_frames} frames → log_probs, out_lengths"
+    )
+    if check:
+        console.print(f"checked: {', '.join(cm.checks)}")
+        parity = ", ".join(f"{t} frames {d:.2e}" for t, d in cm.program_parity.items())
+        console.print(f"max |MIL program (numpy) - torch|: {parity}")
 
 
 def _export_lowbit(loaded: Any, output: Path, kernels: str) -> None:
@@ -309,9 +421,21 @@ def transcribe(
     manifest: Annotated[list[str], typer.Option(help="score a manifest; repeatable")] = [],  # noqa: B006
     threads: Annotated[int, typer.Option(help="ONNX Runtime intra-op threads")] = 1,
     json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    streaming: Annotated[
+        bool,
+        typer.Option(
+            "--streaming",
+            help="a streaming export (stream.onnx): feed the audio chunk by chunk, print partial "
+            "results as they change, per-chunk latency and RTF",
+        ),
+    ] = False,
 ) -> None:
     """Transcribe audio with an exported model (no PyTorch): text and real-time factor."""
     from speechnas.export.transcribe import Transcriber, score_manifest
+
+    if streaming:
+        _transcribe_streaming(model, audio or [], manifest, threads, json_out)
+        return
 
     try:
         tr = Transcriber(model, threads=threads)
@@ -332,6 +456,44 @@ def transcribe(
         console.print(f"{p}\t{t.text}\tRTF {t.rtf:.4f}", soft_wrap=True, highlight=False)
     if scores:
         console.print(_results_table(f"{model} ({threads} thread(s))", scores))
+
+
+def _transcribe_streaming(
+    model: Path, audio: list[Path], manifests: list[str], threads: int, json_out: bool
+) -> None:
+    from speechnas.export.stream_transcribe import StreamingTranscriber, score_stream_manifest
+
+    try:
+        tr = StreamingTranscriber(model, threads=threads)
+        files = {str(p): tr.transcribe_file(p) for p in audio}
+        scores = {m: score_stream_manifest(tr, m) for m in manifests}
+    except (ValueError, RuntimeError) as e:
+        raise _fail(str(e)) from None
+    if json_out:
+        out = {
+            "files": {p: {"text": t.text, "rtf": t.rtf, "partials": t.partials,
+                          "chunk_ms": [1000 * s for s in t.chunk_seconds]}
+                      for p, t in files.items()},
+            "manifests": {m: {k: v for k, v in s.items() if k not in ("hypotheses", "ids")}
+                          for m, s in scores.items()},
+        }  # fmt: skip
+        print(json.dumps(out, indent=1))
+        return
+    for p, t in files.items():
+        shown = ""
+        for ms, text in t.partials:
+            if text != shown:
+                console.print(f"{p}\t{ms:7.0f} ms\t{text}", soft_wrap=True, highlight=False)
+                shown = text
+        ms = sorted(1000 * s for s in t.chunk_seconds)
+        console.print(
+            f"{p}\t{t.text}\tRTF {t.rtf:.4f}\t{len(ms)} chunks, median "
+            f"{ms[len(ms) // 2] if ms else 0:.2f} ms",
+            soft_wrap=True,
+            highlight=False,
+        )
+    if scores:
+        console.print(_results_table(f"{model} streaming ({threads} thread(s))", scores))
 
 
 @app.command()

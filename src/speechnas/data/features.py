@@ -1,5 +1,8 @@
 """Acoustic features in PyTorch: log-mel filterbank and MFCC, plus training augmentation.
 
+Kaldi filterbanks (kind "knf") are computed by kaldi-native-fbank in numpy, utterance by
+utterance (:func:`speechnas.data.filters.kaldi_fbank`), the same call the transcriber makes.
+
 Framing uses no centre padding: frame ``t`` covers samples ``[t*hop, t*hop + n_fft)``. A frame
 therefore never sees padding, so an utterance gets the same features alone or inside a padded
 batch, and the numpy port used by the standalone transcriber can match them exactly.
@@ -20,6 +23,7 @@ from speechnas.data.filters import (
     FeatureConfig,
     FeatureKind,
     dct_matrix,
+    kaldi_fbank,
     mel_matrix,
     window,
 )
@@ -43,8 +47,12 @@ class FeatureExtractor(torch.nn.Module):
     def __init__(self, cfg: FeatureConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.register_buffer("window", torch.from_numpy(window(cfg)), persistent=False)
-        self.register_buffer("mel", torch.from_numpy(mel_matrix(cfg)), persistent=False)
+        own = cfg.kind != "knf"  # kaldi-native-fbank brings its own window and filters
+        win = torch.from_numpy(window(cfg)) if own else None
+        self.register_buffer("window", win, persistent=False)
+        self.register_buffer(
+            "mel", torch.from_numpy(mel_matrix(cfg)) if own else None, persistent=False
+        )
         dct = dct_matrix(cfg.n_mels, cfg.n_mfcc) if cfg.kind == "mfcc" else None
         self.register_buffer(
             "dct", None if dct is None else torch.from_numpy(dct), persistent=False
@@ -62,6 +70,8 @@ class FeatureExtractor(torch.nn.Module):
             lengths = torch.full((wave.shape[0],), wave.shape[1], dtype=torch.long)
         if cfg.kind == "waveform":  # a learnable frontend in the model takes the samples
             return wave[..., None], lengths
+        if cfg.kind == "knf":
+            return self._kaldi(wave, lengths)
         if wave.shape[1] < cfg.n_fft:
             wave = torch.nn.functional.pad(wave, (0, cfg.n_fft - wave.shape[1]))
         frames = wave.unfold(1, cfg.n_fft, cfg.hop)  # (B, T, n_fft)
@@ -72,6 +82,20 @@ class FeatureExtractor(torch.nn.Module):
             feats = feats @ self.dct
         n = torch.clamp(1 + (lengths - cfg.n_fft).div(cfg.hop, rounding_mode="floor"), min=0)
         return feats, n
+
+    def _kaldi(
+        self, wave: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each row's valid samples through kaldi-native-fbank; frames past a row's end are 0."""
+        rows = [
+            torch.from_numpy(kaldi_fbank(w[: int(n)].numpy(), self.cfg))
+            for w, n in zip(wave.float(), lengths, strict=True)
+        ]
+        frames = torch.tensor([r.shape[0] for r in rows], dtype=torch.long)
+        feats = wave.new_zeros(len(rows), max(r.shape[0] for r in rows), self.cfg.n_mels)
+        for b, r in enumerate(rows):
+            feats[b, : r.shape[0]] = r
+        return feats, frames
 
 
 def speed_perturb(wave: np.ndarray, sample_rate: int, factor: float) -> np.ndarray:

@@ -6,6 +6,10 @@ so the two compute the same features from one definition. Nothing here imports t
 
 The mel matrix and DCT are written here because torchaudio has no build for the PyTorch that
 the CPU install pins, and librosa would pull a large stack for two small matrices.
+
+The "knf" kind is Kaldi's filterbank as kaldi-native-fbank computes it (:func:`kaldi_fbank`),
+the features sherpa-onnx computes on device; training and the transcriber call the same
+function, so the three agree by construction.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-FeatureKind = Literal["fbank", "mfcc", "waveform"]
+FeatureKind = Literal["fbank", "mfcc", "waveform", "knf"]
+KINDS: tuple[str, ...] = ("fbank", "mfcc", "waveform", "knf")
 
 #: Floor of the mel power before the log.
 LOG_FLOOR = 1e-10
@@ -24,7 +29,13 @@ LOG_FLOOR = 1e-10
 
 @dataclass(frozen=True, slots=True)
 class FeatureConfig:
-    """How waveforms become feature frames."""
+    """How waveforms become feature frames.
+
+    ``kind="knf"``: Kaldi filterbank (kaldi-native-fbank: Povey window, pre-emphasis 0.97, DC
+    removal, no dither, frames centred without snipping the edges, 25/10 ms by default) with
+    ``n_mels`` bins from ``f_min`` to ``f_max``, where ``f_max <= 0`` means that far below the
+    Nyquist frequency, as in Kaldi.
+    """
 
     kind: FeatureKind = "fbank"
     sample_rate: int = 16000
@@ -36,9 +47,12 @@ class FeatureConfig:
     f_max: float | None = None
 
     def __post_init__(self) -> None:
-        if self.kind not in ("fbank", "mfcc", "waveform"):
+        if self.kind not in KINDS:
+            raise ValueError(f"features.kind: {self.kind!r} is not one of {list(KINDS)}")
+        if self.f_max is not None and self.f_max < 0 and self.kind != "knf":
             raise ValueError(
-                f"features.kind: {self.kind!r} is not one of 'fbank', 'mfcc', 'waveform'"
+                f"features.f_max: {self.f_max} (Kaldi's offset below Nyquist) is only "
+                "meaningful for kind 'knf'; give a frequency in Hz or null"
             )
         if self.kind == "mfcc" and not 0 < self.n_mfcc <= self.n_mels:
             raise ValueError(f"features.n_mfcc: {self.n_mfcc} must be in 1..n_mels={self.n_mels}")
@@ -49,7 +63,9 @@ class FeatureConfig:
 
     @property
     def dim(self) -> int:
-        return {"mfcc": self.n_mfcc, "fbank": self.n_mels, "waveform": 1}[self.kind]
+        return {"mfcc": self.n_mfcc, "fbank": self.n_mels, "knf": self.n_mels, "waveform": 1}[
+            self.kind
+        ]
 
     @property
     def frame_rate(self) -> float:
@@ -69,6 +85,8 @@ class FeatureConfig:
         return 1 << (self.win - 1).bit_length()
 
     def num_frames(self, num_samples: int) -> int:
+        if self.kind == "knf":  # frames centred on multiples of the hop, edges not snipped
+            return max(0, (num_samples + self.hop // 2) // self.hop)
         return (
             max(0, 1 + (num_samples - self.n_fft) // self.hop) if num_samples >= self.n_fft else 0
         )
@@ -111,3 +129,37 @@ def window(cfg: FeatureConfig) -> np.ndarray:
     w = np.hanning(cfg.win + 2)[1:-1]
     left = (cfg.n_fft - cfg.win) // 2
     return np.pad(w, (left, cfg.n_fft - cfg.win - left)).astype(np.float32)
+
+
+def kaldi_fbank(wave: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    """Kaldi log-mel filterbank of ``wave`` (N,) float in [-1, 1], computed by
+    kaldi-native-fbank with the options of ``cfg`` (kind "knf"): (T, n_mels) float32 with
+    ``T = cfg.num_frames(N)``."""
+    if cfg.kind != "knf":
+        raise ValueError(f"features.kind: {cfg.kind!r}; kaldi_fbank computes kind 'knf' only")
+    try:
+        import kaldi_native_fbank as knf
+    except ImportError as e:  # pragma: no cover - a dependency of the package
+        raise ImportError(
+            "features kind 'knf' needs kaldi-native-fbank: pip install kaldi-native-fbank"
+        ) from e
+    opts = knf.FbankOptions()
+    frame = opts.frame_opts
+    frame.samp_freq = float(cfg.sample_rate)
+    frame.frame_shift_ms = float(cfg.hop_ms)
+    frame.frame_length_ms = float(cfg.win_ms)
+    frame.dither = 0.0
+    frame.snip_edges = False
+    frame.remove_dc_offset = True
+    frame.window_type = "povey"
+    opts.mel_opts.num_bins = cfg.n_mels
+    opts.mel_opts.low_freq = float(cfg.f_min)
+    opts.mel_opts.high_freq = 0.0 if cfg.f_max is None else float(cfg.f_max)
+    fbank = knf.OnlineFbank(opts)
+    fbank.accept_waveform(float(cfg.sample_rate), np.asarray(wave, dtype=np.float32))
+    fbank.input_finished()
+    n = fbank.num_frames_ready
+    out = np.empty((n, cfg.n_mels), dtype=np.float32)
+    for t in range(n):
+        out[t] = fbank.get_frame(t)
+    return out

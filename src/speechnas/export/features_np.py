@@ -1,5 +1,8 @@
 """Log-mel filterbank and MFCC features in numpy, equal to ``speechnas.data.features``.
 
+Kaldi filterbanks (kind "knf") come from kaldi-native-fbank through the same function training
+calls (:func:`speechnas.data.filters.kaldi_fbank`).
+
 The same window, mel filters, DCT and log floor (all from ``speechnas.data.filters``), the same
 framing without centre padding (frame ``t`` covers samples ``[t*hop, t*hop + n_fft)``), and the
 same padding of a waveform shorter than one FFT. Nothing here imports torch.
@@ -11,7 +14,14 @@ import functools
 
 import numpy as np
 
-from speechnas.data.filters import LOG_FLOOR, FeatureConfig, dct_matrix, mel_matrix, window
+from speechnas.data.filters import (
+    LOG_FLOOR,
+    FeatureConfig,
+    dct_matrix,
+    kaldi_fbank,
+    mel_matrix,
+    window,
+)
 
 __all__ = ["compute_features", "input_length"]
 
@@ -40,6 +50,8 @@ def compute_features(wave: np.ndarray, cfg: FeatureConfig) -> tuple[np.ndarray, 
     n = input_length(cfg, wave.shape[0])
     if cfg.kind == "waveform":
         return wave, n
+    if cfg.kind == "knf":
+        return kaldi_fbank(wave, cfg), n
     win, mel, dct = _matrices(cfg)
     if wave.shape[0] < cfg.n_fft:
         wave = np.pad(wave, (0, cfg.n_fft - wave.shape[0]))

@@ -126,9 +126,9 @@ class _Emptied(nn.Module):
 Inputs = Callable[[int, torch.Generator], dict[str, torch.Tensor]]
 
 
-def _seq(d: int, *names: str) -> Inputs:
-    """Inputs x (and more (1, T, d) tensors), plus ``pad`` (1, T) / ``mask`` (1, T, T) /
-    ``lengths`` (1,) when named."""
+def _seq(d: int, *names: str, additive: bool = False) -> Inputs:
+    """Inputs x (and more (1, T, d) tensors), plus ``pad`` (1, T) / ``mask`` (1, T, T), bool
+    or, when ``additive``, float zeros / ``lengths`` (1,) when named."""
 
     def make(t: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
         out = {}
@@ -136,7 +136,7 @@ def _seq(d: int, *names: str) -> Inputs:
             if n == "pad":
                 out[n] = torch.zeros(1, t, dtype=torch.bool)
             elif n == "mask":
-                out[n] = torch.ones(1, t, t, dtype=torch.bool)
+                out[n] = torch.zeros(1, t, t) if additive else torch.ones(1, t, t, dtype=torch.bool)
             elif n == "lengths":
                 out[n] = torch.tensor([t])
             else:
@@ -171,7 +171,7 @@ def block_module(block: Block) -> tuple[nn.Module, Inputs]:
         chunk, left = (16, 4) if p["chunked"] else (None, None)
         stack = AttentionStack(
             d, [], nn.Identity, absolute=p["absolute"], chunk=chunk, left_chunks=left,
-            final_norm=p["final_norm"],
+            final_norm=p["final_norm"], additive=p.get("additive", False),
         )  # fmt: skip
         return stack.eval(), _seq(d, "x", "lengths")
     if k == "cnn_stack":
@@ -180,12 +180,19 @@ def block_module(block: Block) -> tuple[nn.Module, Inputs]:
     if k == "ffn":
         return _Residual(FeedForward(d, p["hidden"], lowrank=p["rank"])).eval(), _seq(d, "x")
     if k == "mhsa":
-        attn = MultiHeadSelfAttention(d, p["heads"], pos=p["pos"], window=p["window"])
-        return _Residual(attn, nn.LayerNorm(d)).eval(), _seq(d, "x", "mask")
+        attn = MultiHeadSelfAttention(
+            d, p["heads"], pos=p["pos"], window=p["window"], head_dim=p.get("head_dim"),
+            impl=p.get("impl", "sdpa"), qkv=p.get("qkv", "packed"),
+        )  # fmt: skip
+        # a stack whose layers are not sdpa passes them an additive float mask
+        inputs = _seq(d, "x", "mask", additive="impl" in p)
+        return _Residual(attn, nn.LayerNorm(d)).eval(), inputs
     if k == "norm":
         return nn.LayerNorm(d).eval(), _seq(d, "x")
     if k == "convmod":
-        conv = ConvModule(d, p["kernel"], causal=p["causal"], dropout=0.0)
+        conv = ConvModule(
+            d, p["kernel"], causal=p["causal"], dropout=0.0, channels=p.get("channels")
+        )
         return _Residual(conv).eval(), _seq(d, "x", "pad")
     if k == "cgmlp":
         return _CgMLP(d, p["hidden"], p["kernel"], p["causal"]).eval(), _seq(d, "x", "pad")

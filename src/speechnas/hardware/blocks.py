@@ -65,20 +65,42 @@ def _block(kind: str, axis: str = "frames", **params: Any) -> Block:
     return Block(kind, tuple(params.items()), axis)
 
 
+def _impl(spec: ArchSpec) -> dict[str, str]:
+    """The attention implementation's key entries: none for the default (so the blocks of
+    earlier calibrations keep their keys), else what differs from it."""
+    out = {}
+    if spec.attention_impl != "sdpa":
+        out["impl"] = spec.attention_impl
+    if spec.qkv != "packed":
+        out["qkv"] = spec.qkv
+    return out
+
+
+def _mhsa(spec: ArchSpec, heads: int) -> Block:
+    """Self-attention with ``heads`` heads of the model's head width: the head width is part of
+    the key only when the heads do not span d_model (a layer with more or fewer heads)."""
+    wide = {} if heads == spec.heads else {"head_dim": spec.head_dim}
+    return _block(
+        "mhsa", d=spec.d_model, heads=heads, pos=spec.attention, window=spec.window, **wide,
+        **_impl(spec),
+    )  # fmt: skip
+
+
 def _attention_layers(spec: ArchSpec) -> list[Block]:
     d = spec.d_model
     causal = spec.causal
-    mhsa = _block("mhsa", d=d, heads=spec.heads, pos=spec.attention, window=spec.window)
     out: list[Block] = []
     for ly in spec.layer:
         ff = _block("ffn", d=d, hidden=ly.ffn_dim, rank=ly.ffn_lowrank)
+        mhsa = _mhsa(spec, ly.heads)
         if spec.encoder == "conformer":
-            conv = _block("convmod", d=d, kernel=ly.kernel, causal=causal)
+            wide = {} if ly.conv_dim == d else {"channels": ly.conv_dim}
+            conv = _block("convmod", d=d, kernel=ly.kernel, causal=causal, **wide)
             out += [ff] * (2 if spec.macaron else 1) + [mhsa, conv, _block("norm", d=d)]
         elif spec.encoder == "transformer":
             out += [mhsa, ff]
-        else:  # ebranchformer: cgMLP width = ffn_dim, as the builder sets it
-            cgmlp = _block("cgmlp", d=d, hidden=ly.ffn_dim, kernel=ly.kernel, causal=causal)
+        else:  # ebranchformer: cgMLP width = cgmlp_dim (ffn_dim unless set)
+            cgmlp = _block("cgmlp", d=d, hidden=ly.cgmlp_dim, kernel=ly.kernel, causal=causal)
             merge = _block("merge", d=d, kernel=_MERGE_KERNEL, causal=causal)
             out += [ff, ff, mhsa, cgmlp, merge, _block("norm", d=d)]
     return out
@@ -94,6 +116,7 @@ def _encoder(spec: ArchSpec) -> list[Block]:
             absolute=spec.absolute_positions,
             chunked=spec.streaming,
             final_norm=kind == "transformer",
+            **({"additive": True} if spec.attention_impl != "sdpa" else {}),
         )
         return [stack, *_attention_layers(spec)]
     if kind in ("lstm", "blstm"):

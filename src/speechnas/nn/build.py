@@ -9,6 +9,7 @@ decoded :class:`~speechnas.nn.spec.ArchSpec`.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,9 +31,10 @@ from speechnas.nn.blocks import (
     TransformerLayerConfig,
     TransformerStack,
 )
+from speechnas.nn.blocks.lookahead import Lookahead
 from speechnas.nn.blocks.norm import use_mad_prenorm
 from speechnas.nn.decoders import make_decoder
-from speechnas.nn.spec import FRONTENDS, LEARNABLE_FILTERS, ArchSpec, decode
+from speechnas.nn.spec import FRONTENDS, LEARNABLE_FILTERS, ArchSpec, StreamGeometry, decode
 from speechnas.space.arch import Arch
 
 __all__ = ["FRONTENDS", "LEARNABLE_FILTERS", "SpeechModel", "build", "feature_config"]
@@ -47,28 +49,33 @@ def _encoder(spec: ArchSpec, dropout: float) -> nn.Module:
     d = spec.d_model
     kind = spec.encoder
     if spec.attention_based:
-        common = {"heads": spec.heads, "attention": spec.attention, "window": spec.window,
-                  "dropout": dropout}  # fmt: skip
+        common = {"head_dim": spec.head_dim, "attention": spec.attention, "window": spec.window,
+                  "dropout": dropout, "attention_impl": spec.attention_impl,
+                  "qkv": spec.qkv}  # fmt: skip
         streaming = {"chunk": spec.chunk_size, "left_chunks": spec.left_chunks}
         if kind == "conformer":
             cfgs = [
                 ConformerLayerConfig(
-                    ffn_dim=ly.ffn_dim, ffn_lowrank=ly.ffn_lowrank, kernel=ly.kernel,
-                    macaron=spec.macaron, module_order=ly.module_order, **common,
+                    heads=ly.heads, ffn_dim=ly.ffn_dim, ffn_lowrank=ly.ffn_lowrank,
+                    kernel=ly.kernel, macaron=spec.macaron, module_order=ly.module_order,
+                    conv_dim=ly.conv_dim, **common,
                 )
                 for ly in spec.layer
             ]  # fmt: skip
             return ConformerStack(d, cfgs, **streaming)
         if kind == "transformer":
+            tcommon = {k: v for k, v in common.items() if k != "head_dim"}  # heads divide d
             tcfgs = [
-                TransformerLayerConfig(ffn_dim=ly.ffn_dim, ffn_lowrank=ly.ffn_lowrank, **common)
+                TransformerLayerConfig(
+                    heads=spec.heads, ffn_dim=ly.ffn_dim, ffn_lowrank=ly.ffn_lowrank, **tcommon
+                )
                 for ly in spec.layer
             ]
             return TransformerStack(d, tcfgs, **streaming)
-        ecfgs = [  # the cgMLP is as wide as the feed-forward layers
+        ecfgs = [  # the cgMLP is as wide as the feed-forward layers unless cgmlp_dim says
             EBranchformerLayerConfig(
-                ffn_dim=ly.ffn_dim, ffn_lowrank=ly.ffn_lowrank, cgmlp_dim=ly.ffn_dim,
-                kernel=ly.kernel, **common,
+                heads=ly.heads, ffn_dim=ly.ffn_dim, ffn_lowrank=ly.ffn_lowrank,
+                cgmlp_dim=ly.cgmlp_dim, kernel=ly.kernel, **common,
             )
             for ly in spec.layer
         ]  # fmt: skip
@@ -128,6 +135,8 @@ class SpeechModel(nn.Module):
                 depthwise=spec.depthwise_subsampling,
             )
         )
+        if spec.lookahead:
+            stages.append(Lookahead(d, spec.lookahead))
         stages.append(_encoder(spec, dropout))
         self.encoder = EncoderChain(*stages)
         self.decoder = _decoder(spec, vocab_size, dropout)
@@ -163,6 +172,67 @@ class SpeechModel(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+    # -- streaming: one chunk at a time with explicit states ---------------------------------
+
+    def configure_streaming(self, *, chunk: int | None, lookahead: int | None = None) -> None:
+        """Run at another chunk size and look-ahead than the architecture's: dynamic-chunk
+        training, or one model evaluated at several latencies. ``chunk=None`` is full context
+        (attention unmasked; causal convolutions stay causal). ``lookahead`` at most the
+        architecture's (None: the architecture's)."""
+        geo = self.spec.stream_geometry  # raises for an architecture that cannot stream
+        if chunk is not None and (isinstance(chunk, bool) or chunk < 1):
+            raise ValueError(f"chunk: expected a positive number of frames or None, got {chunk!r}")
+        lookahead = geo.lookahead if lookahead is None else lookahead
+        if not 0 <= lookahead <= geo.lookahead:
+            raise ValueError(
+                f"lookahead: {lookahead} frames is outside 0..{geo.lookahead}, the look-ahead "
+                "this architecture was built with"
+            )
+        *_, stack = self.encoder.stages
+        if hasattr(stack, "chunk"):
+            stack.chunk = chunk
+        if geo.lookahead:
+            self.encoder.stages[-2].active = lookahead
+        self._stream = (chunk, lookahead)
+
+    def stream_geometry(self) -> StreamGeometry:
+        """How the model streams now (the architecture's geometry unless reconfigured)."""
+        geo = self.spec.stream_geometry
+        chunk, lookahead = getattr(self, "_stream", (geo.chunk, geo.lookahead))
+        if chunk is None:
+            raise ValueError("stream_geometry: the model runs in full context (chunk=None)")
+        return dataclasses.replace(geo, chunk=chunk, lookahead=lookahead)
+
+    def init_states(self, batch: int = 1) -> list[torch.Tensor]:
+        """The encoder's states before a stream's first chunk (names: :meth:`state_names`)."""
+        self.stream_geometry()  # raises for a model that cannot stream
+        return self.encoder.stages[-1].init_states(batch)
+
+    def state_names(self) -> list[str]:
+        return self.encoder.stages[-1].state_names()
+
+    def streaming_forward(
+        self, window: torch.Tensor, valid: torch.Tensor, states: list[torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """One chunk. window (B, W, D): the chunk's ``stream_geometry.window`` feature frames;
+        valid (B,): how many of the chunk's ``chunk + lookahead`` encoder frames exist (fewer
+        only at the end of a stream) → encodings (B, chunk, d_model), valid frames among them
+        (B,), new states. Over a stream the chunks give what :meth:`encode` gives."""
+        geo = self.stream_geometry()
+        if window.shape[1] != geo.window:
+            raise ValueError(
+                f"streaming_forward: a window of {geo.window} feature frames expected "
+                f"(chunk {geo.chunk} + look-ahead {geo.lookahead} encoder frames), "
+                f"got {window.shape[1]}"
+            )
+        subsampling, *middle, stack = self.encoder.stages
+        x = (window - self.cmvn_mean) / self.cmvn_std
+        x, _ = subsampling(x, valid)  # (B, chunk + lookahead, d_model)
+        if middle:
+            x = middle[0].chunk(x, valid)
+        lengths = valid.clamp(max=geo.chunk)
+        return stack.streaming_forward(x, lengths, states)
 
 
 def build(arch: Mapping[str, Any], *, vocab_size: int, dropout: float = 0.1) -> SpeechModel:

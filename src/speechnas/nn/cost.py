@@ -134,16 +134,17 @@ def _feed_forward(t: int, d: int, hidden: int, rank: int) -> int:
     )
 
 
-def _self_attention(t: int, d: int, attention: str) -> int:
-    """MultiHeadSelfAttention on T frames (all heads together: H · Dh = d).
+def _self_attention(t: int, d: int, attention: str, inner: int | None = None) -> int:
+    """MultiHeadSelfAttention on T frames, all heads together (H · Dh = ``inner``, default d).
 
     QKV and output projections, QKᵀ and AV over the dense T×T grid; with relative positions
-    also the projection of the 2T-1 position embeddings and the (q + v)·pᵀ score product over
-    T × (2T-1) offsets (``rel_shift`` only moves data).
+    also the projection of the 2T-1 position embeddings (d → inner) and the (q + v)·pᵀ score
+    product over T × (2T-1) offsets (``rel_shift`` only moves data).
     """
-    macs = _linear(t, d, 3 * d) + _linear(t, d, d) + 2 * t * t * d
+    i = d if inner is None else inner
+    macs = _linear(t, d, 3 * i) + _linear(t, i, d) + 2 * t * t * i
     if attention == "rel":
-        macs += _linear(2 * t - 1, d, d) + t * (2 * t - 1) * d
+        macs += _linear(2 * t - 1, d, i) + t * (2 * t - 1) * i
     return macs
 
 
@@ -153,10 +154,11 @@ def _depthwise(t: int, channels: int, kernel: int) -> int:
 
 
 def _conformer_layer(t: int, d: int, *, ffn: int, rank: int, kernel: int, macaron: bool,
-                     attention: str) -> int:  # fmt: skip
+                     attention: str, inner: int, conv_dim: int) -> int:  # fmt: skip
     ffns = (2 if macaron else 1) * _feed_forward(t, d, ffn, rank)
-    conv = _linear(t, d, 2 * d) + _depthwise(t, d, kernel) + _linear(t, d, d)
-    return ffns + _self_attention(t, d, attention) + conv
+    c = conv_dim
+    conv = _linear(t, d, 2 * c) + _depthwise(t, c, kernel) + _linear(t, c, d)
+    return ffns + _self_attention(t, d, attention, inner) + conv
 
 
 def _transformer_layer(t: int, d: int, *, ffn: int, rank: int, attention: str) -> int:
@@ -164,13 +166,15 @@ def _transformer_layer(t: int, d: int, *, ffn: int, rank: int, attention: str) -
 
 
 def _ebranchformer_layer(t: int, d: int, *, ffn: int, rank: int, kernel: int, merge_kernel: int,
-                         attention: str) -> int:  # fmt: skip
+                         attention: str, inner: int, cgmlp_dim: int) -> int:  # fmt: skip
     """Macaron FFNs, MHSA branch, cgMLP branch (up d → c, gating depthwise conv on c/2,
-    down c/2 → d; cgmlp_dim = ffn_dim as in the builder), merge (depthwise conv over the 2d
+    down c/2 → d; c = cgmlp_dim, ffn_dim unless set), merge (depthwise conv over the 2d
     concatenation, projection 2d → d)."""
-    cgmlp = _linear(t, d, ffn) + _depthwise(t, ffn // 2, kernel) + _linear(t, ffn // 2, d)
+    c = cgmlp_dim
+    cgmlp = _linear(t, d, c) + _depthwise(t, c // 2, kernel) + _linear(t, c // 2, d)
     merge = _depthwise(t, 2 * d, merge_kernel) + _linear(t, 2 * d, d)
-    return 2 * _feed_forward(t, d, ffn, rank) + _self_attention(t, d, attention) + cgmlp + merge
+    attn = _self_attention(t, d, attention, inner)
+    return 2 * _feed_forward(t, d, ffn, rank) + attn + cgmlp + merge
 
 
 def _lstm(steps: int, d_in: int, hidden: int, layers: int, directions: int) -> int:
@@ -210,7 +214,8 @@ def _encoder(spec: ArchSpec, t: int) -> int:
     if kind == "conformer":
         return sum(
             _conformer_layer(t, d, ffn=ly.ffn_dim, rank=ly.ffn_lowrank, kernel=ly.kernel,
-                             macaron=spec.macaron, attention=attention)
+                             macaron=spec.macaron, attention=attention,
+                             inner=ly.heads * spec.head_dim, conv_dim=ly.conv_dim)
             for ly in spec.layer
         )  # fmt: skip
     if kind == "transformer":
@@ -221,9 +226,15 @@ def _encoder(spec: ArchSpec, t: int) -> int:
     merge = EBranchformerLayerConfig().merge_kernel
     return sum(
         _ebranchformer_layer(t, d, ffn=ly.ffn_dim, rank=ly.ffn_lowrank, kernel=ly.kernel,
-                             merge_kernel=merge, attention=attention)
+                             merge_kernel=merge, attention=attention,
+                             inner=ly.heads * spec.head_dim, cgmlp_dim=ly.cgmlp_dim)
         for ly in spec.layer
     )  # fmt: skip
+
+
+def _lookahead(spec: ArchSpec, t: int) -> int:
+    """The streaming look-ahead convolution after the subsampling (none without look-ahead)."""
+    return _depthwise(t, spec.d_model, spec.lookahead + 1) if spec.lookahead else 0
 
 
 def _pred_layers() -> int:
@@ -342,7 +353,7 @@ def analytic_macs(
     return MacBreakdown(
         frontend=frontend,
         subsampling=subsampling,
-        encoder=_encoder(spec, t),
+        encoder=_encoder(spec, t) + _lookahead(spec, t),
         decoder=_decoder(spec, t, vocab_size, tokens),
     )
 

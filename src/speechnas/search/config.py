@@ -51,6 +51,11 @@ class ConstraintsConfig:
     max_params: int | str | None = None
     max_macs: int | str | None = None
     max_memory_mb: float | str | None = None
+    # streaming searches
+    max_chunk_latency_ms: float | str | None = None
+    max_lookahead_ms: float | None = None
+    max_algorithmic_latency_ms: float | None = None
+    max_emission_delay_ms: float | None = None
 
     def __post_init__(self) -> None:
         from speechnas.nn.presets import preset_names

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from speechnas.search.config import SearchConfig
-from speechnas.search.objectives import LIMITS, LatencyModel, latency_model
+from speechnas.search.objectives import LIMITS, LatencyModel, latency_model, predicted_metrics
 from speechnas.space import Arch, SearchSpace
 
 #: The smallest vocabulary a tokenizer has: the CTC blank and one symbol.
@@ -165,6 +165,14 @@ def _cached(fn: Metric) -> Metric:
     return wrapped
 
 
+def _geometry(arch: Arch, field: str) -> float:
+    """A stream-geometry figure of ``arch`` (ms); infinite for one that does not stream."""
+    from speechnas.nn.spec import decode
+
+    spec = decode(arch)
+    return float(getattr(spec.stream_geometry, field)) if spec.streaming else math.inf
+
+
 def _number(v: float) -> str:
     return f"{v:,.0f}" if v >= 1000 else f"{v:.3g}"
 
@@ -188,13 +196,26 @@ def check_feasible(
         "macs": macs,
         "params": params,
         "memory": lambda a: params(a) * 4 / 2**20,
+        "algorithmic_latency": lambda a: _geometry(a, "algorithmic_latency_ms"),
+        "lookahead_ms": lambda a: _geometry(a, "lookahead_ms"),
     }
     starts = sorted(starting_points(space), key=macs)  # the likeliest to meet a limit first
     where = f"space {space.name!r}"
     problems = []
     for key, limit in limits.items():
         metric = LIMITS[key][0]
-        if metric == "latency":
+        if metric == "emission_delay":
+            continue  # known only once a model is trained
+        if metric == "chunk_latency":
+            _, fewest = smallest(space, starts, macs)
+            model = latency or latency_model(cfg.target)
+            value = predicted_metrics(fewest, vocab_size=MIN_VOCAB, latency=model,
+                                      seconds=seconds).get("chunk_latency", math.inf)  # fmt: skip
+            what = (
+                f"the architecture of {where} with the fewest MACs is predicted at "
+                f"{_number(value)} ms per chunk on {cfg.target}"
+            )
+        elif metric == "latency":
             _, fewest = smallest(space, starts, macs)
             model = latency or latency_model(cfg.target)
             value = model.predict(fewest, seconds, MIN_VOCAB)
@@ -208,6 +229,8 @@ def check_feasible(
                 "params": "parameters",
                 "macs": f"MACs per {seconds:g} s utterance",
                 "memory": "MB of weights",
+                "algorithmic_latency": "ms of algorithmic latency",
+                "lookahead_ms": "ms of look-ahead",
             }[metric]
             what = f"the smallest architecture of {where} has at least {_number(value)} {unit}"
         if value > limit:

@@ -3,6 +3,7 @@ retrained selection are exported, timed and compared with the predictor's figure
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,40 @@ def measure_on_target(
         )
     if prof.peak_memory_bytes is not None:
         out["memory_measured_mb"] = prof.peak_memory_bytes / 2**20
+    if loaded.model.spec.streaming:
+        out.update(_streaming(loaded, Path(checkpoint).parent / "stream-export", cfg))
     return out
+
+
+def _streaming(loaded: Any, folder: Path, cfg: SearchConfig) -> dict[str, Any]:
+    """A streaming model exported with its states (``folder/stream.onnx``, the file
+    ``speechnas transcribe --streaming`` takes) and its per-chunk latency, timed chunk by chunk
+    with real states on ONNX Runtime with the target's threads, next to the prediction."""
+    from speechnas.export.streaming import export_streaming
+    from speechnas.hardware import load_target
+    from speechnas.hardware.stream import chunk_latency_of_file
+    from speechnas.search.objectives import predicted_metrics
+
+    res = export_streaming(loaded.model, folder, tokenizer=loaded.tokenizer, int8=True)
+    stream_target = load_target("cpu-ort-stream-1t")
+    threads = load_target(cfg.target).threads
+    if threads != stream_target.threads:
+        stream_target = dataclasses.replace(stream_target, threads=threads, clock="wall")
+    lat = chunk_latency_of_file(res.path, stream_target, seconds=cfg.latency_seconds)
+    pre = predicted_metrics(
+        loaded.model.arch,
+        vocab_size=loaded.tokenizer.vocab_size,
+        latency=latency_model(cfg.target),
+        seconds=cfg.latency_seconds,
+    )
+    return {
+        "stream_export": str(res.path),
+        "chunk_latency_measured": lat.p50_ms,
+        "chunk_latency_p90_measured": lat.p90_ms,
+        "chunk_latency_predicted": pre["chunk_latency"],
+        "stream_rtf_measured": lat.rtf,
+        "algorithmic_latency": pre["algorithmic_latency"],
+    }
 
 
 #: interleaved rounds of the model-vs-preset comparison

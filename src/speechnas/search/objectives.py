@@ -5,7 +5,12 @@ set of the base training config), ``wer:mean(T1,T2,...)`` and ``cer:mean(...)`` 
 mean over the named test sets: every test condition counts alike), ``dev_wer``, ``latency``
 (ms per utterance of ``latency_seconds`` on the configured target), ``params``, ``macs``
 (analytic, one utterance of ``latency_seconds``) and ``memory`` (MB of float32 weights,
-analytic). Which of them are error
+analytic). Streaming architectures add ``stream_wer:TESTSET`` and ``stream_dev_wer`` (greedy
+CTC chunk by chunk with states: the chunk-masked full forward computes the same frames, so
+these equal ``wer:TESTSET`` and ``dev_wer`` of the model trained at its own chunk size),
+``chunk_latency`` (predicted ms per chunk), ``algorithmic_latency`` (ms of audio a chunk waits
+for) and ``emission_delay`` (mean ms from a token's place on the full-context CTC path to its
+emission, on dev). Which of them are error
 rates, and what the others measure, is said once here (:func:`objective_kind`,
 :func:`is_error_rate`) for the drivers, the selection and the plots.
 
@@ -28,18 +33,49 @@ import torch
 
 from speechnas.nn.build import build, feature_config
 from speechnas.nn.cost import analytic_macs, count_parameters
+from speechnas.nn.spec import decode
 from speechnas.space import Arch
 
-SCALAR_OBJECTIVES = ("dev_wer", "latency", "params", "macs", "memory")
-PER_TEST_OBJECTIVES = ("wer", "cer", "rtf")
-CONSTRAINT_KEYS = ("max_latency_ms", "max_params", "max_macs", "max_memory_mb")
+SCALAR_OBJECTIVES = (
+    "dev_wer",
+    "latency",
+    "params",
+    "macs",
+    "memory",
+    # streaming architectures only (see predicted_metrics and run_trial)
+    "stream_dev_wer",
+    "chunk_latency",
+    "algorithmic_latency",
+    "emission_delay",
+)
+PER_TEST_OBJECTIVES = ("wer", "cer", "rtf", "stream_wer")
+CONSTRAINT_KEYS = (
+    "max_latency_ms",
+    "max_params",
+    "max_macs",
+    "max_memory_mb",
+    "max_chunk_latency_ms",
+    "max_lookahead_ms",
+    "max_algorithmic_latency_ms",
+    "max_emission_delay_ms",
+)
 #: constraint → (metric it limits, how a violation reads, unit)
 LIMITS = {
     "max_latency_ms": ("latency", "latency", " ms"),
     "max_params": ("params", "params", ""),
     "max_macs": ("macs", "MACs", ""),
     "max_memory_mb": ("memory", "memory", " MB"),
+    "max_chunk_latency_ms": ("chunk_latency", "chunk latency", " ms"),
+    "max_lookahead_ms": ("lookahead_ms", "look-ahead", " ms"),
+    "max_algorithmic_latency_ms": ("algorithmic_latency", "algorithmic latency", " ms"),
+    "max_emission_delay_ms": ("emission_delay", "emission delay", " ms"),
 }
+#: The metrics :func:`predicted_metrics` gives that a trial keeps beside its trained ones, and
+#: those of them that are predictions (unless the latency model measures).
+CARRIED_METRICS = (
+    "macs", "memory", "latency", "chunk_latency", "algorithmic_latency", "lookahead_ms",
+)  # fmt: skip
+PREDICTED_METRICS = ("latency", "chunk_latency")
 #: The proxy's rate: 2 GMAC/s, the order of one embedded CPU core running float32 kernels.
 PROXY_MACS_PER_SECOND = 2e9
 
@@ -52,11 +88,11 @@ def objective_kind(name: str) -> ObjectiveKind:
     ``cer:T``, ``dev_wer``), ``speed`` (``rtf:T``), ``latency``, ``size`` (``params``,
     ``memory``) or ``compute`` (``macs``); a ValueError for a name that is no objective."""
     kind = check_objective(name).partition(":")[0]
-    if kind in ("wer", "cer", "dev_wer"):
+    if kind in ("wer", "cer", "dev_wer", "stream_wer", "stream_dev_wer"):
         return "error"
     if kind == "rtf":
         return "speed"
-    if kind == "latency":
+    if kind in ("latency", "chunk_latency", "algorithmic_latency", "emission_delay"):
         return "latency"
     return "compute" if kind == "macs" else "size"
 
@@ -65,7 +101,11 @@ def is_error_rate(name: str) -> bool:
     """Whether objective (or metric) ``name`` is an error rate, a fraction in [0, 1] or so:
     ``wer:T``, ``cer:T``, ``dev_wer`` and, as a metric, ``dev_cer``."""
     kind, sep, test = name.partition(":")
-    return (kind in ("wer", "cer") and bool(sep and test)) or name in ("dev_wer", "dev_cer")
+    return (kind in ("wer", "cer", "stream_wer") and bool(sep and test)) or name in (
+        "dev_wer",
+        "dev_cer",
+        "stream_dev_wer",
+    )
 
 
 _MEAN = re.compile(r"^(wer|cer):mean\(([^()]*)\)$")
@@ -176,14 +216,27 @@ def predicted_metrics(
     arch: Arch, *, vocab_size: int, latency: LatencyModel, seconds: float
 ) -> dict[str, float]:
     """The metrics known without training: ``params``, ``macs``, ``memory`` (MB) and
-    ``latency`` (ms), all for one utterance of ``seconds``."""
+    ``latency`` (ms), all for one utterance of ``seconds``; for a streaming architecture also
+    ``algorithmic_latency`` and ``lookahead_ms`` (from its geometry) and ``chunk_latency``, the
+    predicted time of one chunk: the model on one chunk's window of input (chunk, look-ahead
+    and subsampling context; the attention over the cached left context is not priced)."""
     params = count_parameters(arch, vocab_size=vocab_size)
-    return {
+    out = {
         "params": params,
         "macs": analytic_macs(arch, seconds=seconds, vocab_size=vocab_size).total,
         "memory": params * 4 / 2**20,
         "latency": latency.predict(arch, seconds, vocab_size),
     }
+    spec = decode(arch)
+    if spec.streaming and not spec.waveform_input:
+        geo = spec.stream_geometry
+        window_s = ((geo.window - 1) * spec.features.hop + spec.features.n_fft) / (
+            spec.features.sample_rate
+        )
+        out["algorithmic_latency"] = geo.algorithmic_latency_ms
+        out["lookahead_ms"] = geo.lookahead_ms
+        out["chunk_latency"] = latency.predict(arch, window_s, vocab_size)
+    return out
 
 
 def _fmt(v: float) -> str:
@@ -248,9 +301,11 @@ class Scalarizer:
 
 
 __all__ = [
+    "CARRIED_METRICS",
     "CONSTRAINT_KEYS",
     "LATENCY_TARGETS",
     "LIMITS",
+    "PREDICTED_METRICS",
     "PROXY_MACS_PER_SECOND",
     "LatencyModel",
     "ObjectiveKind",

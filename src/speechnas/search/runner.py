@@ -365,6 +365,14 @@ def finish(
                 f"  latency on {cfg.target}: {retrained['latency_measured']:.2f} ms measured, "
                 f"{retrained['latency_predicted']:.2f} ms predicted"
             )
+            if "chunk_latency_measured" in retrained:
+                console.print(
+                    f"  per chunk ({retrained['algorithmic_latency']:.0f} ms algorithmic "
+                    f"latency): {retrained['chunk_latency_measured']:.2f} ms median, "
+                    f"{retrained['chunk_latency_p90_measured']:.2f} ms p90 measured with "
+                    f"states, {retrained['chunk_latency_predicted']:.2f} ms predicted; "
+                    f"streaming export {retrained['stream_export']}"
+                )
             measured = {"latency": retrained["latency_measured"]}
             limits = cfg.constraints.to_dict()
             if "latency_limit_measured" in retrained:  # like for like: timed beside the preset

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from speechnas.search.objectives import LIMITS, is_error_rate
+from speechnas.search.objectives import CONSTRAINT_KEYS, LIMITS, is_error_rate
 from speechnas.search.pareto import hypervolume, non_dominated_sort, normalize
 from speechnas.search.study import SearchStudy, arch_of, jsonable, values_of
 from speechnas.search.trial import Fidelity, run_trial
@@ -161,23 +161,18 @@ def hypervolume_series(
 def select_for_target(
     source: optuna.Study | SearchStudy | Sequence[FrozenTrial] | Sequence[Result],
     *,
-    max_latency_ms: float | None = None,
-    max_params: float | None = None,
-    max_macs: float | None = None,
-    max_memory_mb: float | None = None,
     prefer: str = "wer:test",
+    **constraints: float | None,
 ) -> Result:
-    """The architecture that meets every given limit with the lowest ``prefer`` metric, taken
-    among those that reached the highest rung any of them reached (a result after more training
-    is the more reliable). A ValueError lists the closest candidates when none qualifies."""
+    """The architecture that meets every given limit (``max_latency_ms``, ``max_params``...:
+    any of :data:`CONSTRAINT_KEYS`) with the lowest ``prefer`` metric, taken among those that
+    reached the highest rung any of them reached (a result after more training is the more
+    reliable). A ValueError lists the closest candidates when none qualifies."""
     rows = list(source) if _is_results(source) else results(source)  # type: ignore[arg-type]
-    limits = {
-        "max_latency_ms": max_latency_ms,
-        "max_params": max_params,
-        "max_macs": max_macs,
-        "max_memory_mb": max_memory_mb,
-    }
-    limits = {k: v for k, v in limits.items() if v is not None}
+    unknown = sorted(set(constraints) - set(CONSTRAINT_KEYS))
+    if unknown:
+        raise ValueError(f"select_for_target: unknown limits {unknown}; known: {CONSTRAINT_KEYS}")
+    limits = {k: float(v) for k, v in constraints.items() if v is not None}
     if not rows:
         raise ValueError("no completed architecture to select from")
     if any(not math.isfinite(r.metric(prefer)) for r in rows):

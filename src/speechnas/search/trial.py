@@ -7,12 +7,15 @@ so every number in a study comes out of one code path.
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from speechnas.evaluate.streaming import emission_delays
 from speechnas.nn.cost import analytic_macs, count_parameters
+from speechnas.nn.spec import decode
 from speechnas.space import Arch
 from speechnas.train.config import TrainConfig
 from speechnas.train.trainer import Trainer
@@ -99,10 +102,11 @@ def run_trial(
     trainer = Trainer.from_config(cfg, show_progress=show_progress)
     result = trainer.fit(resume=True)
     vocab = trainer.tokenizer.vocab_size
+    final = trainer.arch  # differs from ``arch`` after a DMAO reallocation
     metrics: dict[str, Any] = {
         "dev_wer": result.best_dev_wer,
-        "params": count_parameters(arch, vocab_size=vocab),
-        "macs": analytic_macs(arch, vocab_size=vocab).total,
+        "params": count_parameters(final, vocab_size=vocab),
+        "macs": analytic_macs(final, vocab_size=vocab).total,
         "train_minutes": result.train_seconds / 60,
         "steps": result.steps,
         "stop_reason": result.stop_reason,
@@ -111,7 +115,33 @@ def run_trial(
         metrics[f"wer:{name}"] = rates["wer"]
         metrics[f"cer:{name}"] = rates["cer"]
         metrics[f"rtf:{name}"] = rates["rtf"]
+    if decode(final).streaming:
+        metrics.update(_streaming_metrics(trainer, metrics))
     return metrics
 
 
-__all__ = ["Fidelity", "run_trial", "trial_config"]
+def _streaming_metrics(trainer: Trainer, metrics: dict[str, Any]) -> dict[str, Any]:
+    """A streaming model's streaming WERs (those of its chunk-masked evaluation, which computes
+    the streamed frames exactly), and its emission delay on dev (greedy CTC, or a hybrid's CTC
+    head; none for a transducer)."""
+    out: dict[str, Any] = {"stream_dev_wer": metrics["dev_wer"]}
+    for key in [k for k in metrics if k.startswith("wer:")]:
+        out[f"stream_{key}"] = metrics[key]
+    model = trainer.model
+    if model.spec.decoder != "rnnt":
+        _, last = emission_delays(model, trainer.dev_set)
+        out["emission_delay"] = last.mean
+    return out
+
+
+def reallocated_arch(output_dir: str | Path) -> dict[str, Any]:
+    """``{"arch_trained": JSON}`` when a DMAO training changed the architecture of the trial's
+    last checkpoint (a user attribute of the trial), else ``{}``."""
+    meta = Path(output_dir) / "last" / "meta.json"
+    if not meta.is_file():
+        return {}
+    saved = json.loads(meta.read_text())
+    return {"arch_trained": saved["arch"]} if saved.get("dmao") else {}
+
+
+__all__ = ["Fidelity", "reallocated_arch", "run_trial", "trial_config"]

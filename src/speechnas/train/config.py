@@ -87,6 +87,76 @@ class SupernetConfig:
             raise ValueError(f"supernet.distill: {self.distill!r} is not in [0, 1]")
 
 
+IMPORTANCES = ("taylor", "magnitude", "gradient")
+DMAO_INITS = ("copy", "random")
+
+
+@dataclass(frozen=True, slots=True)
+class DmaoConfig:
+    """Reallocate the encoder's parameters once during training (:mod:`speechnas.train.dmao`).
+
+    At ``at`` of the budget (of ``budget.max_steps`` when set, else ``max_minutes``, else
+    ``max_epochs``), the ``delta`` share of parameter groups least important per parameter is
+    dropped and the most important ones are duplicated until the parameter count is restored.
+    ``importance``: ``taylor`` (|Σ w·∂L/∂w| per group), ``magnitude`` (Σ w²) or ``gradient``
+    (Σ |∂L/∂w|), smoothed over steps with weight ``ema`` on the past. ``init``: ``copy`` (the
+    duplicate copies its weights, outgoing ones halved in both: the function is kept) or
+    ``random`` (a fresh initialisation). ``*_chunk``: units per group of feed-forward units,
+    convolution channels and cgMLP unit pairs; 0 sizes them like one attention head.
+    """
+
+    at: float = 0.2
+    delta: float = 0.15
+    importance: str = "taylor"
+    ema: float = 0.9
+    init: str = "copy"
+    ffn_chunk: int = 0
+    conv_chunk: int = 0
+    cgmlp_chunk: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.at < 1.0:
+            raise ValueError(f"dmao.at: {self.at!r} is not in (0, 1); give a share of training")
+        if not 0.0 < self.delta <= 0.5:
+            raise ValueError(f"dmao.delta: {self.delta!r} is not in (0, 0.5]")
+        if self.importance not in IMPORTANCES:
+            raise ValueError(
+                f"dmao.importance: {self.importance!r} is not one of {list(IMPORTANCES)}"
+            )
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError(f"dmao.ema: {self.ema!r} is not in [0, 1)")
+        if self.init not in DMAO_INITS:
+            raise ValueError(f"dmao.init: {self.init!r} is not one of {list(DMAO_INITS)}")
+        for name in ("ffn_chunk", "conv_chunk", "cgmlp_chunk"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"dmao.{name}: expected an integer >= 0 (0: auto), got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class DynamicChunkConfig:
+    """Train a streaming model at many latencies at once (dynamic chunk training, as in
+    WeNet): each batch runs at a chunk size drawn from ``chunks`` (encoder frames), in full
+    context with probability ``full_context``, and with the architecture's look-ahead (capped
+    at the chunk) with probability ``lookahead``, else none. One model then serves every chunk
+    size and look-ahead up to its own at evaluation and export; evaluation during training uses
+    the architecture's own chunk and look-ahead."""
+
+    chunks: tuple[int, ...] = (4, 8, 16)
+    full_context: float = 0.25
+    lookahead: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not self.chunks or any(isinstance(c, bool) or c < 1 for c in self.chunks):
+            raise ValueError(
+                f"dynamic_chunk.chunks: expected positive chunk sizes, got {list(self.chunks)}"
+            )
+        for name in ("full_context", "lookahead"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"dynamic_chunk.{name}: {value!r} is not a probability in [0, 1]")
+
+
 @dataclass(frozen=True, slots=True)
 class TrainConfig:
     seed: int = 0
@@ -110,10 +180,19 @@ class TrainConfig:
     # A checkpoint folder of the same architecture whose weights and normalisation start the
     # training (fine-tuning; an extracted supernet path, say) instead of a random init.
     init_from: str | None = None
+    # Reallocate parameters between attention heads, convolution and feed-forward groups once
+    # during training (Conformer and E-Branchformer encoders).
+    dmao: DmaoConfig | None = None
+    # Streaming architectures only: vary the chunk size and look-ahead from batch to batch.
+    dynamic_chunk: DynamicChunkConfig | None = None
 
     def __post_init__(self) -> None:
         if self.supernet is not None and (self.space is None or self.arch is not None):
             raise ValueError("supernet: needs `space` (the subspace to share) and no `arch`")
+        if self.supernet is not None and self.dmao is not None:
+            raise ValueError("dmao: does not apply to a supernet training; drop one of the two")
+        if self.supernet is not None and self.dynamic_chunk is not None:
+            raise ValueError("dynamic_chunk: does not apply to a supernet training; drop it")
 
     def architecture(self) -> Arch:
         """The architecture to train: ``arch`` (validated by ``space`` when set), else the
@@ -228,6 +307,8 @@ __all__ = [
     "AugmentConfig",
     "BudgetConfig",
     "DataConfig",
+    "DmaoConfig",
+    "DynamicChunkConfig",
     "FeatureConfig",
     "ModelConfig",
     "OptimConfig",

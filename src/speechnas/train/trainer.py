@@ -30,9 +30,11 @@ from speechnas.evaluate.decode import evaluate_dataset
 from speechnas.nn.build import SpeechModel, build, feature_config
 from speechnas.nn.quant import load_plain_state, plain_state_dict
 from speechnas.nn.supernet import Supernet, largest, supernet_space
-from speechnas.space import load_space
+from speechnas.space import Arch, load_space
 from speechnas.train.checkpoint import load_state, save_checkpoint
-from speechnas.train.config import TrainConfig
+from speechnas.train.config import DynamicChunkConfig, TrainConfig
+from speechnas.train.dmao import Dmao, carry_optimizer
+from speechnas.train.dmao_plots import plot_allocation
 from speechnas.train.plots import plot_training
 from speechnas.versions import versions
 
@@ -147,20 +149,13 @@ class Trainer:
         self.sampler = DurationBatchSampler(
             self.train_set.durations(), max_seconds=cfg.optim.max_batch_seconds, seed=cfg.seed
         )
-        o = cfg.optim
-        decay = [p for n, p in self.model.named_parameters() if p.dim() > 1]
-        no_decay = [p for n, p in self.model.named_parameters() if p.dim() <= 1]
-        self.optimizer = torch.optim.AdamW(
-            [
-                {"params": decay, "weight_decay": o.weight_decay},
-                {"params": no_decay, "weight_decay": 0},
-            ],
-            lr=o.lr,
-            betas=o.betas,
-        )
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, _lr_lambda(o.warmup_steps)
-        )
+        self.optimizer, self.scheduler = self._optimizer(model)
+        self.dmao = Dmao(cfg.dmao, model) if cfg.dmao is not None else None
+        if cfg.dynamic_chunk is not None and not model.spec.streaming:
+            raise ValueError(
+                "dynamic_chunk: the architecture does not stream; set streaming: true (with "
+                "chunk_size and left_chunks) or drop the dynamic_chunk section"
+            )
         self.step = 0
         self.train_seconds = 0.0
         self.audio_seconds = 0.0
@@ -168,6 +163,22 @@ class Trainer:
         self.bad_epochs = 0
         self.history: list[dict[str, Any]] = []
         self.marks: list[dict[str, Any]] = []
+
+    def _optimizer(
+        self, model: SpeechModel
+    ) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
+        o = self.cfg.optim
+        decay = [p for n, p in model.named_parameters() if p.dim() > 1]
+        no_decay = [p for n, p in model.named_parameters() if p.dim() <= 1]
+        optimizer = torch.optim.AdamW(
+            [
+                {"params": decay, "weight_decay": o.weight_decay},
+                {"params": no_decay, "weight_decay": 0},
+            ],
+            lr=o.lr,
+            betas=o.betas,
+        )
+        return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(o.warmup_steps))
 
     @classmethod
     def from_config(cls, cfg: TrainConfig, *, show_progress: bool = True) -> Trainer:
@@ -228,6 +239,7 @@ class Trainer:
             "step": self.step,
             "epoch": self.sampler.epoch,
             "best_dev_wer": self.best_wer,
+            "dmao": self.dmao.report if self.dmao is not None else None,
         }
 
     def state(self) -> dict[str, Any]:
@@ -242,6 +254,7 @@ class Trainer:
             "bad_epochs": self.bad_epochs,
             "history": json.dumps(self.history),
             "marks": json.dumps(self.marks),
+            **({"dmao": self.dmao.state_dict()} if self.dmao is not None else {}),
         }
 
     def save(self) -> None:
@@ -259,8 +272,16 @@ class Trainer:
                 f"{folder} was written by a different config; use another output_dir "
                 "or delete it to start afresh (only the budget may change on resume)"
             )
+        if meta["arch"] != self.arch.to_json():  # reallocated by DMAO before the kill
+            if not (self.dmao is not None and meta.get("dmao")):
+                raise ValueError(f"{folder} holds another architecture than this config's")
+            self._use_model(build(Arch.from_json(meta["arch"]), vocab_size=self.model.vocab_size,
+                                  dropout=self.cfg.model.dropout))  # fmt: skip
+            self.optimizer, self.scheduler = self._optimizer(self.model)
         load_plain_state(self.model, load_file(str(folder / "model.safetensors")))
         st = load_state(folder)
+        if self.dmao is not None:
+            self.dmao.load_state_dict(st["dmao"])
         self.optimizer.load_state_dict(st["optimizer"])
         self.scheduler.load_state_dict(st["scheduler"])
         self.sampler.load_state_dict(st["sampler"])
@@ -294,17 +315,61 @@ class Trainer:
     def _train_step(self, indices: list[int]) -> float:
         torch.manual_seed(self.cfg.seed * 1_000_003 + self.step)  # dropout, resumable
         batch = self.train_set.batch(indices)
+        if self.cfg.dynamic_chunk is not None:
+            self._draw_chunk(self.cfg.dynamic_chunk)
         loss = self.model.loss(batch.feats, batch.feat_lens, batch.tokens, batch.token_lens)
+        if self.cfg.dynamic_chunk is not None:  # evaluation sees the architecture's own
+            self.model.configure_streaming(chunk=self.model.spec.chunk_size)
         if not torch.isfinite(loss):
             raise Diverged(f"loss is {loss.item()} at step {self.step}")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.clip_norm)
+        if self.dmao is not None:
+            self.dmao.observe(self.model, loss.item())
         self.optimizer.step()
         self.scheduler.step()
         self.step += 1
         self.audio_seconds += batch.seconds
         return loss.item()
+
+    def _draw_chunk(self, dyn: DynamicChunkConfig) -> None:
+        """This step's chunk size and look-ahead, drawn from the seed and the step (resumable)."""
+        rng = np.random.default_rng([self.cfg.seed, self.step, 7])
+        full = rng.random() < dyn.full_context
+        chunk = None if full else int(rng.choice(dyn.chunks))
+        lookahead = 0
+        if rng.random() < dyn.lookahead:
+            lookahead = min(chunk or self.model.spec.lookahead, self.model.spec.lookahead)
+        self.model.configure_streaming(chunk=chunk, lookahead=lookahead)
+
+    def _use_model(self, model: SpeechModel) -> None:
+        self.model = model
+        self.arch = model.arch
+
+    def _reallocate(self) -> None:
+        """DMAO's grow-and-drop: the new model, its optimizer with the kept units' state, and
+        the allocation report (``dmao.json``, ``dmao.png``) in the output folder."""
+        assert self.dmao is not None
+        old_model, old_opt, old_sched = self.model, self.optimizer, self.scheduler
+        new, remap = self.dmao.reallocate(old_model, step=self.step, seed=self.cfg.seed)
+        self._use_model(new)
+        self.optimizer, self.scheduler = self._optimizer(new)
+        self.scheduler.load_state_dict(old_sched.state_dict())
+        carry_optimizer(old_opt, old_model, self.optimizer, new, remap)
+        report = self.dmao.report
+        assert report is not None
+        log.info(
+            "DMAO at step %d: %d groups dropped, %d duplicated, %d -> %d parameters",
+            self.step, len(report["dropped"]), len(report["duplicated"]),
+            report["params_before"], report["params_after"],
+        )  # fmt: skip
+        (self.out / "dmao.json").write_text(json.dumps(report, indent=1))
+        self._plot_dmao()
+
+    def _plot_dmao(self) -> None:
+        if self.dmao is not None and self.dmao.report is not None:
+            plot_allocation(self.dmao.report, self.dmao.losses, self.out / "dmao.png")
 
     def evaluate_tests(self) -> dict[str, dict[str, float]]:
         out = {}
@@ -368,6 +433,10 @@ class Trainer:
             for indices in self.sampler:
                 start = time.perf_counter()
                 losses.append(self._train_step(indices))
+                if self.dmao is not None and self.dmao.due(
+                    self.step, self.train_seconds, cfg.budget, len(self.sampler)
+                ):
+                    self._reallocate()
                 self.train_seconds += time.perf_counter() - start
                 bar.update(1)
                 bar.set_postfix(loss=f"{losses[-1]:.3f}", min=f"{self.train_seconds / 60:.1f}")
@@ -447,4 +516,5 @@ class Trainer:
         (self.out / "result.json").write_text(json.dumps(payload, indent=1, default=str))
         if self.history:
             plot_training(self.history, self.marks, self.out / "training.png")
+        self._plot_dmao()  # again, with the loss of every step to the end
         return result

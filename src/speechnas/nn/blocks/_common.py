@@ -106,3 +106,18 @@ class DepthwiseConv1d(nn.Module):
         y = zero_padding(x, pad).transpose(1, 2)  # (B, C, T)
         y = F.pad(y, (self.left, self.right))
         return self.conv(y).transpose(1, 2)
+
+    def init_cache(self, batch: int) -> torch.Tensor:
+        """The streaming cache before the first frame: (B, left, C) zeros, as the causal padding."""
+        return torch.zeros(batch, self.left, self.conv.in_channels)
+
+    def step(
+        self, x: torch.Tensor, pad: torch.Tensor, cache: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One chunk of a causal conv: x (B, C, ch), pad (B, C), cache (B, left, ch) of the frames
+        before the chunk → y (B, C, ch), the new cache. Equal to :meth:`forward` over the stream."""
+        if self.right:
+            raise ValueError("DepthwiseConv1d.step: only a causal conv can run chunk by chunk")
+        full = torch.cat([cache, zero_padding(x, pad)], dim=1)  # (B, left + C, ch)
+        y = self.conv(full.transpose(1, 2)).transpose(1, 2)
+        return y, full[:, full.shape[1] - self.left :]

@@ -63,6 +63,16 @@ class SqueezeExcite(nn.Module):
             mean = valid.sum(dim=1, keepdim=True) / count[:, None, None]  # (B, 1, C)
         return x * torch.sigmoid(self.fc2(F.silu(self.fc1(mean))))
 
+    def step(
+        self, x: torch.Tensor, pad: torch.Tensor, offset: torch.Tensor, total: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One chunk of the causal gate: x (B, C, ch), pad (B, C), frames before the chunk
+        ``offset`` (B,) and their sum ``total`` (B, ch) → gated x, the new sum."""
+        sums = total[:, None] + zero_padding(x, pad).cumsum(dim=1)  # (B, C, ch)
+        count = offset[:, None] + torch.arange(1, x.shape[1] + 1, device=x.device)  # (B, C)
+        mean = sums / count[..., None].to(x.dtype)
+        return x * torch.sigmoid(self.fc2(F.silu(self.fc1(mean)))), sums[:, -1]
+
 
 class SeparableConvLayer(nn.Module):
     """x + Dropout([SE](SiLU(LN(Pointwise(DepthwiseConv(x)))))). (B, T, D) → (B, T, D)."""
@@ -86,6 +96,7 @@ class SeparableConvLayer(nn.Module):
         self.pw = nn.Linear(d_model, d_model)
         self.norm = nn.LayerNorm(d_model)
         self.se = SqueezeExcite(d_model, se_reduction, causal=causal) if se else None
+        self.state_kinds: tuple[str, ...] = ("conv", "se_sum") if se else ("conv",)
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
@@ -94,6 +105,24 @@ class SeparableConvLayer(nn.Module):
         if self.se is not None:
             y = self.se(y, pad)
         return x + self.drop(y)
+
+    def init_states(self, batch: int) -> list[torch.Tensor]:
+        """The causal conv's cache and, with SE, the running sum of the gate's inputs."""
+        states = [self.dw.init_cache(batch)]
+        if self.se is not None:
+            states.append(torch.zeros(batch, self.pw.out_features))
+        return states
+
+    def streaming_forward(
+        self, x: torch.Tensor, pad: torch.Tensor, offset: torch.Tensor, states: list[torch.Tensor]
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """One chunk (B, C, D), frames streamed before it (B,), its states → (B, C, D), states."""
+        y, conv = self.dw.step(x, pad, states[0])
+        y = F.silu(self.norm(self.pw(y)))
+        if self.se is None:
+            return x + self.drop(y), [conv]
+        y, total = self.se.step(y, pad, offset, states[1])
+        return x + self.drop(y), [conv, total]
 
 
 class SeparableConvStack(nn.Module):
@@ -137,3 +166,37 @@ class SeparableConvStack(nn.Module):
         for layer in self.layers:
             x = layer(x, pad)
         return zero_padding(self.norm(x), pad), lengths
+
+    def _check_streamable(self) -> None:
+        if not self.causal:
+            raise ValueError("SeparableConvStack: only a causal stack (causal=True) can stream")
+
+    def init_states(self, batch: int) -> list[torch.Tensor]:
+        """[frames streamed so far (B,)] + each layer's caches, all zeros."""
+        self._check_streamable()
+        states = [torch.zeros(batch, dtype=torch.long)]
+        for layer in self.layers:
+            states.extend(layer.init_states(batch))
+        return states
+
+    def state_names(self) -> list[str]:
+        names = ["offset"]
+        for i, layer in enumerate(self.layers):
+            names.extend(f"layer{i}_{name}" for name in layer.state_kinds)
+        return names
+
+    def streaming_forward(
+        self, x: torch.Tensor, lengths: torch.Tensor, states: list[torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """One chunk x (B, C, d_model), lengths (B,) → y, lengths, new states; the chunks of a
+        stream give what :meth:`forward` gives for the whole stream."""
+        self._check_streamable()
+        offset, rest = states[0], states[1:]
+        pad = padding_mask(lengths, x.shape[1])
+        new = [offset + x.shape[1]]
+        for layer in self.layers:
+            n = len(layer.state_kinds)
+            x, layer_states = layer.streaming_forward(x, pad, offset, rest[:n])
+            new.extend(layer_states)
+            rest = rest[n:]
+        return zero_padding(self.norm(x), pad), lengths, new

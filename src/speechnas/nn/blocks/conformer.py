@@ -23,6 +23,7 @@ from speechnas.nn.blocks._common import (
 )
 from speechnas.nn.blocks._stack import AttentionStack
 from speechnas.nn.blocks.attention import POS_KINDS, MultiHeadSelfAttention, PosKind
+from speechnas.nn.blocks.attention_impl import ATTENTION_IMPLS, QKV_LAYOUTS
 from speechnas.nn.blocks.feedforward import FeedForward
 
 ModuleOrder = Literal["mhsa_first", "conv_first"]
@@ -31,7 +32,12 @@ MODULE_ORDERS: tuple[str, ...] = ("mhsa_first", "conv_first")
 
 @dataclass(frozen=True, slots=True)
 class ConformerLayerConfig:
-    """One Conformer layer. `window` is required with attention="local" and invalid otherwise."""
+    """One Conformer layer. `window` is required with attention="local" and invalid otherwise.
+
+    `head_dim` (default d_model / heads) and `conv_dim` (the convolution module's channels,
+    default d_model) let a layer's widths differ from the model's. `attention_impl` and `qkv`
+    choose how attention is computed (:mod:`~speechnas.nn.blocks.attention_impl`).
+    """
 
     heads: int = 4
     ffn_dim: int = 256
@@ -42,9 +48,16 @@ class ConformerLayerConfig:
     attention: PosKind = "rel"
     window: int | None = None
     dropout: float = 0.1
+    head_dim: int | None = None
+    conv_dim: int | None = None
+    attention_impl: str = "sdpa"
+    qkv: str = "packed"
 
     def __post_init__(self) -> None:
         owner = "ConformerLayerConfig"
+        for name in ("head_dim", "conv_dim"):
+            if getattr(self, name) is not None:
+                check_positive(owner, name, getattr(self, name))
         check_positive(owner, "heads", self.heads)
         check_positive(owner, "ffn_dim", self.ffn_dim)
         check_non_negative(owner, "ffn_lowrank", self.ffn_lowrank)
@@ -54,6 +67,8 @@ class ConformerLayerConfig:
         check_choice(owner, "attention", self.attention, POS_KINDS)
         check_window(owner, self.attention, self.window)
         check_dropout(owner, self.dropout)
+        check_choice(owner, "attention_impl", self.attention_impl, ATTENTION_IMPLS)
+        check_choice(owner, "qkv", self.qkv, QKV_LAYOUTS)
 
 
 class ConvModule(nn.Module):
@@ -63,13 +78,23 @@ class ConvModule(nn.Module):
     batch; padded frames are zeroed before the depthwise conv, which is causal when streaming.
     """
 
-    def __init__(self, d_model: int, kernel: int, *, causal: bool, dropout: float) -> None:
+    def __init__(
+        self,
+        d_model: int,
+        kernel: int,
+        *,
+        causal: bool,
+        dropout: float,
+        channels: int | None = None,
+    ) -> None:
+        """`channels` (default d_model): the width between the two pointwise maps."""
         super().__init__()
+        c = d_model if channels is None else channels
         self.norm = nn.LayerNorm(d_model)
-        self.pw1 = nn.Linear(d_model, 2 * d_model)
-        self.dw = DepthwiseConv1d(d_model, kernel, causal=causal)
-        self.dw_norm = nn.LayerNorm(d_model)
-        self.pw2 = nn.Linear(d_model, d_model)
+        self.pw1 = nn.Linear(d_model, 2 * c)
+        self.dw = DepthwiseConv1d(c, kernel, causal=causal)
+        self.dw_norm = nn.LayerNorm(c)
+        self.pw2 = nn.Linear(c, d_model)
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
@@ -77,6 +102,14 @@ class ConvModule(nn.Module):
         y = F.glu(self.pw1(self.norm(x)), dim=-1)
         y = self.dw(y, pad)
         return self.drop(self.pw2(F.silu(self.dw_norm(y))))
+
+    def step(
+        self, x: torch.Tensor, pad: torch.Tensor, cache: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One chunk of the causal module: x (B, C, D), pad (B, C), cache (B, k-1, D)."""
+        y = F.glu(self.pw1(self.norm(x)), dim=-1)
+        y, cache = self.dw.step(y, pad, cache)
+        return self.drop(self.pw2(F.silu(self.dw_norm(y)))), cache
 
 
 class ConformerLayer(nn.Module):
@@ -96,6 +129,10 @@ class ConformerLayer(nn.Module):
         window: int | None,
         dropout: float,
         causal: bool = False,
+        head_dim: int | None = None,
+        conv_dim: int | None = None,
+        attention_impl: str = "sdpa",
+        qkv: str = "packed",
     ) -> None:
         super().__init__()
         ConformerLayerConfig(
@@ -108,17 +145,25 @@ class ConformerLayer(nn.Module):
             attention=attention,
             window=window,
             dropout=dropout,
+            head_dim=head_dim,
+            conv_dim=conv_dim,
+            attention_impl=attention_impl,
+            qkv=qkv,
         )  # validates the arguments
-        check_heads("ConformerLayer", d_model, heads)
+        if head_dim is None:
+            check_heads("ConformerLayer", d_model, heads)
         self.conv_first = module_order == "conv_first"
         self.ff_scale = 0.5 if macaron else 1.0
         self.ff1 = (
             FeedForward(d_model, ffn_dim, lowrank=ffn_lowrank, dropout=dropout) if macaron else None
         )
         self.attn_norm = nn.LayerNorm(d_model)
-        self.attn = MultiHeadSelfAttention(d_model, heads, pos=attention, window=window)
+        self.attn = MultiHeadSelfAttention(
+            d_model, heads, pos=attention, window=window, head_dim=head_dim,
+            impl=attention_impl, qkv=qkv,
+        )  # fmt: skip
         self.attn_drop = nn.Dropout(dropout)
-        self.conv = ConvModule(d_model, kernel, causal=causal, dropout=dropout)
+        self.conv = ConvModule(d_model, kernel, causal=causal, dropout=dropout, channels=conv_dim)
         self.ff2 = FeedForward(d_model, ffn_dim, lowrank=ffn_lowrank, dropout=dropout)
         self.norm = nn.LayerNorm(d_model)
 
@@ -137,6 +182,31 @@ class ConformerLayer(nn.Module):
 
     def _attend(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.attn_drop(self.attn(self.attn_norm(x), mask))
+
+    state_kinds = ("k", "v", "conv")
+
+    def init_states(self, batch: int, cache: int) -> list[torch.Tensor]:
+        """Key/value caches of the last ``cache`` frames (B, H, cache, Dh) and the causal conv's
+        last k-1 inputs (B, k-1, channels), all zeros."""
+        shape = (batch, self.attn.heads, cache, self.attn.head_dim)
+        return [torch.zeros(shape), torch.zeros(shape), self.conv.dw.init_cache(batch)]
+
+    def streaming_forward(
+        self, x: torch.Tensor, pad: torch.Tensor, mask: torch.Tensor, states: list[torch.Tensor]
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """One chunk (B, C, D) with its states → (B, C, D), new states."""
+        k, v, conv = states
+        if self.ff1 is not None:
+            x = x + self.ff_scale * self.ff1(x)
+        for first in (self.conv_first, not self.conv_first):
+            if first:
+                y, conv = self.conv.step(x, pad, conv)
+            else:
+                y, k, v = self.attn.streaming_forward(self.attn_norm(x), mask, k, v)
+                y = self.attn_drop(y)
+            x = x + y
+        x = x + self.ff_scale * self.ff2(x)
+        return self.norm(x), [k, v, conv]
 
 
 class ConformerStack(AttentionStack):

@@ -24,13 +24,16 @@ from speechnas.nn.blocks._common import (
 )
 from speechnas.nn.blocks._stack import AttentionStack
 from speechnas.nn.blocks.attention import POS_KINDS, MultiHeadSelfAttention, PosKind
+from speechnas.nn.blocks.attention_impl import ATTENTION_IMPLS, QKV_LAYOUTS
 from speechnas.nn.blocks.feedforward import FeedForward
 
 
 @dataclass(frozen=True, slots=True)
 class EBranchformerLayerConfig:
     """One E-Branchformer layer; `cgmlp_dim` is the (even) width of the cgMLP's up-projection,
-    `kernel` its gating conv and `merge_kernel` the depthwise conv of the merge module."""
+    `kernel` its gating conv and `merge_kernel` the depthwise conv of the merge module;
+    `head_dim` defaults to d_model / heads; `attention_impl` and `qkv`:
+    :mod:`~speechnas.nn.blocks.attention_impl`."""
 
     heads: int = 4
     ffn_dim: int = 1024
@@ -41,9 +44,14 @@ class EBranchformerLayerConfig:
     attention: PosKind = "rel"
     window: int | None = None
     dropout: float = 0.1
+    head_dim: int | None = None
+    attention_impl: str = "sdpa"
+    qkv: str = "packed"
 
     def __post_init__(self) -> None:
         owner = "EBranchformerLayerConfig"
+        if self.head_dim is not None:
+            check_positive(owner, "head_dim", self.head_dim)
         for name in ("heads", "ffn_dim", "cgmlp_dim", "kernel", "merge_kernel"):
             check_positive(owner, name, getattr(self, name))
         if self.cgmlp_dim % 2:
@@ -52,6 +60,8 @@ class EBranchformerLayerConfig:
         check_choice(owner, "attention", self.attention, POS_KINDS)
         check_window(owner, self.attention, self.window)
         check_dropout(owner, self.dropout)
+        check_choice(owner, "attention_impl", self.attention_impl, ATTENTION_IMPLS)
+        check_choice(owner, "qkv", self.qkv, QKV_LAYOUTS)
 
 
 class ConvGatedMLP(nn.Module):
@@ -73,6 +83,14 @@ class ConvGatedMLP(nn.Module):
         b = self.gate_conv(self.gate_norm(b), pad)
         return self.down(a * b)
 
+    def step(
+        self, x: torch.Tensor, pad: torch.Tensor, cache: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One chunk of the causal cgMLP: x (B, C, D), pad (B, C), the gate conv's cache."""
+        a, b = F.gelu(self.up(x)).chunk(2, dim=-1)
+        b, cache = self.gate_conv.step(self.gate_norm(b), pad, cache)
+        return self.down(a * b), cache
+
 
 class EBranchformerLayer(nn.Module):
     """x + ½FFN; branches MHSA(LN x) ‖ cgMLP(LN x); x + Proj(cat + DWConv(cat)); x + ½FFN; LN."""
@@ -91,6 +109,9 @@ class EBranchformerLayer(nn.Module):
         window: int | None,
         dropout: float,
         causal: bool = False,
+        head_dim: int | None = None,
+        attention_impl: str = "sdpa",
+        qkv: str = "packed",
     ) -> None:
         super().__init__()
         EBranchformerLayerConfig(
@@ -103,11 +124,18 @@ class EBranchformerLayer(nn.Module):
             attention=attention,
             window=window,
             dropout=dropout,
+            head_dim=head_dim,
+            attention_impl=attention_impl,
+            qkv=qkv,
         )  # validates the arguments
-        check_heads("EBranchformerLayer", d_model, heads)
+        if head_dim is None:
+            check_heads("EBranchformerLayer", d_model, heads)
         self.ff1 = FeedForward(d_model, ffn_dim, lowrank=ffn_lowrank, dropout=dropout)
         self.attn_norm = nn.LayerNorm(d_model)
-        self.attn = MultiHeadSelfAttention(d_model, heads, pos=attention, window=window)
+        self.attn = MultiHeadSelfAttention(
+            d_model, heads, pos=attention, window=window, head_dim=head_dim,
+            impl=attention_impl, qkv=qkv,
+        )  # fmt: skip
         self.mlp_norm = nn.LayerNorm(d_model)
         self.mlp = ConvGatedMLP(d_model, cgmlp_dim, kernel, causal=causal)
         self.branch_drop = nn.Dropout(dropout)
@@ -127,6 +155,32 @@ class EBranchformerLayer(nn.Module):
         x = x + self.merge_drop(self.merge_proj(both))
         x = x + 0.5 * self.ff2(x)
         return self.norm(x)
+
+    state_kinds = ("k", "v", "gate_conv", "merge_conv")
+
+    def init_states(self, batch: int, cache: int) -> list[torch.Tensor]:
+        """Key/value caches (B, H, cache, Dh) and both causal convs' caches, all zeros."""
+        shape = (batch, self.attn.heads, cache, self.attn.head_dim)
+        return [
+            torch.zeros(shape),
+            torch.zeros(shape),
+            self.mlp.gate_conv.init_cache(batch),
+            self.merge_conv.init_cache(batch),
+        ]
+
+    def streaming_forward(
+        self, x: torch.Tensor, pad: torch.Tensor, mask: torch.Tensor, states: list[torch.Tensor]
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """One chunk (B, C, D) with its states → (B, C, D), new states."""
+        k, v, gate, merge = states
+        x = x + 0.5 * self.ff1(x)
+        global_, k, v = self.attn.streaming_forward(self.attn_norm(x), mask, k, v)
+        local, gate = self.mlp.step(self.mlp_norm(x), pad, gate)
+        both = torch.cat([self.branch_drop(global_), self.branch_drop(local)], dim=-1)
+        merged, merge = self.merge_conv.step(both, pad, merge)
+        x = x + self.merge_drop(self.merge_proj(both + merged))
+        x = x + 0.5 * self.ff2(x)
+        return self.norm(x), [k, v, gate, merge]
 
 
 class EBranchformerStack(AttentionStack):

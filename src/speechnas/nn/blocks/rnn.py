@@ -61,3 +61,25 @@ class LSTMEncoder(nn.Module):
         if self.proj is not None:
             y = self.proj(y)
         return zero_padding(y, padding_mask(lengths, t)), lengths
+
+    def init_states(self, batch: int) -> list[torch.Tensor]:
+        """Hidden and cell states (layers, B, hidden), zeros: a unidirectional LSTM streams."""
+        if self.bidirectional:
+            raise ValueError("LSTMEncoder: a bidirectional LSTM cannot stream; use lstm, not blstm")
+        shape = (self.lstm.num_layers, batch, self.lstm.hidden_size)
+        return [torch.zeros(shape), torch.zeros(shape)]
+
+    def state_names(self) -> list[str]:
+        return ["h", "c"]
+
+    def streaming_forward(
+        self, x: torch.Tensor, lengths: torch.Tensor, states: list[torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """One chunk x (B, C, in_dim), lengths (B,) → y, lengths, new (h, c); only the last
+        chunk of a stream may hold padding."""
+        if self.bidirectional:
+            raise ValueError("LSTMEncoder: a bidirectional LSTM cannot stream; use lstm, not blstm")
+        y, (h, c) = self.lstm(x, (states[0], states[1]))
+        if self.proj is not None:
+            y = self.proj(y)
+        return zero_padding(y, padding_mask(lengths, x.shape[1])), lengths, [h, c]

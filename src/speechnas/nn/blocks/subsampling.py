@@ -22,6 +22,16 @@ def conv_plan(factor: int) -> tuple[tuple[int, int], ...]:
     return _PLANS[factor]
 
 
+def receptive_field(factor: int) -> int:
+    """Input frames one output frame of the subsampling by ``factor`` sees (the last output
+    frame of ``n`` input frames needs all of them when ``n = R + k * factor``)."""
+    field, jump = 1, 1
+    for kernel, stride in conv_plan(factor):
+        field += (kernel - 1) * jump
+        jump *= stride
+    return field
+
+
 def conv_length(n: torch.Tensor | int, kernel: int, stride: int) -> torch.Tensor | int:
     """Output length of one valid convolution (no padding) over ``n`` frames."""
     if isinstance(n, int):

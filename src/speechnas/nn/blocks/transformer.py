@@ -20,12 +20,14 @@ from speechnas.nn.blocks._common import (
 )
 from speechnas.nn.blocks._stack import AttentionStack
 from speechnas.nn.blocks.attention import POS_KINDS, MultiHeadSelfAttention, PosKind
+from speechnas.nn.blocks.attention_impl import ATTENTION_IMPLS, QKV_LAYOUTS
 from speechnas.nn.blocks.feedforward import FeedForward
 
 
 @dataclass(frozen=True, slots=True)
 class TransformerLayerConfig:
-    """One Transformer layer. `window` is required with attention="local" and invalid otherwise."""
+    """One Transformer layer. `window` is required with attention="local" and invalid otherwise;
+    `attention_impl` and `qkv`: :mod:`~speechnas.nn.blocks.attention_impl`."""
 
     heads: int = 4
     ffn_dim: int = 1024
@@ -33,6 +35,8 @@ class TransformerLayerConfig:
     attention: PosKind = "abs"
     window: int | None = None
     dropout: float = 0.1
+    attention_impl: str = "sdpa"
+    qkv: str = "packed"
 
     def __post_init__(self) -> None:
         owner = "TransformerLayerConfig"
@@ -42,6 +46,8 @@ class TransformerLayerConfig:
         check_choice(owner, "attention", self.attention, POS_KINDS)
         check_window(owner, self.attention, self.window)
         check_dropout(owner, self.dropout)
+        check_choice(owner, "attention_impl", self.attention_impl, ATTENTION_IMPLS)
+        check_choice(owner, "qkv", self.qkv, QKV_LAYOUTS)
 
 
 class TransformerLayer(nn.Module):
@@ -57,6 +63,8 @@ class TransformerLayer(nn.Module):
         attention: PosKind,
         window: int | None,
         dropout: float,
+        attention_impl: str = "sdpa",
+        qkv: str = "packed",
     ) -> None:
         super().__init__()
         TransformerLayerConfig(
@@ -66,10 +74,14 @@ class TransformerLayer(nn.Module):
             attention=attention,
             window=window,
             dropout=dropout,
+            attention_impl=attention_impl,
+            qkv=qkv,
         )  # validates the arguments
         check_heads("TransformerLayer", d_model, heads)
         self.attn_norm = nn.LayerNorm(d_model)
-        self.attn = MultiHeadSelfAttention(d_model, heads, pos=attention, window=window)
+        self.attn = MultiHeadSelfAttention(
+            d_model, heads, pos=attention, window=window, impl=attention_impl, qkv=qkv
+        )
         self.attn_drop = nn.Dropout(dropout)
         self.ff = FeedForward(d_model, ffn_dim, lowrank=ffn_lowrank, dropout=dropout)
 
@@ -78,6 +90,21 @@ class TransformerLayer(nn.Module):
         mask (B, T, T) → (B, T, D)."""
         x = x + self.attn_drop(self.attn(self.attn_norm(x), mask))
         return x + self.ff(x)
+
+    state_kinds = ("k", "v")
+
+    def init_states(self, batch: int, cache: int) -> list[torch.Tensor]:
+        """Key and value caches of the last ``cache`` frames: (B, H, cache, Dh) zeros each."""
+        shape = (batch, self.attn.heads, cache, self.attn.head_dim)
+        return [torch.zeros(shape), torch.zeros(shape)]
+
+    def streaming_forward(
+        self, x: torch.Tensor, pad: torch.Tensor, mask: torch.Tensor, states: list[torch.Tensor]
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """One chunk (B, C, D) with its states → (B, C, D), new states."""
+        y, k, v = self.attn.streaming_forward(self.attn_norm(x), mask, *states)
+        x = x + self.attn_drop(y)
+        return x + self.ff(x), [k, v]
 
 
 class TransformerStack(AttentionStack):

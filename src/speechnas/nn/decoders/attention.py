@@ -8,6 +8,7 @@ output layer have V + 1 entries.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -15,7 +16,7 @@ from torch import nn
 
 from speechnas.nn.blocks.masks import padding_mask, sinusoidal_positions
 from speechnas.nn.decoders.base import BLANK, DecoderModule, check_beam, check_common
-from speechnas.nn.decoders.ctc import CTCDecoder
+from speechnas.nn.decoders.ctc import CTCDecoder, CTCPrefixScorer
 
 __all__ = ["AttentionDecoder"]
 
@@ -34,10 +35,25 @@ class _Attention(nn.Module):
         self, x: torch.Tensor, mem: torch.Tensor, mask: torch.Tensor | None, *, causal: bool
     ) -> torch.Tensor:
         """x (B, L, D) attends to mem (B, S, D); mask (B, 1, 1, S) True where allowed."""
+        return self.attend(x, *self.keys_values(mem), mask, causal=causal)
+
+    def keys_values(self, mem: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """mem (B, S, D) → keys and values (B, H, S, Dh), to compute once and reuse."""
+        b, length, d = mem.shape
+        k, v = self.kv(mem).view(b, length, 2, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        return k, v
+
+    def attend(
+        self,
+        x: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        mask: torch.Tensor | None,
+        *,
+        causal: bool = False,
+    ) -> torch.Tensor:
         b, length, d = x.shape
-        h = self.heads
-        q = self.q(x).view(b, length, h, d // h).transpose(1, 2)  # (B, H, L, Dh)
-        k, v = self.kv(mem).view(b, mem.shape[1], 2, h, d // h).permute(2, 0, 3, 1, 4)
+        q = self.q(x).view(b, length, self.heads, d // self.heads).transpose(1, 2)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
         return self.out(y.transpose(1, 2).reshape(b, length, d))
 
@@ -64,6 +80,33 @@ class _Block(nn.Module):
         x = x + self.drop(self.self_attn(y, y, None, causal=True))
         x = x + self.drop(self.cross_attn(self.cross_norm(x), mem, mem_mask, causal=False))
         return x + self.drop(self.ffn(x))
+
+    def step(
+        self, x: torch.Tensor, cache: _BlockCache
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """The newest position only, x (B, 1, D), with the keys/values of the earlier positions
+        and of the encoder cached → (B, 1, D) and the self-attention keys/values so far."""
+        y = self.self_norm(x)
+        k, v = self.self_attn.keys_values(y)
+        if cache.self_k is not None:
+            k, v = torch.cat([cache.self_k, k], dim=2), torch.cat([cache.self_v, v], dim=2)
+        x = x + self.self_attn.attend(y, k, v, None)  # every cached position is earlier
+        x = x + self.cross_attn.attend(self.cross_norm(x), cache.mem_k, cache.mem_v, cache.mask)
+        return x + self.ffn(x), (k, v)
+
+
+@dataclass
+class _BlockCache:
+    mem_k: torch.Tensor  # (B, H, T, Dh) cross-attention keys of the encoder output
+    mem_v: torch.Tensor
+    mask: torch.Tensor  # (B, 1, 1, T)
+    self_k: torch.Tensor | None = None  # (B, H, L, Dh) of the positions decoded so far
+    self_v: torch.Tensor | None = None
+
+    def select(self, rows: torch.Tensor) -> _BlockCache:
+        pick = lambda t: None if t is None else t[rows]  # noqa: E731
+        return _BlockCache(self.mem_k[rows], self.mem_v[rows], self.mask[rows],
+                           pick(self.self_k), pick(self.self_v))  # fmt: skip
 
 
 class AttentionDecoder(DecoderModule):
@@ -166,74 +209,139 @@ class AttentionDecoder(DecoderModule):
         logp[:, BLANK] = float("-inf")
         return logp
 
+    # -- incremental decoding: keys and values cached, one position per step ---------------
+
+    def _start(self, enc: torch.Tensor, enc_lens: torch.Tensor) -> list[_BlockCache]:
+        mask = ~padding_mask(enc_lens, enc.shape[1])[:, None, None, :]
+        return [_BlockCache(*b.cross_attn.keys_values(enc), mask) for b in self.blocks]
+
+    def _step(self, tokens: torch.Tensor, position: int, caches: list[_BlockCache]) -> torch.Tensor:
+        """The next token's log-probabilities (B, V+1) after ``tokens`` (B,) at ``position``
+        (the caches grow by one position); blank (padding) is never proposed. Equal to
+        :meth:`_next_log_probs` over the whole prefix, at the cost of one position."""
+        pos = sinusoidal_positions(position + 1, self.d_model)[position].to(self.out.weight)
+        x = self.embed(tokens)[:, None] * math.sqrt(self.d_model) + pos
+        for block, cache in zip(self.blocks, caches, strict=True):
+            x, (cache.self_k, cache.self_v) = block.step(x, cache)
+        logp = F.log_softmax(self.out(self.norm(x))[:, 0].float(), dim=-1)
+        logp[:, BLANK] = float("-inf")
+        return logp
+
     @torch.no_grad()
     def decode(
-        self, enc: torch.Tensor, enc_lens: torch.Tensor, *, beam: int = 1
+        self,
+        enc: torch.Tensor,
+        enc_lens: torch.Tensor,
+        *,
+        beam: int = 1,
+        ctc_weight: float | None = None,
     ) -> list[list[int]]:
-        """Greedy (``beam == 1``) or length-normalised beam search; at most 2 T_b + 10 tokens."""
+        """Greedy (``beam == 1``) or beam search, at most 2 T_b + 10 tokens. The beam search is
+        joint CTC/attention: each extension scores ``(1 - λ) log P_att + λ log P_ctc-prefix``
+        with ``λ = ctc_weight`` (default: the training weight; 0 is attention alone)."""
         check_beam(beam)
         if beam == 1:
             return self._greedy(enc, enc_lens)
-        return [self._beam(enc[i : i + 1, : int(n)], beam) for i, n in enumerate(enc_lens.tolist())]
+        lam = self.ctc_weight if ctc_weight is None else ctc_weight
+        if not 0.0 <= lam <= 1.0:
+            raise ValueError(f"ctc_weight: {lam} is not in [0, 1]")
+        log_probs = self.ctc(enc) if lam > 0 else None
+        return [
+            self._beam(enc[i : i + 1, : int(n)], beam, lam,
+                       None if log_probs is None else log_probs[i, : int(n)])
+            for i, n in enumerate(enc_lens.tolist())
+        ]  # fmt: skip
 
     def _greedy(self, enc: torch.Tensor, enc_lens: torch.Tensor) -> list[list[int]]:
         b = enc.shape[0]
         max_lens = 2 * enc_lens + 10
-        ys = torch.full((b, 1), self.sos_eos, dtype=torch.long, device=enc.device)
+        caches = self._start(enc, enc_lens)
+        token = torch.full((b,), self.sos_eos, dtype=torch.long, device=enc.device)
         done = torch.zeros(b, dtype=torch.bool, device=enc.device)
+        out: list[list[int]] = [[] for _ in range(b)]
         for step in range(int(max_lens.max())):
-            best = self._next_log_probs(enc, enc_lens, ys).argmax(dim=-1)
+            best = self._step(token, step, caches).argmax(dim=-1)
             best = best.masked_fill(done, self.sos_eos)
-            ys = torch.cat([ys, best[:, None]], dim=1)
+            for i in (~done & (best != self.sos_eos)).nonzero().squeeze(1).tolist():
+                out[i].append(int(best[i]))
             done |= (best == self.sos_eos) | (step + 1 >= max_lens)
+            token = best
             if bool(done.all()):
                 break
-        out = []
-        for row, n in zip(ys[:, 1:].tolist(), max_lens.tolist(), strict=True):
-            row = row[:n]
-            out.append(row[: row.index(self.sos_eos)] if self.sos_eos in row else row)
         return out
 
-    def _beam(self, enc: torch.Tensor, beam: int) -> list[int]:
-        """Beam search over one utterance enc (1, T, D); scores are log P / (tokens + 1).
+    def _beam(
+        self, enc: torch.Tensor, beam: int, lam: float, log_probs: torch.Tensor | None
+    ) -> list[int]:
+        """Beam search over one utterance enc (1, T, D); scores are log P / (tokens + 1), P the
+        joint score of the docstring of :meth:`decode`.
 
-        Per step the ``2 * beam`` best extensions are ranked: an eos among the first ``beam``
-        finishes its hypothesis, and the ``beam`` best others stay alive. The search stops once
-        the best finished hypothesis scores at least as well as any alive one would if it ended
-        at the next step (a heuristic: more tokens lower log P but raise the length), or at
-        2 T + 10 tokens, and returns the finished hypothesis with the best normalised score.
+        Per step the ``2 * beam`` best extensions are ranked (with CTC, among each
+        hypothesis's ``beam + 2`` best tokens by attention and the end): an eos among the first
+        ``beam`` finishes its hypothesis, and the ``beam`` best others stay alive. The search
+        stops once the best finished hypothesis scores at least as well as any alive one would
+        if it ended at the next step, or at 2 T + 10 tokens, and returns the finished hypothesis
+        with the best normalised score.
         """
+        dev = enc.device
         max_len = 2 * enc.shape[1] + 10
-        enc_lens = torch.tensor([enc.shape[1]], device=enc.device)
-        ys = torch.full((1, 1), self.sos_eos, dtype=torch.long, device=enc.device)
-        scores = torch.zeros(1, device=enc.device)
+        caches = self._start(enc, torch.tensor([enc.shape[1]], device=dev))
+        seqs: list[list[int]] = [[]]
+        tokens = torch.full((1,), self.sos_eos, dtype=torch.long, device=dev)
+        scores = torch.zeros(1, dtype=torch.float64)
+        scorer = CTCPrefixScorer(log_probs) if log_probs is not None else None
+        r = scorer.initial()[None] if scorer is not None else None  # (K, T, 2)
+        psi = torch.zeros(1, dtype=torch.float64)  # each hypothesis's CTC prefix score
         finished: list[tuple[float, list[int]]] = []
+        eos = self.sos_eos
         for step in range(max_len):
-            k = ys.shape[0]
-            logp = self._next_log_probs(enc.expand(k, -1, -1), enc_lens.expand(k), ys)
-            cand = (scores[:, None] + logp).flatten()  # (K * (V+1),)
-            top = cand.topk(min(2 * beam, cand.numel()))
-            keep: list[tuple[int, int, float]] = []
-            ranked = zip(top.values.tolist(), top.indices.tolist(), strict=True)
-            for rank, (score, i) in enumerate(ranked):
+            k = len(seqs)
+            att = self._step(tokens, step, caches).double().cpu()  # (K, V+1)
+            if scorer is None:
+                cand = torch.arange(att.shape[1]).expand(k, -1)  # (K, V+1)
+                inc = att
+                new_r = new_psi = None
+            else:
+                real = att.clone()
+                real[:, eos] = float("-inf")
+                width = min(beam + 2, self.vocab_size - 1)
+                cand_real = real.topk(width, dim=-1).indices  # (K, C)
+                last = torch.tensor([q[-1] if q else -1 for q in seqs])
+                empty = torch.tensor([not q for q in seqs])
+                new_psi, new_r = scorer.extend(r, last, cand_real, empty=empty)
+                ctc_end = scorer.final(r)  # (K,) the prefix as it is
+                cand = torch.cat([cand_real, torch.full((k, 1), eos)], dim=1)
+                ctc_inc = torch.cat([new_psi, ctc_end[:, None]], dim=1) - psi[:, None]
+                inc = (1 - lam) * att.gather(1, cand) + lam * ctc_inc
+            total = (scores[:, None] + inc).flatten()
+            top = total.topk(min(2 * beam, total.numel()))
+            keep: list[tuple[int, int, int, float]] = []
+            for rank, (score, i) in enumerate(
+                zip(top.values.tolist(), top.indices.tolist(), strict=True)
+            ):
                 if score == float("-inf"):
                     break
-                parent, token = divmod(i, self.vocab_size + 1)
-                if token == self.sos_eos:  # an ending counts only if it ranks inside the beam
+                parent, col = divmod(i, cand.shape[1])
+                token = int(cand[parent, col])
+                if token == eos:  # an ending counts only if it ranks inside the beam
                     if rank < beam:
-                        finished.append((score / (step + 1), ys[parent, 1:].tolist()))
+                        finished.append((score / (step + 1), seqs[parent]))
                 elif len(keep) < beam:
-                    keep.append((parent, token, score))
+                    keep.append((parent, col, token, score))
             if not keep:
                 break
-            best_alive = max(score / (step + 2) for _, _, score in keep)  # if it ended next step
+            best_alive = max(score / (step + 2) for *_, score in keep)  # if it ended next step
             if finished and max(f[0] for f in finished) >= best_alive:
                 break
-            parents = torch.tensor([p for p, _, _ in keep], device=enc.device)
-            tokens = torch.tensor([[t] for _, t, _ in keep], device=enc.device)
-            ys = torch.cat([ys[parents], tokens], dim=1)
-            scores = torch.tensor([s for _, _, s in keep], device=enc.device)
+            parents = torch.tensor([p for p, *_ in keep])
+            caches = [c.select(parents.to(dev)) for c in caches]
+            seqs = [[*seqs[p], t] for p, _, t, _ in keep]
+            tokens = torch.tensor([t for *_, t, _ in keep], device=dev)
+            scores = torch.tensor([s for *_, s in keep], dtype=torch.float64)
+            if new_r is not None and new_psi is not None:
+                cols = torch.tensor([c for _, c, _, _ in keep])
+                r = new_r[parents, cols]
+                psi = new_psi[parents, cols]
         if not finished:  # ran out of length: fall back on the unfinished hypotheses
-            rows = ys.tolist()
-            finished = [(s / len(r), r[1:]) for s, r in zip(scores.tolist(), rows, strict=True)]
+            finished = [(s / (len(q) + 1), q) for s, q in zip(scores.tolist(), seqs, strict=True)]
         return max(finished, key=lambda f: f[0])[1]

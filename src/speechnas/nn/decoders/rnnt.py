@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -107,6 +108,15 @@ def rnnt_loss(
     return -alphas[rows, logit_lens + token_lens, token_lens]
 
 
+@dataclass(slots=True)
+class GreedyState:
+    """Where a greedy RNN-T search stands: tokens so far, predictor output and state."""
+
+    hyps: list[list[int]]
+    pred: torch.Tensor
+    state: State
+
+
 class RNNTDecoder(DecoderModule):
     """Prediction network + joiner over the encoder output, trained with ``rnnt_loss``.
 
@@ -157,9 +167,22 @@ class RNNTDecoder(DecoderModule):
         return [self._beam(enc[i, : int(n)], beam) for i, n in enumerate(enc_lens.tolist())]
 
     def _greedy(self, enc: torch.Tensor, enc_lens: torch.Tensor) -> list[list[int]]:
-        b = enc.shape[0]
-        hyps: list[list[int]] = [[] for _ in range(b)]
-        pred, state = self.predictor.step(torch.full((b,), BLANK, device=enc.device), None)
+        return self.greedy_step(enc, enc_lens, self.greedy_start(enc.shape[0])).hyps
+
+    def greedy_start(self, batch: int) -> GreedyState:
+        """The greedy search's state before any frame: empty hypotheses, the predictor after
+        blank."""
+        device = next(self.parameters()).device
+        pred, state = self.predictor.step(torch.full((batch,), BLANK, device=device), None)
+        return GreedyState([[] for _ in range(batch)], pred, state)
+
+    def greedy_step(
+        self, enc: torch.Tensor, enc_lens: torch.Tensor, search: GreedyState
+    ) -> GreedyState:
+        """Greedy search over the next frames enc (B, T, D) (``enc_lens`` valid per row) from
+        ``search``, so an utterance can be decoded chunk by chunk; returns the new state (the
+        hypotheses are extended in place)."""
+        hyps, pred, state = search.hyps, search.pred, search.state
         for t in range(enc.shape[1]):
             active = t < enc_lens  # (B,) utterances still inside their frames
             for _ in range(self.max_symbols):
@@ -177,7 +200,7 @@ class RNNTDecoder(DecoderModule):
                     torch.where(keep, new_state[1], state[1]),
                 )
                 active = emit  # a frame ends at its first blank
-        return hyps
+        return GreedyState(hyps, pred, state)
 
     def _beam(self, enc: torch.Tensor, beam: int) -> list[int]:
         """Breadth-first beam search over one utterance's frames enc (T, D).

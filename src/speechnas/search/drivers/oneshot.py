@@ -37,6 +37,8 @@ from speechnas.search.config import SearchConfig
 from speechnas.search.drivers.base import Driver
 from speechnas.search.measure import measure_on_target
 from speechnas.search.objectives import (
+    CARRIED_METRICS,
+    PREDICTED_METRICS,
     Scalarizer,
     is_error_rate,
     is_hardware_target,
@@ -470,12 +472,11 @@ def _finalist(
     set_attrs(ss, number, {"output_dir": str(out)})
     tuned = base.replace(init_from=str(out / "extracted"), threads=opts.threads)
     metrics = run_trial(arch, base=tuned, fidelity=fid, output_dir=out, seed=cfg.seed)
-    keep = ("latency", "memory", "macs")
-    metrics = {**metrics, **{k: rec["metrics"][k] for k in keep if k in rec["metrics"]}}
+    metrics = {**metrics, **{k: rec["metrics"][k] for k in CARRIED_METRICS if k in rec["metrics"]}}
     if is_hardware_target(cfg.target):  # a real target: export and time the finalist
         metrics.update(measure_on_target(out / "best", cfg))
     state = record_metrics(
-        ss, number, cfg, metrics, predicted=("latency",), checkpoint=str(out / "best")
+        ss, number, cfg, metrics, predicted=PREDICTED_METRICS, checkpoint=str(out / "best")
     )
     if state != "complete":
         return state

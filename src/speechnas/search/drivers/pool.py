@@ -27,6 +27,8 @@ from speechnas.search.config import SearchConfig
 from speechnas.search.drivers.base import Driver
 from speechnas.search.fidelity import Job, Ranker, next_job, plan, rank_pareto, rank_scalar
 from speechnas.search.objectives import (
+    CARRIED_METRICS,
+    PREDICTED_METRICS,
     LatencyModel,
     Scalarizer,
     check_builds,
@@ -54,7 +56,7 @@ from speechnas.search.study import (
     slot_table,
     values_of,
 )
-from speechnas.search.trial import Fidelity, run_trial
+from speechnas.search.trial import Fidelity, reallocated_arch, run_trial
 from speechnas.space import Arch, SearchSpace, load_space
 
 if TYPE_CHECKING:
@@ -304,13 +306,14 @@ def _evaluate(ctx: Context, ss: SearchStudy, c: Claim) -> str:
     )
     metrics = {
         **metrics,
-        **{k: pre[k] for k in ("macs", "memory", "latency")},
+        **{k: pre[k] for k in CARRIED_METRICS if k in pre},
         "wall_seconds": time.perf_counter() - start,
     }
-    predicted = () if ctx.latency.measured else ("latency",)
+    predicted = () if ctx.latency.measured else PREDICTED_METRICS
     return record_metrics(
-        ss, c.number, cfg, metrics, predicted=predicted, checkpoint=str(out / "best")
-    )
+        ss, c.number, cfg, metrics, predicted=predicted, checkpoint=str(out / "best"),
+        **reallocated_arch(out),
+    )  # fmt: skip
 
 
 def _reuse(ctx: Context, ss: SearchStudy, c: Claim, earlier: Any) -> str:
