@@ -25,6 +25,20 @@ else
     "alone. To add them: sudo apt-get install $engines"
 fi
 
+# --dev: headless Chromium, which the report's rendering test opens the HTML report in.
+if [ "${1:-}" = "--dev" ]; then
+  if command -v chromium >/dev/null || command -v chromium-browser >/dev/null; then
+    :
+  elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing chromium (for the report's rendering test)"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+      >/dev/null || echo "could not install chromium; the report's rendering test will be skipped"
+  else
+    echo "chromium is not installed (needs root and apt-get); the report's rendering test will" \
+      "be skipped. To add it: sudo apt-get install chromium"
+  fi
+fi
+
 [ -x .venv/bin/python ] || "$py" -m venv .venv
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 # torch first, from the CPU pin, so no resolver step can reach for a CUDA build.

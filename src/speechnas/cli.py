@@ -623,6 +623,85 @@ def search(
 
 
 @app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="a search's output_dir (holds study.db)")],
+    output: Annotated[Path | None, typer.Option(help="default: RUN_DIR/report.html")] = None,
+    decode: Annotated[
+        bool, typer.Option(help="decode the retrained model and the front for error analysis")
+    ] = True,
+    top: Annotated[int, typer.Option(help="architectures side by side")] = 10,
+    max_front: Annotated[int, typer.Option(help="front members decoded and compared")] = 6,
+) -> None:
+    """Write the search report: one self-contained HTML file (opens without a network)."""
+    from speechnas.report.build import write_report
+
+    try:
+        path = write_report(run_dir, output, decode=decode, top=top, max_front=max_front,
+                            log=console.print)  # fmt: skip
+    except ValueError as e:
+        raise _fail(str(e)) from None
+    console.print(f"report: {path}")
+    db = run_dir.resolve() / "study.db"
+    console.print(f"the study in optuna-dashboard: optuna-dashboard sqlite:///{db}")
+
+
+@app.command("select")
+def select_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="a finished search's output_dir")],
+    max_latency_ms: Annotated[float | None, typer.Option(help="latency limit (ms)")] = None,
+    max_params: Annotated[float | None, typer.Option(help="parameter limit")] = None,
+    max_macs: Annotated[float | None, typer.Option(help="MAC limit")] = None,
+    max_memory_mb: Annotated[float | None, typer.Option(help="weights limit (MB)")] = None,
+    max_chunk_latency_ms: Annotated[float | None, typer.Option(help="per-chunk limit (ms)")] = None,
+    prefer: Annotated[
+        str | None, typer.Option(help="metric to minimise (default: the search's own)")
+    ] = None,
+    retrain: Annotated[
+        bool, typer.Option("--retrain", help="retrain the choice like the search's selection")
+    ] = False,
+    minutes: Annotated[float | None, typer.Option(help="retraining minutes")] = None,
+    output_dir: Annotated[
+        Path | None, typer.Option(help="retrained model (default: RUN_DIR/reselected/KEY)")
+    ] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="also write JSON here")] = None,
+) -> None:
+    """Pick the best architecture of a finished study for other limits, without searching."""
+    import json
+
+    from speechnas.search.finished import load_run, reselect
+    from speechnas.search.select import front_table
+
+    limits = {"max_latency_ms": max_latency_ms, "max_params": max_params,
+              "max_macs": max_macs, "max_memory_mb": max_memory_mb,
+              "max_chunk_latency_ms": max_chunk_latency_ms}  # fmt: skip
+    try:
+        run = load_run(run_dir)
+        steps = None
+        if retrain and minutes is None:
+            minutes, steps = run.config.retrain_minutes or None, run.config.retrain_steps
+            if minutes is None and steps is None:
+                raise ValueError("--retrain: the search retrained for 0 minutes; give --minutes")
+        chosen, metrics = reselect(
+            run, prefer=prefer, retrain_minutes=minutes if retrain else None,
+            retrain_steps=steps if retrain else None, output_dir=output_dir, **limits,
+        )  # fmt: skip
+    except ValueError as e:
+        raise _fail(str(e)) from None
+    want = ", ".join(f"{k}={v:g}" for k, v in limits.items() if v is not None) or "no limits"
+    console.print(front_table([chosen], run.objectives, f"selected for {want}"))
+    console.print(f"trial {chosen.trial}, arch {json.dumps(chosen.arch.to_json())}", soft_wrap=True)
+    if metrics is not None:
+        console.print(f"model: {metrics['checkpoint']}")
+    if json_out is not None:
+        payload = {
+            "limits": limits,
+            "selected": chosen.to_dict(run.objectives),
+            "retrained": metrics,
+        }
+        json_out.write_text(json.dumps(payload, indent=1, default=str))
+
+
+@app.command()
 def extract(
     supernet: Annotated[Path, typer.Argument(help="a supernet checkpoint folder")],
     arch: Annotated[str, typer.Option(help="the path: a JSON architecture or a file of them")],

@@ -14,11 +14,15 @@ import matplotlib.pyplot as plt  # after choosing the headless backend
 from speechnas.search.objectives import is_error_rate
 
 
-def _scale(objective: str) -> tuple[float, str]:
+def objective_scale(objective: str) -> tuple[float, str]:
     """Display factor and axis label of an objective."""
     if is_error_rate(objective):
         kind, _, test = objective.partition(":")
-        name = {"dev_wer": "dev WER", "dev_cer": "dev CER"}.get(objective)
+        name = {
+            "dev_wer": "dev WER",
+            "dev_cer": "dev CER",
+            "stream_dev_wer": "streaming dev WER",
+        }.get(objective)
         name = name or f"{kind.upper()} on {test}"
         return 100.0, f"{name} (%)"
     labels = {
@@ -49,7 +53,7 @@ def plot_pareto(
     rungs = sorted({p["rung"] for p in points})
     cmap = plt.get_cmap("viridis", max(len(rungs), 2))
     if len(objectives) >= 2:
-        (fx, lx), (fy, ly) = _scale(objectives[0]), _scale(objectives[1])
+        (fx, lx), (fy, ly) = objective_scale(objectives[0]), objective_scale(objectives[1])
         for k, r in enumerate(rungs):
             xs = [p["values"][0] * fx for p in points if p["rung"] == r]
             ys = [p["values"][1] * fy for p in points if p["rung"] == r]
@@ -72,7 +76,7 @@ def plot_pareto(
             ax.text(0.99, 0.99, "also: " + ", ".join(objectives[2:]), transform=ax.transAxes,
                     ha="right", va="top", fontsize=8)  # fmt: skip
     else:
-        f, label = _scale(objectives[0])
+        f, label = objective_scale(objectives[0])
         for k, r in enumerate(rungs):
             sel = [p for p in points if p["rung"] == r]
             ax.scatter([p["trial"] for p in sel], [p["values"][0] * f for p in sel],
@@ -103,4 +107,4 @@ def plot_hypervolume(series: Sequence[dict[str, Any]], path: Path, *, title: str
     return path
 
 
-__all__ = ["plot_hypervolume", "plot_pareto"]
+__all__ = ["objective_scale", "plot_hypervolume", "plot_pareto"]

@@ -329,7 +329,8 @@ def finish(
     selected = retrained = None
     if rows:
         try:
-            selected = select_for_target(rows, **cfg.constraints.to_dict(), prefer=_prefer(cfg))
+            limits = cfg.constraints.to_dict()
+            selected = select_for_target(rows, **limits, prefer=prefer_metric(cfg))
         except ValueError as e:
             console.print(f"[yellow]no selection:[/] {e}")
     if selected is not None and (cfg.retrain_minutes > 0 or cfg.retrain_steps):
@@ -417,11 +418,18 @@ def finish(
     return SearchOutcome(ss, rows, fr, selected, retrained, paths, list(interrupted))
 
 
-def _prefer(cfg: SearchConfig) -> str:
+def prefer_metric(cfg: SearchConfig) -> str:
     """The metric the selection minimises: the first error-rate objective, else the search
     test set's WER."""
     fallback = "dev_wer" if cfg.search_test is None else f"wer:{cfg.search_test}"
     return next((o for o in cfg.objectives if is_error_rate(o)), fallback)
 
 
-__all__ = ["SearchOutcome", "prepare_base", "retrain_base", "run_search", "trial_base"]
+__all__ = [
+    "SearchOutcome",
+    "prefer_metric",
+    "prepare_base",
+    "retrain_base",
+    "run_search",
+    "trial_base",
+]
