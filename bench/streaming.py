@@ -129,7 +129,7 @@ def latencies(checkpoint: str, out: Path, *, fresh: bool = False) -> dict[str, A
 def predictor_accuracy(n: int, seed: int, out: Path) -> dict[str, Any]:
     """Predicted (block predictor of cpu-ort-1t on one chunk's window) vs measured (streaming
     graph with real states on cpu-ort-stream-1t) per-chunk latency of ``n`` architectures
-    sampled from the streaming space, randomly initialised."""
+    sampled from the streaming space (the encoder families in turn), randomly initialised."""
     import random
 
     import numpy as np
@@ -142,8 +142,11 @@ def predictor_accuracy(n: int, seed: int, out: Path) -> dict[str, Any]:
     rng = random.Random(seed)
     predictor = latency_model("cpu-ort-1t")
     rows = []
-    for i in range(n):
+    families = ("conformer", "transformer", "lstm")  # in turn: uniform sampling is mostly
+    for i in range(n):  # Conformers, the family with the most architectures
         arch = space.sample(rng)
+        while arch["encoder"] != families[i % len(families)]:
+            arch = space.sample(rng)
         pred = predicted_metrics(arch, vocab_size=32, latency=predictor, seconds=5.0)
         model = build(arch, vocab_size=32).eval()
         meas = chunk_latency(model, "cpu-ort-stream-1t")
@@ -152,7 +155,13 @@ def predictor_accuracy(n: int, seed: int, out: Path) -> dict[str, Any]:
         logging.info("arch %d/%d %s: predicted %.2f ms, measured p50 %.2f ms", i + 1, n,
                      arch["encoder"], pred["chunk_latency"], meas.p50_ms)  # fmt: skip
     err = np.array([r["predicted_ms"] / r["measured_p50_ms"] - 1 for r in rows])
+    by_family = {
+        f: float(np.median([e for e, r in zip(err, rows, strict=True)
+                            if r["arch"]["encoder"] == f]))
+        for f in families
+    }  # fmt: skip
     result = {
+        "median_error_by_family": by_family,
         "archs": n,
         "within_10pct": float(np.mean(np.abs(err) <= 0.10)),
         "within_25pct": float(np.mean(np.abs(err) <= 0.25)),

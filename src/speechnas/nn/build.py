@@ -140,6 +140,8 @@ class SpeechModel(nn.Module):
         stages.append(_encoder(spec, dropout))
         self.encoder = EncoderChain(*stages)
         self.decoder = _decoder(spec, vocab_size, dropout)
+        # (chunk, look-ahead) set by configure_streaming; None: the architecture's own
+        self._stream: tuple[int | None, int] | None = None
         if spec.norm == "mad_prenorm":
             use_mad_prenorm(self)
 
@@ -199,7 +201,7 @@ class SpeechModel(nn.Module):
     def stream_geometry(self) -> StreamGeometry:
         """How the model streams now (the architecture's geometry unless reconfigured)."""
         geo = self.spec.stream_geometry
-        chunk, lookahead = getattr(self, "_stream", (geo.chunk, geo.lookahead))
+        chunk, lookahead = self._stream or (geo.chunk, geo.lookahead)
         if chunk is None:
             raise ValueError("stream_geometry: the model runs in full context (chunk=None)")
         return dataclasses.replace(geo, chunk=chunk, lookahead=lookahead)
