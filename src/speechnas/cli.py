@@ -447,8 +447,7 @@ def transcribe(
         out = {
             "files": {p: {"text": t.text, "rtf": t.rtf, "seconds": t.audio_seconds}
                       for p, t in files.items()},
-            "manifests": {m: {k: v for k, v in s.items() if k not in ("hypotheses", "ids")}
-                          for m, s in scores.items()},
+            "manifests": _scores_json(scores),
         }  # fmt: skip
         print(json.dumps(out, indent=1))
         return
@@ -456,6 +455,13 @@ def transcribe(
         console.print(f"{p}\t{t.text}\tRTF {t.rtf:.4f}", soft_wrap=True, highlight=False)
     if scores:
         console.print(_results_table(f"{model} ({threads} thread(s))", scores))
+
+
+def _scores_json(scores: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Manifest scores without the per-utterance lists, for ``--json``."""
+    return {
+        m: {k: v for k, v in s.items() if k not in ("hypotheses", "ids")} for m, s in scores.items()
+    }
 
 
 def _transcribe_streaming(
@@ -474,8 +480,7 @@ def _transcribe_streaming(
             "files": {p: {"text": t.text, "rtf": t.rtf, "partials": t.partials,
                           "chunk_ms": [1000 * s for s in t.chunk_seconds]}
                       for p, t in files.items()},
-            "manifests": {m: {k: v for k, v in s.items() if k not in ("hypotheses", "ids")}
-                          for m, s in scores.items()},
+            "manifests": _scores_json(scores),
         }  # fmt: skip
         print(json.dumps(out, indent=1))
         return

@@ -110,24 +110,12 @@ def ctc_token_times(
 ) -> list[list[float]]:
     """Per utterance, the time (ms) of each token of the greedy full-context CTC path: the end
     of the first encoder frame that emits it (its input frames through the subsampling)."""
-    ctc = _ctc_head(model)
-    if ctc is None:
+    if _ctc_head(model) is None:
         raise ValueError("ctc_token_times: the model has no CTC head")
     with torch.no_grad():
-        enc, enc_lens = model.encode(feats, lengths)
-        best = ctc(enc).argmax(-1)
-    factor = model.spec.subsampling_factor
-    frame_ms = model.features.hop_ms
-    out: list[list[float]] = []
-    for row, n in zip(best.tolist(), enc_lens.tolist(), strict=True):
-        times: list[float] = []
-        prev = BLANK
-        for t, tok in enumerate(row[:n]):
-            if tok != prev and tok != BLANK:
-                times.append(((t + 1) * factor) * frame_ms)
-            prev = tok
-        out.append(times)
-    return out
+        starts = _token_frames(model, feats, lengths)
+    step = model.spec.subsampling_factor * model.features.hop_ms
+    return [[(t + 1) * step for t in frames] for frames in starts]
 
 
 @dataclass(frozen=True, slots=True)

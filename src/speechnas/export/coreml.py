@@ -416,14 +416,12 @@ def export_coreml(
     check: bool = True,
 ) -> CoreMLExport:
     """Loads a checkpoint folder and converts it (:func:`export_coreml_model`)."""
-    from speechnas.train.checkpoint import load_model
+    from speechnas.export.metadata import load_float_checkpoint
 
-    loaded = load_model(checkpoint)
-    if loaded.meta.get("bits"):
-        raise ValueError(
-            f"checkpoint: {checkpoint} holds low-bit quantized weights; convert the float "
-            "checkpoint (Core ML compresses weights with coremltools.optimize)"
-        )
+    loaded = load_float_checkpoint(
+        checkpoint,
+        "convert the float checkpoint (Core ML compresses weights with coremltools.optimize)",
+    )
     return export_coreml_model(
         loaded.model, path, tokenizer=loaded.tokenizer, features=loaded.features,
         max_seconds=max_seconds, precision=precision, check=check,

@@ -13,6 +13,8 @@ canonical JSON) or ``model_config`` (the baseline's), and for RNN-T ``pred_layer
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -23,7 +25,10 @@ from speechnas.data.tokenizer import BLANK, Tokenizer
 from speechnas.nn.build import SpeechModel
 from speechnas.nn.decoders import AttentionDecoder, CTCDecoder, RNNTDecoder
 
-__all__ = ["decoder_kind", "model_features", "model_metadata"]
+if TYPE_CHECKING:
+    from speechnas.train.checkpoint import LoadedModel
+
+__all__ = ["decoder_kind", "load_float_checkpoint", "model_features", "model_metadata"]
 
 
 def decoder_kind(model: nn.Module) -> str:
@@ -86,3 +91,14 @@ def model_metadata(
         meta["pred_hidden"] = str(lstm.hidden_size)
         meta["max_symbols"] = str(model.decoder.max_symbols)
     return meta
+
+
+def load_float_checkpoint(checkpoint: str | Path, why: str) -> LoadedModel:
+    """A checkpoint folder for an exporter that needs float weights; a ValueError saying
+    ``why`` (what to do instead) for one holding low-bit quantized weights."""
+    from speechnas.train.checkpoint import load_model
+
+    loaded = load_model(checkpoint)
+    if loaded.meta.get("bits"):
+        raise ValueError(f"checkpoint: {checkpoint} holds low-bit quantized weights; {why}")
+    return loaded

@@ -198,14 +198,12 @@ def export_sherpa(
     checkpoint: str | Path, out_dir: str | Path, *, int8: bool = True, check: bool = True
 ) -> SherpaExport:
     """Loads a checkpoint folder and exports it for sherpa-onnx (:func:`export_sherpa_model`)."""
-    from speechnas.train.checkpoint import load_model
+    from speechnas.export.metadata import load_float_checkpoint
 
-    loaded = load_model(checkpoint)
-    if loaded.meta.get("bits"):
-        raise ValueError(
-            f"checkpoint: {checkpoint} is quantized to low-bit weights, which sherpa-onnx "
-            "cannot read; export the float checkpoint (the export adds an int8 copy)"
-        )
+    loaded = load_float_checkpoint(
+        checkpoint,
+        "sherpa-onnx cannot read them: export the float checkpoint (the export adds an int8 copy)",
+    )
     return export_sherpa_model(
         loaded.model, out_dir, tokenizer=loaded.tokenizer, features=loaded.features,
         int8=int8, check=check,

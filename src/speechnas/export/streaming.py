@@ -25,6 +25,7 @@ from torch import nn
 from speechnas.data.tokenizer import Tokenizer
 from speechnas.export.graph import export_module
 from speechnas.export.metadata import model_metadata
+from speechnas.export.transcribe import session_options
 from speechnas.nn.build import SpeechModel
 from speechnas.nn.decoders import CTCDecoder
 from speechnas.nn.streaming import stream_encode
@@ -85,11 +86,7 @@ class StreamExport:
 
 
 def _session(path: Path) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), session_options(1), providers=["CPUExecutionProvider"])
 
 
 def export_streaming(

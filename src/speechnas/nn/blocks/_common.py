@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import fields, is_dataclass
 from typing import Any, TypeVar
 
@@ -121,3 +121,31 @@ class DepthwiseConv1d(nn.Module):
         full = torch.cat([cache, zero_padding(x, pad)], dim=1)  # (B, left + C, ch)
         y = self.conv(full.transpose(1, 2)).transpose(1, 2)
         return y, full[:, full.shape[1] - self.left :]
+
+
+def layer_state_names(layers: Iterable[nn.Module]) -> list[str]:
+    """State names of a streaming stack: its frame ``offset``, then each layer's
+    ``state_kinds`` prefixed by the layer's index."""
+    names = ["offset"]
+    for i, layer in enumerate(layers):
+        names.extend(f"layer{i}_{name}" for name in layer.state_kinds)
+    return names
+
+
+def stream_layers(
+    layers: Iterable[nn.Module],
+    x: torch.Tensor,
+    states: Sequence[torch.Tensor],
+    step: Callable[[nn.Module, torch.Tensor, list[torch.Tensor]], tuple[torch.Tensor, list]],
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Runs one chunk through ``layers`` in turn, each with its own slice of ``states`` (as
+    many as its ``state_kinds``): ``step(layer, x, layer_states) -> (x, new_layer_states)``.
+    Returns the output and the new states in the same order."""
+    rest = list(states)
+    new: list[torch.Tensor] = []
+    for layer in layers:
+        n = len(layer.state_kinds)
+        x, layer_states = step(layer, x, rest[:n])
+        new.extend(layer_states)
+        rest = rest[n:]
+    return x, new

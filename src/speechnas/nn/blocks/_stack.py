@@ -9,7 +9,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from speechnas.nn.blocks._common import check_positive, check_streaming, zero_padding
+from speechnas.nn.blocks._common import (
+    check_positive,
+    check_streaming,
+    layer_state_names,
+    stream_layers,
+    zero_padding,
+)
 from speechnas.nn.blocks.attention import PositionalInput, attention_mask
 from speechnas.nn.blocks.attention_impl import additive_mask
 from speechnas.nn.blocks.masks import padding_mask, stream_mask
@@ -90,10 +96,7 @@ class AttentionStack(nn.Module):
         return states
 
     def state_names(self) -> list[str]:
-        names = ["offset"]
-        for i, layer in enumerate(self.layers):
-            names.extend(f"layer{i}_{name}" for name in layer.state_kinds)
-        return names
+        return layer_state_names(self.layers)
 
     def streaming_forward(
         self, x: torch.Tensor, lengths: torch.Tensor, states: list[torch.Tensor]
@@ -109,10 +112,7 @@ class AttentionStack(nn.Module):
         if self.additive:
             mask = additive_mask(mask)
         x = self.pos.at(x, offset)
-        new = [offset + c]
-        for layer in self.layers:
-            n = len(layer.state_kinds)
-            x, layer_states = layer.streaming_forward(x, pad, mask, rest[:n])
-            new.extend(layer_states)
-            rest = rest[n:]
-        return zero_padding(self.norm(x), pad), lengths, new
+        x, new = stream_layers(
+            self.layers, x, rest, lambda layer, y, s: layer.streaming_forward(y, pad, mask, s)
+        )
+        return zero_padding(self.norm(x), pad), lengths, [offset + c, *new]

@@ -16,6 +16,8 @@ from speechnas.nn.blocks._common import (
     check_choice,
     check_dropout,
     check_positive,
+    layer_state_names,
+    stream_layers,
     zero_padding,
 )
 from speechnas.nn.blocks.masks import padding_mask
@@ -180,10 +182,7 @@ class SeparableConvStack(nn.Module):
         return states
 
     def state_names(self) -> list[str]:
-        names = ["offset"]
-        for i, layer in enumerate(self.layers):
-            names.extend(f"layer{i}_{name}" for name in layer.state_kinds)
-        return names
+        return layer_state_names(self.layers)
 
     def streaming_forward(
         self, x: torch.Tensor, lengths: torch.Tensor, states: list[torch.Tensor]
@@ -193,10 +192,7 @@ class SeparableConvStack(nn.Module):
         self._check_streamable()
         offset, rest = states[0], states[1:]
         pad = padding_mask(lengths, x.shape[1])
-        new = [offset + x.shape[1]]
-        for layer in self.layers:
-            n = len(layer.state_kinds)
-            x, layer_states = layer.streaming_forward(x, pad, offset, rest[:n])
-            new.extend(layer_states)
-            rest = rest[n:]
-        return zero_padding(self.norm(x), pad), lengths, new
+        y, new = stream_layers(
+            self.layers, x, rest, lambda layer, z, s: layer.streaming_forward(z, pad, offset, s)
+        )
+        return zero_padding(self.norm(y), pad), lengths, [offset + x.shape[1], *new]
