@@ -39,6 +39,21 @@ if [ "${1:-}" = "--dev" ]; then
   fi
 fi
 
+# --dev: a PostgreSQL server, which the tests of the shared study start in a temporary folder
+# (scripts/pg.sh); only the binaries are needed, no running system service.
+if [ "${1:-}" = "--dev" ]; then
+  if bash scripts/pg.sh bin >/dev/null 2>&1; then
+    :
+  elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing postgresql (for the tests of a study on a database server)"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; } \
+      >/dev/null || echo "could not install postgresql; the PostgreSQL tests will be skipped"
+  else
+    echo "PostgreSQL is not installed (needs root and apt-get); the PostgreSQL tests will be" \
+      "skipped. To add it: sudo apt-get install postgresql"
+  fi
+fi
+
 [ -x .venv/bin/python ] || "$py" -m venv .venv
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 # torch first, from the CPU pin, so no resolver step can reach for a CUDA build.

@@ -1,7 +1,12 @@
-"""Shared fixtures: a tiny real synthetic corpus and a tiny model config."""
+"""Shared fixtures: a tiny real synthetic corpus, a tiny model config and a PostgreSQL
+server."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -38,3 +43,44 @@ def tiny_config(corpus: CorpusInfo, out: Path, **budget: object) -> TrainConfig:
         optim=OptimConfig(lr=3e-3, warmup_steps=5, max_batch_seconds=30.0),
         budget=BudgetConfig(**{"max_epochs": 2, "patience": None, **budget}),  # type: ignore[arg-type]
     )
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The SQLAlchemy URL of a PostgreSQL server: ``SPEECHNAS_TEST_POSTGRES_URL`` when set (a
+    role that may create databases), else a server started for the session by
+    ``scripts/pg.sh``; skipped only when the PostgreSQL binaries are missing."""
+    given = os.environ.get("SPEECHNAS_TEST_POSTGRES_URL")
+    if given:
+        yield given
+        return
+    script = str(REPO / "scripts" / "pg.sh")
+    folder = str(tmp_path_factory.mktemp("postgres"))
+    run = subprocess.run(["bash", script, "start", folder], capture_output=True, text=True)
+    if run.returncode == 3:
+        pytest.skip(f"no PostgreSQL server to test on: {run.stderr.strip()}")
+    if run.returncode != 0:
+        raise RuntimeError(f"scripts/pg.sh could not start PostgreSQL:\n{run.stderr}")
+    try:
+        yield run.stdout.strip()
+    finally:
+        subprocess.run(["bash", script, "stop", folder], check=False)
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> str:
+    """The URL of a new, empty database on :func:`postgres_server`."""
+    import sqlalchemy
+
+    name = f"speechnas_{uuid.uuid4().hex[:12]}"
+    engine = sqlalchemy.create_engine(postgres_server, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    finally:
+        engine.dispose()
+    url = sqlalchemy.engine.make_url(postgres_server).set(database=name)
+    return url.render_as_string(hide_password=False)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -68,3 +71,11 @@ def write_search_yaml(corpus: CorpusInfo, tmp: Path, **changes: Any) -> Path:
     path = tmp / "search.yaml"
     path.write_text(yaml.safe_dump(search_dict(corpus, tmp, **changes)))
     return path
+
+
+def search_process(config: Path, *args: str) -> subprocess.Popen[str]:
+    """``speechnas search --config CONFIG ARGS`` in a child process (output in ``stdout``)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "speechnas", "search", "--config", str(config), *args]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env)  # fmt: skip

@@ -8,8 +8,6 @@ import io
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,7 +15,7 @@ import optuna
 import pytest
 import sqlalchemy
 from rich.console import Console
-from search_helpers import search_config, write_search_yaml
+from search_helpers import search_config, search_process, write_search_yaml
 
 from speechnas.data.synth.corpus import CorpusInfo
 from speechnas.search.runner import run_search
@@ -26,11 +24,7 @@ from speechnas.search.study import INTERRUPTED
 ONE_RUNG = {"rungs": [{"minutes": 5, "steps": 2}], "candidates": 2}
 
 
-def _search(config: Path, *args: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "speechnas", "search", "--config", str(config), *args]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=env)  # fmt: skip
+_search = search_process
 
 
 def _trials(folder: Path, *, poll: bool = False) -> list[optuna.trial.FrozenTrial]:

@@ -576,6 +576,12 @@ def search(
     strategy: Annotated[str | None, typer.Option(help="overrides strategy.name")] = None,
     seed: Annotated[int | None, typer.Option(help="overrides seed")] = None,
     storage: Annotated[str | None, typer.Option(help="Optuna storage URL")] = None,
+    backend: Annotated[
+        str | None, typer.Option(help="where workers run: local (processes) or ray")
+    ] = None,
+    ray_address: Annotated[
+        str | None, typer.Option(help="Ray cluster: auto or HOST:PORT (default: a local Ray)")
+    ] = None,
     train_data: Annotated[
         str | None,
         typer.Option(
@@ -614,6 +620,8 @@ def search(
                 "workers": workers,
                 "seed": seed,
                 "storage": storage,
+                "backend": backend,
+                "ray_address": ray_address,
             }.items()
             if v is not None
         }

@@ -22,6 +22,7 @@ from speechnas.space import Arch, SearchSpace
 from speechnas.train.config import TrainConfig, _build, config_from_dict, load_config
 
 PROMOTIONS = ("auto", "pareto", "scalar")
+BACKENDS = ("local", "ray")  # where the worker pool's workers run
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +156,9 @@ class SearchConfig:
     n_trials: int | None = 24
     max_minutes: float | None = None
     workers: int = 1
+    # where the workers run: "local" (processes on this machine) or "ray" (Ray tasks)
+    backend: str = "local"
+    ray_address: str | None = None  # "auto", HOST:PORT, or null: a local Ray of `workers` CPUs
     storage: str | None = None  # default: SQLite file study.db in output_dir
     study_name: str = "search"
     seed: int = 0
@@ -205,6 +209,11 @@ class SearchConfig:
             raise ValueError(f"max_minutes: expected > 0 or null, got {self.max_minutes!r}")
         if self.workers < 1:
             raise ValueError(f"workers: expected >= 1, got {self.workers!r}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend: {self.backend!r} is not one of {list(BACKENDS)}")
+        if self.ray_address is not None and self.backend != "ray":
+            raise ValueError(f"ray_address: {self.ray_address!r} is given but backend is "
+                             f"{self.backend!r}; set backend: ray or drop ray_address")  # fmt: skip
         if self.retrain_minutes < 0 or self.retrain_threads < 1:
             raise ValueError("retrain_minutes must be >= 0 and retrain_threads >= 1")
         if not self.study_name:

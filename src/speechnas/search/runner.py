@@ -61,7 +61,13 @@ from speechnas.search.select import (
     select_for_target,
     write_pareto_json,
 )
-from speechnas.search.study import SearchStudy, is_interrupted, mark_interrupted, open_study
+from speechnas.search.study import (
+    SearchStudy,
+    is_interrupted,
+    mark_interrupted,
+    open_study,
+    shown_url,
+)
 from speechnas.versions import versions
 
 if TYPE_CHECKING:
@@ -202,7 +208,7 @@ def _check_resume(cfg: SearchConfig, ss: SearchStudy, resume: bool) -> None:
     n = len(ss.trials())
     if n and not resume:
         raise ValueError(
-            f"study {cfg.study_name!r} in {cfg.storage_url} already has {n} trials; "
+            f"study {cfg.study_name!r} in {shown_url(cfg.storage_url)} already has {n} trials; "
             "resume it (--resume) or choose another output dir or study name"
         )
     if stored is None:
@@ -272,7 +278,7 @@ def run_search(
     console.print(
         f"search {cfg.study_name!r}: space {cfg.space}, strategy {cfg.strategy.name}, "
         f"objectives {list(cfg.objectives)}, " + (f"{how}, " if how else "")
-        + f"storage {cfg.storage_url}"
+        + f"storage {shown_url(cfg.storage_url)}"
     )  # fmt: skip
     status = console.status("starting") if console.is_terminal else contextlib.nullcontext()
     with status as live:
@@ -396,7 +402,7 @@ def finish(
         paths["pareto_json"],
         {
             "study": cfg.study_name,
-            "storage": cfg.storage_url,
+            "storage": shown_url(cfg.storage_url),
             "objectives": objectives,
             "reference": list(ref),
             "seed": cfg.seed,

@@ -7,7 +7,8 @@ file. SQLite is the default because it needs no server and one file holds the wh
 only hazard with several processes is a writer finding the file locked, and a busy timeout of
 60 s makes it wait instead of failing (a search writes a handful of rows per trial, minutes
 apart, so waits are milliseconds). The journal file is the alternative where SQLite's file
-locking is unreliable (some network file systems).
+locking is unreliable (some network file systems). PostgreSQL (``postgresql+psycopg2://...``,
+the ``cluster`` extra) shares one study between machines; its claims need no shared folder.
 
 Each trial carries its parameters (``flatten(arch)`` with the space's categorical
 distributions) and user attributes: ``slot``/``bracket``/``rung``/``proposal``, ``arch`` (JSON)
@@ -36,16 +37,34 @@ from speechnas.space import Arch
 
 if TYPE_CHECKING:
     import optuna
+    import sqlalchemy
     from optuna.trial import FrozenTrial
 
 INTERRUPTED = "interrupted"
 SQLITE_TIMEOUT_S = 60
+#: The first half of the PostgreSQL advisory lock key of a study's claims (the second is the
+#: study id): an arbitrary constant that other users of the same database are unlikely to pick.
+CLAIM_LOCK_KEY = 0x5E_A5C4
+
+
+def shown_url(url: str) -> str:
+    """``url`` with its password masked, for messages and files."""
+    import sqlalchemy
+
+    if url.startswith("journal:"):
+        return url
+    try:
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except sqlalchemy.exc.ArgumentError:
+        return url
 
 
 def make_storage(url: str) -> optuna.storages.BaseStorage:
     """An Optuna storage for ``url``: ``journal:PATH``, or an SQLAlchemy URL (SQLite gets a
-    60 s busy timeout so concurrent writers wait for one another)."""
+    60 s busy timeout so concurrent writers wait for one another). A ValueError says what is
+    wrong with a database URL that cannot be used (missing driver, server not reachable)."""
     import optuna
+    import sqlalchemy
 
     if url.startswith("journal:"):
         from optuna.storages.journal import JournalFileBackend
@@ -54,7 +73,27 @@ def make_storage(url: str) -> optuna.storages.BaseStorage:
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite:"):
         kwargs["connect_args"] = {"timeout": SQLITE_TIMEOUT_S}
-    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    try:
+        shown = sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except sqlalchemy.exc.ArgumentError as e:
+        raise ValueError(
+            f"storage {url!r} is not a database URL ({e}); give an SQLAlchemy URL such as "
+            "postgresql+psycopg2://USER:PASSWORD@HOST:PORT/DB, sqlite:///PATH or journal:PATH"
+        ) from None
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    except ImportError as e:
+        raise ValueError(
+            f"storage {shown}: the database driver is not installed ({e}); for PostgreSQL "
+            "install it with pip install 'speechnas[cluster]' (psycopg2-binary)"
+        ) from None
+    except sqlalchemy.exc.OperationalError as e:
+        why = str(e.orig).strip().splitlines()[0] if e.orig is not None else str(e)
+        raise ValueError(
+            f"cannot connect to the study storage {shown}: {why}; check that the server runs "
+            "and the host, port, user, password and database name are right (a local test "
+            "server: bash scripts/pg.sh start DIR prints its URL)"
+        ) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,15 +133,22 @@ def open_study(url: str, name: str, n_objectives: int) -> SearchStudy:
 
 
 @contextlib.contextmanager
-def claim_lock(folder: Path) -> Iterator[None]:
-    """An exclusive lock on ``folder/.claim.lock`` held while a worker reads the study and
-    claims the next slot, so two workers never claim the same one.
+def claim_lock(ss: SearchStudy, folder: Path) -> Iterator[None]:
+    """An exclusive lock held while a worker reads the study and claims the next slot, so two
+    workers never claim the same one.
 
-    ``flock`` is released by the kernel when a process dies, so a killed worker never leaves it
-    held. Workers on several machines must share the output folder anyway (a promoted trial
-    continues from the checkpoint its lower rung wrote there); Linux NFS clients map ``flock``
-    to NFS byte-range locks.
+    On PostgreSQL the lock is the database's: a session-level advisory lock keyed by the study
+    id, taken on a connection of the study's own engine. Workers then need nothing in common but
+    the database URL to coordinate, and the server releases the lock when a killed worker's
+    connection drops. Elsewhere (SQLite, journal files) it is an ``flock`` on
+    ``folder/.claim.lock``, which the kernel releases when a process dies; Linux NFS clients map
+    it to NFS byte-range locks.
     """
+    engine = getattr(ss.storage, "engine", None)
+    if engine is not None and engine.dialect.name == "postgresql":
+        with _advisory_lock(engine, CLAIM_LOCK_KEY, ss.study_id):
+            yield
+        return
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / ".claim.lock", "a+") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
@@ -110,6 +156,22 @@ def claim_lock(folder: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _advisory_lock(engine: sqlalchemy.engine.Engine, key: int, study_id: int) -> Iterator[None]:
+    import sqlalchemy
+
+    with engine.connect() as conn:
+        conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k, :s)"), {"k": key, "s": study_id})
+        conn.commit()
+        try:
+            yield
+        finally:
+            conn.execute(
+                sqlalchemy.text("SELECT pg_advisory_unlock(:k, :s)"), {"k": key, "s": study_id}
+            )
+            conn.commit()
 
 
 # ------------------------------------------------------------------------------ trial views
@@ -170,6 +232,23 @@ def mark_interrupted(ss: SearchStudy) -> list[int]:
     for t in ss.trials():
         if t.state == TrialState.RUNNING:
             set_attrs(ss, t.number, {"status": INTERRUPTED})
+            ss.storage.set_trial_state_values(ss.trial_id(t.number), TrialState.FAIL)
+            numbers.append(t.number)
+    return numbers
+
+
+def release_worker(ss: SearchStudy, index: int, reason: str) -> list[int]:
+    """Marks the RUNNING trials of worker ``index`` of this search (``worker`` attribute
+    ``HOST:PID:INDEX``) FAIL with status "interrupted" and ``reason``, so their slots are run
+    again; for a worker known to be dead. Returns their numbers."""
+    from optuna.trial import TrialState
+
+    numbers = []
+    for t in ss.trials():
+        if t.state == TrialState.RUNNING and str(t.user_attrs.get("worker", "")).endswith(
+            f":{index}"
+        ):
+            set_attrs(ss, t.number, {"status": INTERRUPTED, "interrupted_by": reason})
             ss.storage.set_trial_state_values(ss.trial_id(t.number), TrialState.FAIL)
             numbers.append(t.number)
     return numbers
@@ -259,7 +338,9 @@ __all__ = [
     "make_storage",
     "mark_interrupted",
     "open_study",
+    "release_worker",
     "set_attrs",
+    "shown_url",
     "slot_table",
     "values_of",
 ]

@@ -2,11 +2,12 @@
 reinforce, warmstart).
 
 One worker loops: claim a slot → check the candidate → train and measure (or reuse) → tell.
-Any number of workers (processes, or machines sharing the output folder) may run this loop on
-one study; the claim is made under a lock from the study's contents (see
-:mod:`speechnas.search.fidelity`), so no slot is taken twice and proposals are numbered by the
-plan, not by the worker. :class:`WorkerPool` runs ``workers`` of them: in this process for
-one, as spawned processes for more.
+Any number of workers (processes, or machines sharing the study's database and the output
+folder, where promoted trials find their lower rung's checkpoint) may run this loop on one
+study; the claim is made under a lock (see :func:`speechnas.search.study.claim_lock`) from the
+study's contents (see :mod:`speechnas.search.fidelity`), so no slot is taken twice and
+proposals are numbered by the plan, not by the worker. :class:`WorkerPool` runs ``workers`` of
+them: in this process for one, as spawned processes for more.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from speechnas.search.backends import run_ray
 from speechnas.search.config import SearchConfig
 from speechnas.search.drivers.base import Driver
 from speechnas.search.fidelity import Job, Ranker, next_job, plan, rank_pareto, rank_scalar
@@ -211,7 +213,7 @@ def claim(ctx: Context, ss: SearchStudy, worker: str) -> Claim | str:
     an unfillable place (recorded at once), or "wait" / "done" from :func:`next_job`."""
     from optuna.trial import TrialState
 
-    with claim_lock(ctx.out):
+    with claim_lock(ss, ctx.out):
         trials = ss.trials()
         sync = ctx.cfg.fidelity.synchronous
         job = next_job(
@@ -387,6 +389,23 @@ def work(
     return finished
 
 
+def _worker(
+    cfg: SearchConfig,
+    base: TrainConfig,
+    vocab: int,
+    deadline: float | None,
+    index: int,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> None:
+    """One worker on its own connection to the study (a process or a Ray task)."""
+    import torch
+
+    torch.set_num_threads(base.threads)
+    ss = open_study(cfg.storage_url, cfg.study_name, len(cfg.objectives))
+    ctx = Context.create(cfg, base, vocab)
+    work(ctx, ss, index=index, deadline=deadline, should_stop=should_stop)
+
+
 def _worker_main(
     cfg: SearchConfig,
     base: TrainConfig,
@@ -396,12 +415,7 @@ def _worker_main(
     parent: int,
 ) -> None:
     """A worker process: stops between trials when its parent is gone."""
-    import torch
-
-    torch.set_num_threads(base.threads)
-    ss = open_study(cfg.storage_url, cfg.study_name, len(cfg.objectives))
-    ctx = Context.create(cfg, base, vocab)
-    work(ctx, ss, index=index, deadline=deadline, should_stop=lambda: os.getppid() != parent)
+    _worker(cfg, base, vocab, deadline, index, should_stop=lambda: os.getppid() != parent)
 
 
 def run_processes(
@@ -451,7 +465,8 @@ class WorkerPool(Driver):
         return space
 
     def header(self) -> str:
-        return f"{self.cfg.workers} worker(s)"
+        on = " on Ray" if self.cfg.backend == "ray" else ""
+        return f"{self.cfg.workers} worker(s){on}"
 
     def run(
         self,
@@ -463,6 +478,16 @@ class WorkerPool(Driver):
         deadline: float | None,
         console: Console,
     ) -> None:
+        if self.cfg.backend == "ray":
+            run_ray(
+                functools.partial(_worker, self.cfg, base, vocab_size, deadline),
+                workers=self.cfg.workers,
+                cpus_per_worker=base.threads,
+                address=self.cfg.ray_address,
+                ss=ss,
+                progress=progress,
+            )
+            return
         if self.cfg.workers > 1:
             run_processes(self.cfg, base, vocab_size, deadline, ss, progress)
             return
