@@ -10,48 +10,37 @@ extra="[deploy]"
 [ "${1:-}" = "--dev" ] && extra="[dev]"  # includes [deploy]
 py="${PYTHON:-python3}"
 
+# apt_install WHAT WITHOUT PACKAGE...: the Debian packages with apt-get when root, else a line
+# saying what is missing (WHAT it is for, WITHOUT it what happens) and how to add it.
+apt_install() {
+  local what=$1 without=$2
+  shift 2
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing $* ($what)"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"; } \
+      >/dev/null || echo "could not install $*; $without"
+  else
+    echo "$* not installed (needs root and apt-get): $without. To add: sudo apt-get install $*"
+  fi
+}
+
 engines="flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts"
-if [ -n "${SPEECHNAS_NO_ENGINES:-}" ]; then
-  :
-elif command -v flite >/dev/null && command -v festival >/dev/null \
-    && [ -d /usr/share/festival/voices/us/cmu_us_slt_arctic_hts ]; then
-  :
-elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  echo "installing the speech engines: $engines"
-  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $engines; } \
-    >/dev/null || echo "could not install the speech engines; the corpus uses eSpeak NG alone"
-else
-  echo "Flite and Festival are not installed (needs root and apt-get); the corpus uses eSpeak NG" \
-    "alone. To add them: sudo apt-get install $engines"
+if [ -z "${SPEECHNAS_NO_ENGINES:-}" ] && ! { command -v flite >/dev/null \
+    && command -v festival >/dev/null \
+    && [ -d /usr/share/festival/voices/us/cmu_us_slt_arctic_hts ]; }; then
+  # shellcheck disable=SC2086
+  apt_install "the speech engines" "the corpus uses eSpeak NG alone" $engines
 fi
 
-# --dev: headless Chromium, which the report's rendering test opens the HTML report in.
 if [ "${1:-}" = "--dev" ]; then
-  if command -v chromium >/dev/null || command -v chromium-browser >/dev/null; then
-    :
-  elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "installing chromium (for the report's rendering test)"
-    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
-      >/dev/null || echo "could not install chromium; the report's rendering test will be skipped"
-  else
-    echo "chromium is not installed (needs root and apt-get); the report's rendering test will" \
-      "be skipped. To add it: sudo apt-get install chromium"
-  fi
-fi
-
-# --dev: a PostgreSQL server, which the tests of the shared study start in a temporary folder
-# (scripts/pg.sh); only the binaries are needed, no running system service.
-if [ "${1:-}" = "--dev" ]; then
-  if bash scripts/pg.sh bin >/dev/null 2>&1; then
-    :
-  elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "installing postgresql (for the tests of a study on a database server)"
-    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; } \
-      >/dev/null || echo "could not install postgresql; the PostgreSQL tests will be skipped"
-  else
-    echo "PostgreSQL is not installed (needs root and apt-get); the PostgreSQL tests will be" \
-      "skipped. To add it: sudo apt-get install postgresql"
-  fi
+  # headless Chromium, which the report's rendering test opens the HTML report in
+  command -v chromium >/dev/null || command -v chromium-browser >/dev/null \
+    || apt_install "for the report's rendering test" "that test will be skipped" chromium
+  # PostgreSQL binaries: the tests of a shared study start a server in a temporary folder
+  # (scripts/pg.sh); no running system service is needed
+  bash scripts/pg.sh bin >/dev/null 2>&1 \
+    || apt_install "for the tests of a study on a database server" \
+      "the PostgreSQL tests will be skipped" postgresql
 fi
 
 [ -x .venv/bin/python ] || "$py" -m venv .venv
