@@ -8,7 +8,9 @@ Festival is installed, so every model reports how far its accuracy carries to un
 speech. The engines actually used are part of the config's digest (installing one later
 rebuilds the corpus) and are recorded in ``corpus.json``. Every utterance is also warped in
 vocal-tract length and tempo together (resampled by a factor drawn from
-``prosody.vocal_tract``), whatever its engine.
+``prosody.vocal_tract``), whatever its engine. ``test-device`` is ``test``'s speech through
+recording devices no training utterance passed through (microphone responses, input levels,
+clipping, DC offsets, Opus/GSM/Vorbis codecs; :mod:`speechnas.data.synth.device`).
 
 Every choice (text, voice, prosody, effects) is drawn in the parent process from generators
 seeded by ``(seed, split, index)``; worker processes only render. The corpus is therefore the
@@ -82,7 +84,7 @@ LANGUAGE_VOICES: dict[str, tuple[str, ...]] = {
     "fr": ("fr", "fr-be"),
 }  # fmt: skip
 
-SPLITS = ("train", "dev", "test", "test-noisy", "test-tel", "test-unseen-engine")
+SPLITS = ("train", "dev", "test", "test-noisy", "test-tel", "test-unseen-engine", "test-device")
 #: optional engines that join the training mix under ``engines: auto`` (when installed), with
 #: the share of utterances each takes; eSpeak takes the rest
 AUTO_ENGINES = {"flite": 0.4}
@@ -106,6 +108,18 @@ DEFAULT_EFFECTS: dict[str, EffectConfig] = {
         _CLEAN_ISH, noise_prob=0.3, snr_db=(15.0, 30.0), telephone_prob=1.0
     ),
     "test-unseen-engine": _CLEAN_ISH,
+    # recording devices no training utterance passed through: microphone responses, input
+    # levels, clipping, DC offsets and lossy codecs (Opus, GSM, Vorbis), over test's channel
+    "test-device": dataclasses.replace(
+        _CLEAN_ISH,
+        telephone_prob=0.0,
+        eq_prob=1.0,
+        clip_prob=0.3,
+        clip_db=(1.0, 12.0),
+        dc_prob=0.3,
+        level_db=(-30.0, 0.0),
+        codec_prob=0.7,
+    ),
 }
 #: dev utterance i is rendered in condition i % 3: held-out data for every test condition
 _DEV_CONDITIONS = ("test", "test-noisy", "test-tel")
@@ -126,6 +140,7 @@ _VOICE_GROUP = {
     "test-noisy": "test",
     "test-tel": "test",
     "test-unseen-engine": "unseen",
+    "test-device": "test",
 }
 
 
@@ -149,7 +164,7 @@ class CorpusConfig:
     sizes: dict[str, int] = field(
         default_factory=lambda: {
             "train": 6000, "dev": 600, "test": 600, "test-noisy": 600, "test-tel": 600,
-            "test-unseen-engine": 600,
+            "test-unseen-engine": 600, "test-device": 600,
         }
     )  # fmt: skip
     #: engine -> share of the utterances of every split but ``test-unseen-engine`` (shares are

@@ -1,4 +1,5 @@
-"""Acoustic effects for the synthetic corpus: noise, reverberation and a telephone channel.
+"""Acoustic effects for the synthetic corpus: noise, reverberation, the recording device and a
+telephone channel.
 
 All functions work on mono ``float32`` numpy arrays (1-D) at a given sample rate and return new
 ``float32`` arrays; internally they compute in ``float64``. Every random choice is drawn from an
@@ -6,7 +7,9 @@ explicit :class:`numpy.random.Generator`.
 
 A split's effect distribution is an :class:`EffectConfig`; :func:`sample_effects` draws one
 concrete, JSON-serialisable choice from it (to store in the manifest) and :func:`apply_effects`
-applies such a choice to a waveform: reverb, then additive noise, then the telephone channel.
+applies such a choice to a waveform: reverb, additive noise, the device (microphone response,
+clipping, DC offset, input level, codec; :mod:`speechnas.data.synth.device`), then the
+telephone channel.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from typing import Any
 
 import numpy as np
 import soxr
+
+from speechnas.data.synth.device import CODECS, codec, overdrive, parametric_eq, random_eq
 
 __all__ = [
     "NOISE_EXPONENTS",
@@ -407,12 +412,29 @@ def telephone(x: np.ndarray, sample_rate: int, rng: np.random.Generator) -> np.n
     return _pad_or_cut(y, a.size).astype(np.float32)
 
 
+def _device(y: np.ndarray, sample_rate: int, choice: Mapping[str, Any]) -> np.ndarray:
+    """The device keys of ``choice`` applied in order: EQ, clipping, DC, level, codec."""
+    if choice.get("eq"):
+        nyquist = sample_rate / 2
+        y = parametric_eq(y, sample_rate, [b for b in choice["eq"] if float(b[0]) < nyquist])
+    if choice.get("clip_db") is not None:
+        y = overdrive(y, float(choice["clip_db"]))
+    if choice.get("dc") is not None:
+        y = y + float(choice["dc"])
+    if choice.get("level_db") is not None:
+        y = y * 10.0 ** (float(choice["level_db"]) / 20.0)
+    if choice.get("codec") is not None:
+        y = codec(y, sample_rate, str(choice["codec"]), float(choice.get("codec_quality", 0.5)))
+    return _as_mono(y)
+
+
 # ---------------------------------------------------------------------------------------------
 # Effect distributions
 # ---------------------------------------------------------------------------------------------
 
 _SNR_RANGE = (-30.0, 100.0)
 _RT60_RANGE = (0.05, 3.0)
+_DEVICE_KEYS = ("eq", "clip_db", "dc", "level_db", "codec", "codec_quality")
 
 
 def _check_prob(name: str, p: Any) -> float:
@@ -444,7 +466,16 @@ class EffectConfig:
     uniform over ``noise_kinds``, SNR uniform in ``snr_db``), reverberation with probability
     ``reverb_prob`` (RT60 uniform in ``rt60`` seconds; ``reverb_kind`` ``synthetic``:
     :func:`synthetic_rir`, ``room``: :func:`room_rir`, image-method early reflections) and the
-    telephone channel with probability ``telephone_prob``. The defaults apply no effect at all.
+    telephone channel with probability ``telephone_prob``.
+
+    The recording device: a random microphone response (:func:`~.device.random_eq`, gains in
+    ``eq_db``) with probability ``eq_prob``; clipping of the signal driven ``clip_db`` (uniform)
+    above full scale with probability ``clip_prob``; a DC offset of up to ``dc_offset`` (either
+    sign) with probability ``dc_prob``; an input level changed by ``level_db`` (uniform; quiet
+    input meets the 16-bit quantisation of the stored audio); and a lossy codec (uniform over
+    ``codecs``, quality uniform in ``codec_quality``) with probability ``codec_prob``.
+
+    The defaults apply no effect at all.
     """
 
     noise_prob: float = 0.0
@@ -454,6 +485,23 @@ class EffectConfig:
     rt60: tuple[float, float] = (0.2, 0.8)
     telephone_prob: float = 0.0
     reverb_kind: str = "synthetic"
+    eq_prob: float = 0.0
+    eq_db: tuple[float, float] = (-9.0, 9.0)
+    clip_prob: float = 0.0
+    clip_db: tuple[float, float] = (1.0, 12.0)
+    dc_prob: float = 0.0
+    dc_offset: float = 0.05
+    level_db: tuple[float, float] = (0.0, 0.0)
+    codec_prob: float = 0.0
+    codecs: tuple[str, ...] = tuple(CODECS)
+    codec_quality: tuple[float, float] = (0.0, 1.0)
+
+    @property
+    def device(self) -> bool:
+        """Whether any device effect can happen (else none of their variates is drawn, so a
+        config without them draws exactly what it drew before they existed)."""
+        return bool(self.eq_prob or self.clip_prob or self.dc_prob or self.codec_prob
+                    or self.level_db != (0.0, 0.0))  # fmt: skip
 
     def __post_init__(self) -> None:
         # Coerce (e.g. lists from YAML/JSON) and validate.
@@ -478,6 +526,21 @@ class EffectConfig:
                 f"noise_kinds must not be empty when noise_prob > 0; allowed: {allowed}"
             )
         set_(self, "noise_kinds", kinds)
+        for name in ("eq_prob", "clip_prob", "dc_prob", "codec_prob"):
+            set_(self, name, _check_prob(name, getattr(self, name)))
+        set_(self, "eq_db", _check_range("eq_db", self.eq_db, (-30.0, 30.0), "dB"))
+        set_(self, "clip_db", _check_range("clip_db", self.clip_db, (0.0, 40.0), "dB"))
+        set_(self, "level_db", _check_range("level_db", self.level_db, (-60.0, 20.0), "dB"))
+        quality = _check_range("codec_quality", self.codec_quality, (0.0, 1.0), "(1 = best)")
+        set_(self, "codec_quality", quality)
+        if not (isinstance(self.dc_offset, numbers.Real) and 0.0 <= self.dc_offset <= 0.5):
+            raise ValueError(f"dc_offset must be a number in [0, 0.5], got {self.dc_offset!r}")
+        codecs = self.codecs
+        if isinstance(codecs, str) or not all(c in CODECS for c in codecs):
+            raise ValueError(f"codecs must be a list of names among {sorted(CODECS)}, got {codecs}")
+        set_(self, "codecs", tuple(codecs))
+        if self.codec_prob > 0 and not self.codecs:
+            raise ValueError(f"codecs must not be empty when codec_prob > 0: {sorted(CODECS)}")
         if self.reverb_kind not in REVERB_KINDS:
             raise ValueError(
                 f"reverb_kind: {self.reverb_kind!r} is not one of {', '.join(REVERB_KINDS)}"
@@ -524,7 +587,30 @@ def sample_effects(rng: np.random.Generator, cfg: EffectConfig) -> dict[str, Any
     }
     if rt60 is not None and cfg.reverb_kind == "room":
         choice["room"] = True
+    if cfg.device:
+        choice.update(_sample_device(rng, cfg))
     return choice
+
+
+def _sample_device(rng: np.random.Generator, cfg: EffectConfig) -> dict[str, Any]:
+    """The device part of a choice: a fixed block of variates, then the EQ's bands."""
+    u = [float(v) for v in rng.random(8)]
+    out: dict[str, Any] = {}
+    if u[0] < cfg.clip_prob:
+        out["clip_db"] = round(cfg.clip_db[0] + (cfg.clip_db[1] - cfg.clip_db[0]) * u[1], 2)
+    if u[2] < cfg.dc_prob:
+        out["dc"] = round(cfg.dc_offset * (2.0 * u[3] - 1.0), 4)
+    lo, hi = cfg.level_db
+    if (lo, hi) != (0.0, 0.0):
+        out["level_db"] = round(lo + (hi - lo) * u[4], 2)
+    if u[5] < cfg.codec_prob and cfg.codecs:
+        out["codec"] = cfg.codecs[min(int(u[6] * len(cfg.codecs)), len(cfg.codecs) - 1)]
+        q_lo, q_hi = cfg.codec_quality
+        out["codec_quality"] = round(q_lo + (q_hi - q_lo) * u[7], 3)
+    if float(rng.random()) < cfg.eq_prob:
+        # the band frequencies are relative to a 16-kHz signal's band and stored in Hz
+        out["eq"] = random_eq(rng, 16000, gain_db=cfg.eq_db)
+    return out
 
 
 def apply_effects(
@@ -538,15 +624,15 @@ def apply_effects(
 
     Order: reverberation (a fresh :func:`synthetic_rir`, or :func:`room_rir` when ``room``),
     additive noise at the chosen SNR (coloured noise, or :func:`babble` from
-    ``babble_sources``), then the :func:`telephone` channel. If the result would exceed full
-    scale it is rescaled to a peak of 0.9; it is always passed through :func:`clip_guard`.
-    Missing keys mean "no such effect".
+    ``babble_sources``), the device (microphone response ``eq``, clipping ``clip_db``, DC
+    offset ``dc``, input level ``level_db``, then ``codec``), then the :func:`telephone`
+    channel. If the result would exceed full scale it is rescaled to a peak of 0.9; it is
+    always passed through :func:`clip_guard`. Missing keys mean "no such effect".
     """
-    unknown = sorted(set(choice) - {"noise", "snr_db", "rt60", "telephone", "room"})
+    valid = ("noise", "snr_db", "rt60", "room", "telephone", *_DEVICE_KEYS)
+    unknown = sorted(set(choice) - set(valid))
     if unknown:
-        raise ValueError(
-            f"unknown effect keys {unknown}; valid: noise, snr_db, rt60, room, telephone"
-        )
+        raise ValueError(f"unknown effect keys {unknown}; valid: {', '.join(valid)}")
     y = _as_mono(x)
 
     rt60 = choice.get("rt60")
@@ -569,6 +655,7 @@ def apply_effects(
             noise = coloured_noise(rng, y.size, exponent=NOISE_EXPONENTS[kind])
         y = _as_mono(mix_at_snr(y, noise, float(snr)))
 
+    y = _device(y, sample_rate, choice)
     if choice.get("telephone", False):
         y = _as_mono(telephone(y, sample_rate, rng))
 
