@@ -124,6 +124,55 @@ def test_kill_then_resume_keeps_finished_trials(tiny_corpus: CorpusInfo, tmp_pat
     assert sorted(t.user_attrs["slot"] for t in done) == [f"0/0/{i}" for i in range(4)]
 
 
+def _children(pid: int) -> list[int]:
+    """The worker processes whose parent is ``pid`` (Linux /proc; not the resource tracker)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) != pid:
+                continue
+            if b"spawn_main" in (stat.parent / "cmdline").read_bytes():
+                out.append(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, ended but not yet reaped, counts as ended)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_kill_stops_the_workers_too(tiny_corpus: CorpusInfo, tmp_path: Path) -> None:
+    """``kill PID`` of a search (SIGTERM) ends its worker processes with it, in the middle of
+    their trials, instead of leaving them training unseen; ``--resume`` picks up from there."""
+    long_rung = {"rungs": [{"minutes": 5, "steps": 100_000}], "candidates": 2}
+    config = write_search_yaml(tiny_corpus, tmp_path, n_trials=2, fidelity=long_rung, workers=2)
+    proc = _search(config)
+    workers: list[int] = []
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        with contextlib.suppress(KeyError, sqlalchemy.exc.SQLAlchemyError,
+                                 optuna.exceptions.StorageInternalError):  # fmt: skip
+            running = [t for t in _trials(tmp_path / "search", poll=True)
+                       if t.state.name == "RUNNING"]  # fmt: skip
+            if len(running) == 2:  # both workers are training
+                workers = _children(proc.pid)
+                break
+        time.sleep(0.2)
+    assert workers, "the workers never started their trials"
+    os.kill(proc.pid, signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    deadline = time.monotonic() + 30
+    while (alive := [w for w in workers if _alive(w)]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not alive, f"workers still running after the search was killed: {alive}"
+    assert [t.state.name for t in _trials(tmp_path / "search")] == ["RUNNING", "RUNNING"]
+
+
 def _user_corpus(tiny_corpus: CorpusInfo, folder: Path) -> dict[str, Path]:
     """A user's own manifests made from the tiny corpus: training audio at 8 kHz stereo WAV, dev
     at 16 kHz mono FLAC, test at 44.1 kHz stereo WAV."""

@@ -17,7 +17,9 @@ import functools
 import logging
 import multiprocessing
 import os
+import signal
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -418,6 +420,25 @@ def _worker_main(
     _worker(cfg, base, vocab, deadline, index, should_stop=lambda: os.getppid() != parent)
 
 
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM (``kill PID``) handled like Ctrl-C while the workers run, so that killing the
+    search stops its workers instead of leaving them to finish their trials unseen (a resumed
+    search reruns the unfinished trials)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_processes(
     cfg: SearchConfig,
     base: TrainConfig,
@@ -438,15 +459,18 @@ def run_processes(
     ]
     for p in procs:
         p.start()
-    try:
-        while any(p.is_alive() for p in procs):
-            progress.update(ss)
+    with _sigterm_interrupts():
+        try:
+            while any(p.is_alive() for p in procs):
+                progress.update(ss)
+                for p in procs:
+                    p.join(timeout=2.0 / len(procs))
+        except KeyboardInterrupt:  # Ctrl-C or a kill: the trials in flight stop too
             for p in procs:
-                p.join(timeout=2.0 / len(procs))
-    except KeyboardInterrupt:
-        for p in procs:
-            p.terminate()
-        raise
+                p.terminate()
+            for p in procs:
+                p.join(timeout=10.0)
+            raise
     bad = [(p.name, p.exitcode) for p in procs if p.exitcode != 0]
     if bad:
         raise RuntimeError(f"search workers failed: {bad}; see {cfg.output_dir}/logs")
