@@ -13,6 +13,10 @@ models interleaved, for ``--rounds`` rounds after all training; a row reports th
 rounds, the spread (min-max) and, per preset, the median of the per-round ratios, which is the
 figure to compare.
 
+Output units are part of the recipe: ``--hand-units char`` also trains every preset with
+character outputs (the packaged training recipe's) beside the search config's units, so a
+search that picks a new frame rate with word pieces is compared with the presets under both.
+
     .venv/bin/python bench/nas_vs_hand.py --search runs/search
     .venv/bin/python bench/nas_vs_hand.py --search runs/search --arch before=old-pick.json \\
         --presets small,base --seeds 0,1,2 --steps 900 --workers 2
@@ -55,12 +59,15 @@ def _train(job: dict[str, Any]) -> dict[str, Any]:
     cfg = load_search_config(job["config"])
     # no space check: a preset (``base``) may lie outside the search space
     base = retrain_base(cfg, prepare_base(cfg)).replace(space=None)
+    if job["tokenizer"]:  # a preset with its own output units (the packaged recipe's)
+        base = base.replace(tokenizer=dataclasses.replace(base.tokenizer, kind=job["tokenizer"]))
     return trained(Path(job["out"]), base, Arch.from_json(job["arch"]), base.data.test,
                    minutes=job["minutes"], seed=job["seed"], steps=job["steps"],
                    threads=job["threads"])  # fmt: skip
 
 
 def _models(args: argparse.Namespace) -> dict[str, Arch]:
+    """Label -> architecture; a label ``preset:NAME@UNITS`` trains with ``UNITS`` as tokenizer."""
     models: dict[str, Arch] = {}
     for folder in args.search:
         report = json.loads((Path(folder) / "pareto.json").read_text())
@@ -75,19 +82,21 @@ def _models(args: argparse.Namespace) -> dict[str, Arch]:
         models[label] = Arch.from_json(json.loads(text))
     for name in filter(None, args.presets.split(",")):
         models[f"preset:{name}"] = preset(name)
+        for units in filter(None, args.hand_units.split(",")):
+            models[f"preset:{name}@{units}"] = preset(name)
     return models
 
 
 def _latency_rounds(
-    models: dict[str, Arch], cfg: Any, vocab: int, rounds: int
+    models: dict[str, Arch], cfg: Any, vocab: dict[str, int], rounds: int
 ) -> dict[str, list[float]]:
     """Each model's median latency in each of ``rounds`` interleaved rounds (random weights,
-    which do not change a float model's time)."""
+    which do not change a float model's time; each model with its own output vocabulary)."""
     out: dict[str, list[float]] = {label: [] for label in models}
     for r in range(rounds):
-        rows = measure_archs(list(models.values()), cfg.target, [cfg.latency_seconds],
-                             vocab_size=vocab, seed=r)  # fmt: skip
-        for label, row in zip(models, rows, strict=True):
+        for label, arch in models.items():
+            (row,) = measure_archs([arch], cfg.target, [cfg.latency_seconds],
+                                   vocab_size=vocab[label], seed=r)  # fmt: skip
             out[label].append(float(row["measured_ms"]))
     return out
 
@@ -103,6 +112,9 @@ def main() -> None:
     ap.add_argument("--search", action="append", default=[], help="a search output folder")
     ap.add_argument("--arch", action="append", default=[], help="LABEL=JSON or LABEL=FILE")
     ap.add_argument("--presets", default="small,base")
+    ap.add_argument("--hand-units", default="",
+                    help="also train each preset with these tokenizer kinds (e.g. char: the "
+                    "packaged training recipe's), labelled preset:NAME@KIND")  # fmt: skip
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--steps", type=int, default=900, help="optimizer steps per training")
     ap.add_argument("--minutes", type=float, default=None, help="minutes instead of steps")
@@ -122,9 +134,11 @@ def main() -> None:
     minutes = args.minutes or 1e6
     out = Path(args.out)
     jobs = [
-        {"config": args.config, "arch": arch.to_json(), "seed": seed, "steps": steps,
+        {"config": args.config, "label": label, "arch": arch.to_json(), "seed": seed,
+         "tokenizer": label.partition("@")[2], "steps": steps,
          "minutes": minutes, "threads": args.threads,
-         "out": str(out / f"{label.replace(':', '-')}-{arch.hash()[:8]}" / f"seed{seed}")}
+         "out": str(out / f"{label.replace(':', '-').replace('@', '-')}-{arch.hash()[:8]}"
+                    / f"seed{seed}")}
         for label, arch in models.items() for seed in seeds
     ]  # fmt: skip
     start = time.perf_counter()
@@ -133,8 +147,7 @@ def main() -> None:
     train_minutes = (time.perf_counter() - start) / 60
     runs: dict[str, list[dict[str, Any]]] = {label: [] for label in models}
     for job, res in zip(jobs, done, strict=True):
-        label = next(k for k, a in models.items() if a.to_json() == job["arch"])
-        runs[label].append(res)
+        runs[job["label"]].append(res)
 
     refs = {
         name: [u.text for u in load_utterances(m, skip_invalid=False)]
@@ -143,7 +156,10 @@ def main() -> None:
     words = {name: utterance_errors(r, r)[1] for name, r in refs.items()}
     tests = list(refs)
     presets = [k for k in models if k.startswith("preset:")]
-    vocab = load_model(runs[next(iter(models))][0]["metrics"]["checkpoint"]).tokenizer.vocab_size
+    vocab = {
+        label: load_model(runs[label][0]["metrics"]["checkpoint"]).tokenizer.vocab_size
+        for label in models
+    }
     lat = _latency_rounds(models, cfg, vocab, args.rounds)
     rows: dict[str, Any] = {}
     for label, arch in models.items():
@@ -160,7 +176,7 @@ def main() -> None:
             "latency_rounds_ms": times.tolist(),
             "latency_ratio": {p: float(np.median(times / np.array(lat[p]))) for p in presets},
             "latency_predicted_ms": latency_model(cfg.target).predict(
-                arch, cfg.latency_seconds, vocab
+                arch, cfg.latency_seconds, vocab[label]
             ),
             "wer": {},
             "vs": {},

@@ -72,7 +72,7 @@ def test_one_search_over_several_languages(tiny_corpus: CorpusInfo, tmp_path: Pa
         corpus=["digits-en", "digits-de"],
         corpora_dir=str(tmp_path / "corpora"),
         corpus_sizes={"train": 8, "dev": 3, "test": 3, "test-noisy": 0, "test-tel": 0,
-                      "test-unseen-engine": 0},
+                      "test-unseen-engine": 0, "test-device": 0},
     )  # fmt: skip
     outcome = run_search(search_config_from_dict(d))
     retrained = outcome.retrained

@@ -37,7 +37,7 @@ from speechnas.search.objectives import (
     objective_kind,
     violations,
 )
-from speechnas.search.runner import run_search
+from speechnas.search.runner import busy_cpu_warning, run_search
 from speechnas.search.select import Result, select_for_target
 from speechnas.space import Arch, load_space
 from speechnas.train.checkpoint import load_model
@@ -196,6 +196,15 @@ def test_select_for_target_prefers_the_highest_rung_and_names_the_closest() -> N
         ValueError, match=r"no architecture meets max_latency_ms=5; closest: trial 1"
     ):
         select_for_target(rows, max_latency_ms=5)
+
+
+def test_a_busy_machine_is_named_before_minute_budgets_train() -> None:
+    assert busy_cpu_warning(2, load=0.1, cores=2) is None
+    assert busy_cpu_warning(2, load=0.4, cores=2) is None  # a shell and a monitor
+    warning = busy_cpu_warning(2, load=2.3, cores=2)
+    assert warning and "load 2.3 on 2 cores" in warning and "steps" in warning
+    assert busy_cpu_warning(1, load=2.3, cores=4) is None
+    assert busy_cpu_warning(1, load=0.0) is None  # an idle machine, its own core count
 
 
 def test_config_errors_name_the_key(tmp_path: Path) -> None:

@@ -239,6 +239,32 @@ class SearchOutcome:
     interrupted: list[int]
 
 
+def busy_cpu_warning(
+    threads: int, *, load: float | None = None, cores: int | None = None
+) -> str | None:
+    """A warning when other processes hold the CPU cores a minute-budgeted training needs.
+
+    Budgets in minutes train fewer steps on a busy machine (on a 2-core machine with two other
+    jobs running, a 3-minute retraining trained 143 steps instead of about 1,000), so such a
+    run's accuracy says little. ``load``: the 1-minute load average, ``cores``: the usable
+    cores (both read from the system when not given)."""
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except OSError:  # not available on this platform
+            return None
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    free = (cores or 1) - load
+    if free >= threads - 0.5:
+        return None
+    return (
+        f"the CPU is busy (load {load:.1f} on {cores} cores) while this needs {threads} "
+        "thread(s): minute budgets will train fewer steps than on a quiet machine, so WERs "
+        "are not comparable with other runs (budgets in steps are)"
+    )
+
+
 def run_search(
     cfg: SearchConfig,
     *,
@@ -280,6 +306,8 @@ def run_search(
         f"objectives {list(cfg.objectives)}, " + (f"{how}, " if how else "")
         + f"storage {shown_url(cfg.storage_url)}"
     )  # fmt: skip
+    if busy := busy_cpu_warning(cfg.workers * cfg.train.get("threads", 1)):
+        console.print(f"[yellow]warning:[/] {busy}")
     status = console.status("starting") if console.is_terminal else contextlib.nullcontext()
     with status as live:
         progress.status = live
@@ -346,6 +374,9 @@ def finish(
             f"{cfg.retrain_minutes:g} min on all training data"
             + (f", starting from {init}" if init else "")
         )
+        busy = busy_cpu_warning(cfg.retrain_threads or 1)
+        if busy and not cfg.retrain_steps:
+            console.print(f"[yellow]warning:[/] {busy}")
         retrained = retrain(
             selected.arch,
             retrain_cfg,
