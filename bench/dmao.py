@@ -67,20 +67,32 @@ def _run(job: dict[str, Any]) -> dict[str, Any]:
 def _jobs(args: argparse.Namespace, base: TrainConfig) -> list[dict[str, Any]]:
     seeds = [int(s) for s in args.seeds.split(",")]
     plans: list[tuple[str, int, DmaoConfig | None]] = []
+    # a folder per setting, so runs at another --at or --delta never reuse each other's results
+    name = _dmao_name(args.at, args.delta)
     for seed in seeds:
         plans.append(("baseline", seed, None))
-        plans.append(("dmao", seed, DmaoConfig(at=args.at, delta=args.delta)))
+        plans.append((name, seed, DmaoConfig(at=args.at, delta=args.delta)))
     first = seeds[0]
-    plans.append(("dmao-magnitude", first, DmaoConfig(at=args.at, delta=args.delta,
-                                                        importance="magnitude")))  # fmt: skip
-    for at in (0.1, 0.4):
-        plans.append((f"dmao-at{int(100 * at)}", first, DmaoConfig(at=at, delta=args.delta)))
+    plans.append((f"{name}-magnitude", first,
+                  DmaoConfig(at=args.at, delta=args.delta, importance="magnitude")))  # fmt: skip
+    for at in (0.1, 0.2, 0.4):
+        if at != args.at:
+            side = _dmao_name(at, args.delta)
+            plans.append((side, first, DmaoConfig(at=at, delta=args.delta)))
     jobs = []
     for name, seed, dmao in plans:
         out = Path(args.out) / f"{name}-seed{seed}"
         cfg = base.replace(seed=seed, output_dir=str(out), dmao=dmao)
         jobs.append({"name": name, "out": str(out), "config": cfg})
     return jobs
+
+
+def _dmao_name(at: float, delta: float) -> str:
+    """``dmao`` at the default setting (20%, δ 0.15), else ``dmao-at10``, ``dmao-at20-d10``..."""
+    if (at, delta) == (0.2, 0.15):
+        return "dmao"
+    name = f"dmao-at{round(100 * at)}"
+    return name if delta == 0.15 else f"{name}-d{round(100 * delta)}"
 
 
 def _stats(values: list[float]) -> dict[str, float]:
@@ -194,9 +206,12 @@ def main() -> None:
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(args.workers) as pool:
         runs = pool.map(_run, jobs, chunksize=1)
+    # the test sets every run scored (runs cached before a split was added lack it)
+    scored = set.intersection(*(set(r["wer"]) for r in runs))
     refs = {
         t: [u.text for u in load_utterances(m, skip_invalid=False)]
         for t, m in base.data.test.items()
+        if t in scored
     }
     summary = _summary(runs, refs)
     report = {

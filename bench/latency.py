@@ -9,21 +9,28 @@ precision cost: prints one JSON object.
    Spearman's rho, MAPE, overall and per length. None of these archs fit the correction.
 4. For ``--ratio-archs`` of them: ONNX Runtime float32, ONNX Runtime int8 and PyTorch eager
    latency, measured one after the other in this run, as ratios to float32.
+5. With ``--floor``: the measurement's own noise floor. The same architectures are measured
+   again in a fresh process ``--floor-gap`` minutes later; the share of them within ±10% of
+   their first measurement is the best any predictor can score against one measurement. The
+   predictor is reported against both measurements beside it, overall and per encoder family.
 
 Run it by hand on a quiet machine; it takes a while at full size (50 archs: tens of minutes):
 
     .venv/bin/python bench/latency.py --archs 50 --seconds 2 5 10 --seed 0
     .venv/bin/python bench/latency.py --archs 5 --ratio-archs 1 --repeats 3   # smoke test
+    .venv/bin/python bench/latency.py --archs 24 --per-encoder --floor --floor-gap 2
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import random
 import time
 from typing import Any
 
+import numpy as np
 import torch
 
 from speechnas.hardware import load_target, profile
@@ -72,6 +79,50 @@ def ratios(archs: list[Arch], seconds: list[float], args: argparse.Namespace) ->
     return out
 
 
+def _measure_again(job: dict[str, Any]) -> list[dict[str, Any]]:
+    """In a fresh process: the same models measured again (the same seeded weights)."""
+    torch.set_num_threads(1)
+    archs = [Arch.from_json(a) for a in job["archs"]]
+    return measure_archs(archs, job["target"], job["seconds"], seed=job["seed"],
+                         vocab_size=job["vocab_size"], repeats=job["repeats"])  # fmt: skip
+
+
+def _within(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.mean(np.abs(b - a) / a <= 0.10))
+
+
+def noise_floor(
+    first: list[dict[str, Any]], second: list[dict[str, Any]], predicted: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Two measurements of the same models and the predictions: the share of models within
+    ±10% of their own first measurement (the floor), and the predictor's share within ±10% of
+    each measurement, overall, per encoder family and per length."""
+    pred = {(r["key"], r["seconds"]): r["predicted_ms"] for r in predicted}
+    rows = [
+        {"encoder": a["arch"]["encoder"], "seconds": a["seconds"], "m1": a["measured_ms"],
+         "m2": b["measured_ms"], "p": pred[(a["key"], a["seconds"])]}
+        for a, b in zip(first, second, strict=True)
+    ]  # fmt: skip
+
+    def stats(sel: list[dict[str, Any]]) -> dict[str, Any]:
+        m1, m2, p = (np.array([r[k] for r in sel]) for k in ("m1", "m2", "p"))
+        return {
+            "n": len(sel),
+            "floor_within_10pct": _within(m1, m2),
+            "predictor_within_10pct_first": _within(m1, p),
+            "predictor_within_10pct_second": _within(m2, p),
+            "median_remeasure_change": float(np.median((m2 - m1) / m1)),
+        }
+
+    families = sorted({r["encoder"] for r in rows})
+    lengths = sorted({r["seconds"] for r in rows})
+    return {
+        **stats(rows),
+        "per_encoder": {f: stats([r for r in rows if r["encoder"] == f]) for f in families},
+        "per_length": {f"{s:g}": stats([r for r in rows if r["seconds"] == s]) for s in lengths},
+    }
+
+
 def summary(acc: dict[str, Any]) -> dict[str, Any]:
     keys = ("n", "within_10pct", "spearman", "mape", "median_error", "max_abs_error")
     return {
@@ -99,6 +150,8 @@ def main() -> None:
     ap.add_argument("--vocab-size", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=None, help="default: the target's")
     ap.add_argument("--cache", default=None, help="calibration cache folder (default: none)")
+    ap.add_argument("--floor", action="store_true", help="measure again in a fresh process")
+    ap.add_argument("--floor-gap", type=float, default=2.0, help="minutes before that")
     args = ap.parse_args()
     torch.set_num_threads(1)
     target = load_target(args.target)
@@ -122,6 +175,15 @@ def main() -> None:
     predictor.correction, predictor.family_scales = (1.0, 0.0), {}
     raw = accuracy(predictor, target=target, rows=measured, vocab_size=args.vocab_size)
     predictor.correction, predictor.family_scales = (scale, offset), families
+    floor = None
+    if args.floor:
+        time.sleep(60 * args.floor_gap)
+        job = {"archs": [a.to_json() for a in evaluated], "target": args.target,
+               "seconds": args.seconds, "seed": args.seed, "vocab_size": args.vocab_size,
+               "repeats": args.repeats}  # fmt: skip
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            again = pool.apply(_measure_again, (job,))
+        floor = noise_floor(measured, again, corrected["rows"])
     result = {
         "target": target.to_dict(),
         "space": args.space,
@@ -137,6 +199,7 @@ def main() -> None:
         },
         "corrected": summary(corrected),
         "raw_block_sum": summary(raw),
+        "noise_floor": floor,
         "ratios": ratios(evaluated[: args.ratio_archs], args.seconds, args),
         "minutes": {
             "calibration": (calibrated - started) / 60,

@@ -37,7 +37,7 @@ from speechnas.search.objectives import (
     objective_kind,
     violations,
 )
-from speechnas.search.runner import busy_cpu_warning, run_search
+from speechnas.search.runner import busy_cpu_warning, other_cpu_load, run_search
 from speechnas.search.select import Result, select_for_target
 from speechnas.space import Arch, load_space
 from speechnas.train.checkpoint import load_model
@@ -202,9 +202,40 @@ def test_a_busy_machine_is_named_before_minute_budgets_train() -> None:
     assert busy_cpu_warning(2, load=0.1, cores=2) is None
     assert busy_cpu_warning(2, load=0.4, cores=2) is None  # a shell and a monitor
     warning = busy_cpu_warning(2, load=2.3, cores=2)
-    assert warning and "load 2.3 on 2 cores" in warning and "steps" in warning
+    assert warning and "use 2.3 of 2 cores" in warning and "steps" in warning
     assert busy_cpu_warning(1, load=2.3, cores=4) is None
     assert busy_cpu_warning(1, load=0.0) is None  # an idle machine, its own core count
+
+
+def test_other_processes_cpu_use_is_sampled_without_this_ones() -> None:
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        others = other_cpu_load(1.0)
+    finally:
+        spinner.kill()
+        spinner.wait()
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            sum(range(1000))
+
+    own = threading.Thread(target=spin)
+    own.start()
+    try:
+        mine = other_cpu_load(1.0)
+    finally:
+        stop.set()
+        own.join()
+    assert others is not None and mine is not None
+    assert others > 0.7  # one core spun by another process
+    assert mine < others - 0.5  # a core spun by this process is not "other" load
 
 
 def test_config_errors_name_the_key(tmp_path: Path) -> None:

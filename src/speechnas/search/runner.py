@@ -239,6 +239,27 @@ class SearchOutcome:
     interrupted: list[int]
 
 
+def other_cpu_load(seconds: float = 1.0) -> float | None:
+    """Cores kept busy by other processes, sampled over ``seconds`` from ``/proc/stat`` minus
+    this process's own use (None where there is no ``/proc/stat``). An instantaneous sample,
+    unlike the load average, which still counts this job's own corpus build a minute later."""
+
+    def cpu() -> tuple[float, float]:
+        v = [float(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+        return sum(v), v[3] + v[4]  # all, idle + iowait (guest time is already in user)
+
+    try:
+        (all0, idle0), own0 = cpu(), os.times()
+        time.sleep(seconds)
+        (all1, idle1), own1 = cpu(), os.times()
+    except (OSError, ValueError, IndexError):
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    busy = ((all1 - all0) - (idle1 - idle0)) / tick / seconds
+    own = sum(own1[:4]) - sum(own0[:4])  # user, system and waited-for children, in seconds
+    return max(0.0, busy - own / seconds)
+
+
 def busy_cpu_warning(
     threads: int, *, load: float | None = None, cores: int | None = None
 ) -> str | None:
@@ -246,8 +267,10 @@ def busy_cpu_warning(
 
     Budgets in minutes train fewer steps on a busy machine (on a 2-core machine with two other
     jobs running, a 3-minute retraining trained 143 steps instead of about 1,000), so such a
-    run's accuracy says little. ``load``: the 1-minute load average, ``cores``: the usable
-    cores (both read from the system when not given)."""
+    run's accuracy says little. ``load``: cores busy with other processes (sampled by
+    :func:`other_cpu_load`, else the 1-minute load average), ``cores``: the usable cores."""
+    if load is None:
+        load = other_cpu_load()
     if load is None:
         try:
             load = os.getloadavg()[0]
@@ -259,9 +282,9 @@ def busy_cpu_warning(
     if free >= threads - 0.5:
         return None
     return (
-        f"the CPU is busy (load {load:.1f} on {cores} cores) while this needs {threads} "
-        "thread(s): minute budgets will train fewer steps than on a quiet machine, so WERs "
-        "are not comparable with other runs (budgets in steps are)"
+        f"the CPU is busy (other processes use {load:.1f} of {cores} cores) while this needs "
+        f"{threads} thread(s): minute budgets will train fewer steps than on a quiet machine, "
+        "so WERs are not comparable with other runs (budgets in steps are)"
     )
 
 
