@@ -78,7 +78,7 @@ def _models(args: argparse.Namespace) -> dict[str, Arch]:
         label, sep, value = item.partition("=")
         if not sep:
             raise SystemExit(f"--arch {item!r}: expected LABEL=JSON or LABEL=FILE")
-        text = Path(value).read_text() if Path(value).is_file() else value
+        text = value if value.lstrip().startswith("{") else Path(value).read_text()
         models[label] = Arch.from_json(json.loads(text))
     for name in filter(None, args.presets.split(",")):
         models[f"preset:{name}"] = preset(name)

@@ -79,3 +79,18 @@ def search_process(config: Path, *args: str) -> subprocess.Popen[str]:
     cmd = [sys.executable, "-m", "speechnas", "search", "--config", str(config), *args]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=env)  # fmt: skip
+
+
+def study_trials(db: Path, *, poll: bool = False) -> list[Any]:
+    """The trials of study "search" in SQLite file ``db``; ``poll``: read only, without
+    creating the database or its tables (a KeyError while the file does not exist)."""
+    import optuna
+
+    if poll and not db.is_file():
+        raise KeyError(db)
+    storage = optuna.storages.RDBStorage(
+        f"sqlite:///{db}",
+        engine_kwargs={"connect_args": {"timeout": 60}},
+        skip_table_creation=poll,
+    )
+    return optuna.load_study(study_name="search", storage=storage).get_trials()

@@ -15,7 +15,7 @@ import optuna
 import pytest
 import sqlalchemy
 from rich.console import Console
-from search_helpers import search_config, search_process, write_search_yaml
+from search_helpers import search_config, search_process, study_trials, write_search_yaml
 
 from speechnas.data.synth.corpus import CorpusInfo
 from speechnas.search.runner import run_search
@@ -29,15 +29,7 @@ _search = search_process
 
 def _trials(folder: Path, *, poll: bool = False) -> list[optuna.trial.FrozenTrial]:
     """The study's trials; ``poll``: read only, without creating the database or its tables."""
-    path = folder / "study.db"
-    if poll and not path.is_file():
-        raise KeyError(path)
-    storage = optuna.storages.RDBStorage(
-        f"sqlite:///{path}",
-        engine_kwargs={"connect_args": {"timeout": 60}},
-        skip_table_creation=poll,
-    )
-    return optuna.load_study(study_name="search", storage=storage).get_trials()
+    return study_trials(folder / "study.db", poll=poll)
 
 
 def test_crashing_and_diverging_trials_fail_with_their_reason(

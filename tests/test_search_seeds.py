@@ -28,11 +28,16 @@ SEED = {"frontend": "fbank80", "subsampling": "conv2d", "subsampling_factor": 4,
 def test_the_default_search_starts_from_the_small_preset() -> None:
     cfg = load_search_config(default_search_path())
     assert cfg.objectives == ("dev_wer", "latency") and cfg.search_test is None
-    assert cfg.seeds == ("small",) and cfg.constraints.max_latency_ms == "small"
+    assert cfg.seeds == ({"preset": "small", "frontend": "knf80"},)
+    assert cfg.constraints.max_latency_ms == "small"
     (seed,) = cfg.seed_archs(load_space(cfg.space))
     # the preset's fields the space leaves out hold their defaults, so the point is the preset
+    # on the space's (sherpa-onnx's) features, which changes nothing else
     assert count_parameters(seed, vocab_size=29) == count_parameters(preset("small"), vocab_size=29)
     assert "ffn_lowrank" not in seed and seed["attention"] == "abs" and seed["layers"] == 4
+    small = preset("small")
+    assert seed["frontend"] == "knf80" and small["frontend"] == "fbank80"
+    assert all(seed[n] == small[n] for n in seed if n != "frontend")
 
 
 def test_bad_seeds_and_limits_are_named(tiny_corpus: CorpusInfo, tmp_path: Path) -> None:
@@ -40,9 +45,14 @@ def test_bad_seeds_and_limits_are_named(tiny_corpus: CorpusInfo, tmp_path: Path)
         search_config(tiny_corpus, tmp_path, seeds=["tiny"])
     with pytest.raises(ValueError, match=r"constraints.max_latency_ms: .smal. is neither a num"):
         search_config(tiny_corpus, tmp_path, constraints={"max_latency_ms": "smal"})
+    with pytest.raises(ValueError, match=re.escape("seeds[0]: 'smol' is not a model preset")):
+        search_config(tiny_corpus, tmp_path, seeds=[{"preset": "smol", "layers": 2}])
     cfg = search_config(tiny_corpus, tmp_path, seeds=["small"])
     message = "seeds[0]: preset 'small' is not a point of space 'tiny': attention is not in"
     with pytest.raises(ValueError, match=re.escape(message)):
+        run_search(cfg)
+    cfg = search_config(tiny_corpus, tmp_path, seeds=[{"preset": "small", "d_model": 7}])
+    with pytest.raises(ValueError, match=re.escape("seeds[0]: preset 'small' with {'d_model': 7}")):
         run_search(cfg)
     assert not Path(cfg.output_dir).exists()  # failed before any work
 

@@ -122,7 +122,7 @@ def test_a_hardware_target_predicts_with_a_table_extended_on_demand(tmp_path: Pa
     space = load_space(default_search_path().parent / "search-space.yaml")
     small, large = (
         space.validate(
-            {"frontend": "fbank80", "subsampling": "conv2d", "subsampling_factor": 4,
+            {"frontend": "knf80", "subsampling": "conv2d", "subsampling_factor": 4,
              "encoder": "conformer", "d_model": 64, "layers": n, "heads": 2,
              "ffn_dim": [128] * n, "conv_kernel": [7] * n, "macaron": False, "decoder": "ctc",
              "attention": "rel"}

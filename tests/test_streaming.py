@@ -189,8 +189,9 @@ def test_emission_time_is_when_a_token_settled() -> None:
     assert emission_times([[]], [100.0]) == []
 
 
-def test_incremental_features_equal_the_whole_waveform_features() -> None:
-    cfg = decode(_arch("lstm")).features
+@pytest.mark.parametrize("frontend", ["fbank40", "knf80"])
+def test_incremental_features_equal_the_whole_waveform_features(frontend: str) -> None:
+    cfg = decode(_arch("lstm", frontend=frontend)).features
     wave = np.random.default_rng(0).standard_normal(16000 + 137).astype(np.float32) * 0.1
     want, n = compute_features(wave, cfg)
     inc = IncrementalFeatures(cfg)
@@ -199,7 +200,9 @@ def test_incremental_features_equal_the_whole_waveform_features() -> None:
     while i < len(wave):
         step = int(rng.integers(1, 900))
         got.append(inc.accept(wave[i : i + step]))
+        assert sum(len(g) for g in got) <= cfg.num_frames(i + step)  # nothing before its audio
         i += step
+    got.append(inc.finish())  # Kaldi's last frames reflect the end: they wait for it
     frames = np.concatenate(got)
     assert frames.shape == (n, cfg.dim)
     np.testing.assert_allclose(frames, want[:n], atol=1e-4, rtol=1e-4)

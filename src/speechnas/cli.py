@@ -270,7 +270,8 @@ def export_onnx(
         typer.Option(
             "--format",
             help="onnx (speechnas transcribe), sherpa (sherpa-onnx offline CTC: model.onnx, "
-            "model.int8.onnx, tokens.txt) or coreml (OUTPUT/model.mlpackage)",
+            "model.int8.onnx, tokens.txt; with --streaming its online WeNet-CTC format) or "
+            "coreml (OUTPUT/model.mlpackage)",
         ),
     ] = "onnx",
     precision: Annotated[str, typer.Option(help="coreml: fp16 or fp32 compute")] = "fp16",
@@ -289,15 +290,18 @@ def export_onnx(
     A quantized checkpoint (``speechnas compress quantize``) is written with its weights in
     low-bit integer storage, each sub-module at its own width. ``--format sherpa`` writes
     what sherpa-onnx loads as it is (a ``frontend: knf80`` CTC model); ``--format coreml`` an
-    ML program for Core ML, checked here without Apple's runtime."""
+    ML program for Core ML, checked here without Apple's runtime. ``--format sherpa
+    --streaming``: a streaming Conformer for sherpa-onnx's online recogniser."""
     from speechnas.export.onnx import export_checkpoint
     from speechnas.train.checkpoint import load_model
 
     if fmt not in ("onnx", "sherpa", "coreml"):
         raise _fail(f"--format: {fmt!r} is not one of 'onnx', 'sherpa', 'coreml'")
+    if streaming and fmt == "coreml":
+        raise _fail("--streaming: Core ML export is of full-utterance models; drop --streaming")
     if streaming:
         try:
-            _export_streaming(checkpoint, output, int8, check, chunk, lookahead)
+            _export_streaming(checkpoint, output, int8, check, chunk, lookahead, fmt)
         except ValueError as e:
             raise _fail(str(e)) from None
         return
@@ -333,6 +337,7 @@ def _export_streaming(
     check: bool,
     chunk: int | None,
     lookahead: int | None,
+    fmt: str = "onnx",
 ) -> None:
     """``speechnas export --streaming``: the chunk graph with its states."""
     from speechnas.export.streaming import export_streaming
@@ -345,6 +350,9 @@ def _export_streaming(
         chunk=geo.chunk if chunk is None else chunk,
         lookahead=geo.lookahead if lookahead is None else lookahead,
     )
+    if fmt == "sherpa":
+        _export_sherpa_streaming(model, loaded.tokenizer, checkpoint, output, check)
+        return
     res = export_streaming(model, output, tokenizer=loaded.tokenizer, check=check, int8=int8)
     meta = res.metadata
     table = Table(title=f"{checkpoint} → {output} (streaming)")
@@ -357,6 +365,36 @@ def _export_streaming(
     console.print(table)
     for name, diff in res.parity.items():
         console.print(f"max |{name}| difference {diff:.2e}")
+
+
+def _export_sherpa_streaming(
+    model: Any, tokenizer: Any, checkpoint: Path, output: Path, check: bool
+) -> None:
+    from speechnas.export.sherpa_online import export_sherpa_streaming
+
+    res = export_sherpa_streaming(model, output, tokenizer=tokenizer, check=check)
+    meta = res.metadata
+    table = Table(title=f"{checkpoint} → {output} (sherpa-onnx streaming, WeNet CTC)")
+    for col in ("file", "KiB", "chunk ms", "algorithmic latency ms"):
+        table.add_column(col, justify="left" if col == "file" else "right")
+    for path in (res.model, res.int8_model, res.tokens):
+        if path is not None:
+            table.add_row(path.name, f"{path.stat().st_size / 1024:.1f}", meta["stream_chunk_ms"],
+                          meta["algorithmic_latency_ms"])  # fmt: skip
+    console.print(table)
+    if res.parity:
+        console.print(f"max |ORT - torch| over six chunks {max(res.parity.values()):.2e}")
+    _print_call(
+        "sherpa_onnx.OnlineRecognizer.from_wenet_ctc", res.recognizer_kwargs(),
+        "  # end each stream with a window of silence: it decodes whole chunks",
+    )  # fmt: skip
+
+
+def _print_call(function: str, kwargs: dict[str, Any], comment: str = "") -> None:
+    """How to load an export: the call, with its keyword arguments, as Python."""
+    console.print(
+        f"{function}(" + ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) + ")" + comment
+    )
 
 
 def _export_runtime(
@@ -376,11 +414,7 @@ def _export_runtime(
         console.print(table)
         if res.parity:
             console.print(f"max |ORT - torch| {max(res.parity.values()):.2e}")
-        console.print(
-            "sherpa_onnx.OfflineRecognizer.from_zipformer_ctc("
-            + ", ".join(f"{k}={v!r}" for k, v in res.recognizer_kwargs().items())
-            + ")"
-        )
+        _print_call("sherpa_onnx.OfflineRecognizer.from_zipformer_ctc", res.recognizer_kwargs())
         return
     from speechnas.export.coreml import export_coreml
 
@@ -569,13 +603,26 @@ def search(
         ),
     ] = None,
     resume: Annotated[bool, typer.Option(help="continue the study in the storage")] = False,
+    join: Annotated[
+        bool,
+        typer.Option(
+            "--join",
+            help="add this machine's workers to a search running on the same --storage "
+            "(same config); the search that started the study selects and retrains",
+        ),
+    ] = False,
     output_dir: Annotated[str | None, typer.Option(help="overrides output_dir")] = None,
+    study_name: Annotated[str | None, typer.Option(help="overrides study_name")] = None,
     trials: Annotated[int | None, typer.Option(help="overrides n_trials")] = None,
     minutes: Annotated[float | None, typer.Option(help="overrides max_minutes")] = None,
     workers: Annotated[int | None, typer.Option(help="overrides workers")] = None,
     strategy: Annotated[str | None, typer.Option(help="overrides strategy.name")] = None,
     seed: Annotated[int | None, typer.Option(help="overrides seed")] = None,
     storage: Annotated[str | None, typer.Option(help="Optuna storage URL")] = None,
+    artifacts: Annotated[
+        str | None,
+        typer.Option(help="also keep trial checkpoints here: a path or fsspec URL (s3://...)"),
+    ] = None,
     backend: Annotated[
         str | None, typer.Option(help="where workers run: local (processes) or ray")
     ] = None,
@@ -615,11 +662,13 @@ def search(
             k: v
             for k, v in {
                 "output_dir": output_dir,
+                "study_name": study_name,
                 "n_trials": trials,
                 "max_minutes": minutes,
                 "workers": workers,
                 "seed": seed,
                 "storage": storage,
+                "artifacts": artifacts,
                 "backend": backend,
                 "ray_address": ray_address,
             }.items()
@@ -630,7 +679,7 @@ def search(
         cfg = cfg.replace(**changes)
         if train_data or dev_data or test_data:
             cfg = _own_data(cfg, train_data, dev_data, test_data)
-        run_search(cfg, resume=resume, console=console)
+        run_search(cfg, resume=resume, join=join, console=console)
     except (ValueError, ManifestError) as e:
         raise _fail(str(e)) from None
 

@@ -131,12 +131,41 @@ def window(cfg: FeatureConfig) -> np.ndarray:
     return np.pad(w, (left, cfg.n_fft - cfg.win - left)).astype(np.float32)
 
 
-def kaldi_fbank(wave: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
-    """Kaldi log-mel filterbank of ``wave`` (N,) float in [-1, 1], computed by
-    kaldi-native-fbank with the options of ``cfg`` (kind "knf"): (T, n_mels) float32 with
-    ``T = cfg.num_frames(N)``."""
+def kaldi_mel_matrix(cfg: FeatureConfig) -> np.ndarray:
+    """Kaldi's triangular filters (``MelBanks``: mel = 1127 ln(1 + f/700), ``n_mels`` bins
+    evenly spaced in mel from ``f_min`` to ``f_max``), shape (n_fft // 2 + 1, n_mels), float32.
+    As in Kaldi the Nyquist bin gets no weight."""
+    nyquist = cfg.sample_rate / 2
+    f_max = nyquist + cfg.f_max if cfg.f_max is not None and cfg.f_max <= 0 else cfg.f_max
+    f_max = nyquist if f_max is None else f_max
+
+    def mel(f: np.ndarray | float) -> np.ndarray:
+        return 1127.0 * np.log(1.0 + np.asarray(f, dtype=np.float64) / 700.0)
+
+    lo, hi = mel(cfg.f_min), mel(f_max)
+    delta = (hi - lo) / (cfg.n_mels + 1)
+    left = lo + delta * np.arange(cfg.n_mels)[:, None]
+    centre, right = left + delta, left + 2 * delta
+    m = mel(cfg.sample_rate / cfg.n_fft * np.arange(cfg.n_fft // 2))[None, :]
+    up = (m - left) / (centre - left)
+    down = (right - m) / (right - centre)
+    w = np.where((m > left) & (m < right), np.where(m <= centre, up, down), 0.0)
+    return np.pad(w.T, ((0, 1), (0, 0))).astype(np.float32)
+
+
+def povey_window(cfg: FeatureConfig) -> np.ndarray:
+    """Kaldi's "povey" window of ``win`` samples: a Hann window to the power 0.85."""
+    n = np.arange(cfg.win)
+    return ((0.5 - 0.5 * np.cos(2 * math.pi * n / (cfg.win - 1))) ** 0.85).astype(np.float32)
+
+
+def kaldi_online_fbank(cfg: FeatureConfig) -> Any:
+    """A kaldi-native-fbank ``OnlineFbank`` with the options of ``cfg`` (kind "knf"): feed it
+    samples in [-1, 1] (``accept_waveform``), end with ``input_finished``."""
     if cfg.kind != "knf":
-        raise ValueError(f"features.kind: {cfg.kind!r}; kaldi_fbank computes kind 'knf' only")
+        raise ValueError(
+            f"features.kind: {cfg.kind!r}; kaldi-native-fbank computes kind 'knf' only"
+        )
     try:
         import kaldi_native_fbank as knf
     except ImportError as e:  # pragma: no cover - a dependency of the package
@@ -155,11 +184,23 @@ def kaldi_fbank(wave: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
     opts.mel_opts.num_bins = cfg.n_mels
     opts.mel_opts.low_freq = float(cfg.f_min)
     opts.mel_opts.high_freq = 0.0 if cfg.f_max is None else float(cfg.f_max)
-    fbank = knf.OnlineFbank(opts)
+    return knf.OnlineFbank(opts)
+
+
+def kaldi_frames(fbank: Any, start: int, cfg: FeatureConfig) -> np.ndarray:
+    """Frames ``start ..`` of what an ``OnlineFbank`` has ready, (n, n_mels) float32."""
+    n = fbank.num_frames_ready
+    out = np.empty((max(0, n - start), cfg.n_mels), dtype=np.float32)
+    for t in range(start, n):
+        out[t - start] = fbank.get_frame(t)
+    return out
+
+
+def kaldi_fbank(wave: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    """Kaldi log-mel filterbank of ``wave`` (N,) float in [-1, 1], computed by
+    kaldi-native-fbank with the options of ``cfg`` (kind "knf"): (T, n_mels) float32 with
+    ``T = cfg.num_frames(N)``."""
+    fbank = kaldi_online_fbank(cfg)
     fbank.accept_waveform(float(cfg.sample_rate), np.asarray(wave, dtype=np.float32))
     fbank.input_finished()
-    n = fbank.num_frames_ready
-    out = np.empty((n, cfg.n_mels), dtype=np.float32)
-    for t in range(n):
-        out[t] = fbank.get_frame(t)
-    return out
+    return kaldi_frames(fbank, 0, cfg)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from speechnas.data.filters import FeatureConfig
+from speechnas.data.filters import FeatureConfig, kaldi_frames, kaldi_online_fbank
 from speechnas.export.features_np import compute_features
 from speechnas.export.transcribe import _read_audio, session_options
 
@@ -32,24 +32,30 @@ __all__ = [
 
 
 class IncrementalFeatures:
-    """Filterbank/MFCC frames of a growing waveform, each frame once, as soon as its samples
-    (``n_fft`` from ``t · hop``) have arrived: together the frames :func:`compute_features`
-    gives for the whole waveform."""
+    """Feature frames of a growing waveform, each frame once, as soon as its samples have
+    arrived; with :meth:`finish`, together the frames :func:`compute_features` gives for the
+    whole waveform. Filterbank/MFCC frames (``n_fft`` samples from ``t · hop``) are final when
+    their samples are in; Kaldi filterbanks (kind "knf") come from kaldi-native-fbank's own
+    online extractor, whose last frames (reflected at the end) wait for :meth:`finish`."""
 
     def __init__(self, cfg: FeatureConfig) -> None:
-        if cfg.kind not in ("fbank", "mfcc"):
+        if cfg.kind not in ("fbank", "mfcc", "knf"):
             raise ValueError(
                 f"features: kind {cfg.kind!r} is not computed incrementally yet; streaming "
-                "models need fbank or mfcc features"
+                "models need fbank, mfcc or knf features"
             )
         self.cfg = cfg
         self.samples = np.zeros(0, dtype=np.float32)
         self.start = 0  # sample index of self.samples[0]
         self.frames = 0  # frames emitted so far
+        self.kaldi = kaldi_online_fbank(cfg) if cfg.kind == "knf" else None
 
     def accept(self, wave: np.ndarray) -> np.ndarray:
         """More samples (N,) → the frames they complete (n, F), possibly none."""
         cfg = self.cfg
+        if self.kaldi is not None:
+            self.kaldi.accept_waveform(float(cfg.sample_rate), np.asarray(wave, np.float32))
+            return self._kaldi_frames()
         self.samples = np.concatenate([self.samples, np.asarray(wave, dtype=np.float32)])
         total = self.start + len(self.samples)
         ready = cfg.num_frames(total)
@@ -62,6 +68,19 @@ class IncrementalFeatures:
         keep = self.frames * cfg.hop  # samples before the next frame's start are done with
         self.samples = self.samples[keep - self.start :]
         self.start = keep
+        return feats
+
+    def finish(self) -> np.ndarray:
+        """The end of the waveform → the frames that waited for it (n, F), possibly none."""
+        if self.kaldi is None:
+            return np.zeros((0, self.cfg.dim), dtype=np.float32)
+        self.kaldi.input_finished()
+        return self._kaldi_frames()
+
+    def _kaldi_frames(self) -> np.ndarray:
+        assert self.kaldi is not None
+        feats = kaldi_frames(self.kaldi, self.frames, self.cfg)
+        self.frames += len(feats)
         return feats
 
 
@@ -142,6 +161,7 @@ class StreamingTranscriber:
 
     def finish(self) -> StreamTranscript:
         """Runs what is left of the stream and returns its transcript; then resets."""
+        self.feats = np.concatenate([self.feats, self.incremental.finish()])
         total = self._frames_in()
         n_enc = (total - self.receptive) // self.factor + 1 if total >= self.receptive else 0
         while self.next_chunk * self.chunk < n_enc:

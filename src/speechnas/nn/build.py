@@ -215,12 +215,18 @@ class SpeechModel(nn.Module):
         return self.encoder.stages[-1].state_names()
 
     def streaming_forward(
-        self, window: torch.Tensor, valid: torch.Tensor, states: list[torch.Tensor]
+        self,
+        window: torch.Tensor,
+        valid: torch.Tensor,
+        states: list[torch.Tensor],
+        cache_valid: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         """One chunk. window (B, W, D): the chunk's ``stream_geometry.window`` feature frames;
         valid (B,): how many of the chunk's ``chunk + lookahead`` encoder frames exist (fewer
         only at the end of a stream) → encodings (B, chunk, d_model), valid frames among them
-        (B,), new states. Over a stream the chunks give what :meth:`encode` gives."""
+        (B,), new states. Over a stream the chunks give what :meth:`encode` gives.
+        ``cache_valid`` (B, cache) bool: an attention encoder's runtime-given mask of its
+        cached frames (:func:`~speechnas.nn.blocks.masks.stream_mask`)."""
         geo = self.stream_geometry()
         if window.shape[1] != geo.window:
             raise ValueError(
@@ -234,7 +240,9 @@ class SpeechModel(nn.Module):
         if middle:
             x = middle[0].chunk(x, valid)
         lengths = valid.clamp(max=geo.chunk)
-        return stack.streaming_forward(x, lengths, states)
+        if cache_valid is None:
+            return stack.streaming_forward(x, lengths, states)
+        return stack.streaming_forward(x, lengths, states, cache_valid)
 
 
 def build(arch: Mapping[str, Any], *, vocab_size: int, dropout: float = 0.1) -> SpeechModel:

@@ -138,6 +138,11 @@ class FidelityConfig:
                 f"fidelity.promotion: {self.promotion!r} is not one of {list(PROMOTIONS)}"
             )
 
+    @property
+    def heartbeat_grace(self) -> float:
+        """Seconds without a heartbeat after which a running trial's worker counts as gone."""
+        return 6 * self.heartbeat_seconds
+
     def fidelities(self) -> list[Fidelity]:
         return [r.fidelity() for r in self.rungs]
 
@@ -161,6 +166,12 @@ class SearchConfig:
     ray_address: str | None = None  # "auto", HOST:PORT, or null: a local Ray of `workers` CPUs
     storage: str | None = None  # default: SQLite file study.db in output_dir
     study_name: str = "search"
+    # Workers stamp their running trial this often; one silent for 6 beats is taken for dead
+    # (its slot is run again) by a search waiting on workers joined from elsewhere (--join).
+    heartbeat_seconds: float = 20.0
+    # Where trial checkpoints are also kept, for workers that share no folder: an fsspec URL
+    # (a path, file:///..., s3://bucket/prefix with s3fs, ...); null: the trial folders only.
+    artifacts: str | None = None
     seed: int = 0
     output_dir: str = "runs/search"
     # a built-in corpus (``digits-en``), synthesized on first use; a list of them (one search
@@ -214,6 +225,10 @@ class SearchConfig:
         if self.ray_address is not None and self.backend != "ray":
             raise ValueError(f"ray_address: {self.ray_address!r} is given but backend is "
                              f"{self.backend!r}; set backend: ray or drop ray_address")  # fmt: skip
+        if self.artifacts is not None and not str(self.artifacts).strip():
+            raise ValueError("artifacts: an empty URL; give a path or URL, or null")
+        if self.heartbeat_seconds <= 0:
+            raise ValueError(f"heartbeat_seconds: expected > 0, got {self.heartbeat_seconds}")
         if self.retrain_minutes < 0 or self.retrain_threads < 1:
             raise ValueError("retrain_minutes must be >= 0 and retrain_threads >= 1")
         if not self.study_name:
@@ -221,13 +236,15 @@ class SearchConfig:
         from speechnas.nn.presets import preset_names
 
         for k, s in enumerate(self.seeds):
-            if isinstance(s, str) and s not in preset_names():
-                raise ValueError(
-                    f"seeds[{k}]: {s!r} is not a model preset; give one of {preset_names()} "
-                    "or an architecture mapping"
-                )
             if not isinstance(s, str | dict):
                 raise ValueError(f"seeds[{k}]: expected a preset name or a mapping, got {s!r}")
+            name = s if isinstance(s, str) else s.get("preset")
+            if name is not None and name not in preset_names():
+                raise ValueError(
+                    f"seeds[{k}]: {name!r} is not a model preset; give one of {preset_names()}, "
+                    "a preset with changed fields ({preset: small, frontend: knf80}) or an "
+                    "architecture mapping"
+                )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -241,6 +258,11 @@ class SearchConfig:
             return self.storage
         return f"sqlite:///{Path(self.output_dir).resolve() / 'study.db'}"
 
+    @property
+    def heartbeat_grace(self) -> float:
+        """Seconds without a heartbeat after which a running trial's worker counts as gone."""
+        return 6 * self.heartbeat_seconds
+
     def fidelities(self) -> list[Fidelity]:
         return self.fidelity.fidelities()
 
@@ -251,8 +273,16 @@ class SearchConfig:
 
         out = []
         for k, s in enumerate(self.seeds):
-            what = f"preset {s!r}" if isinstance(s, str) else "the architecture"
-            arch = preset(s) if isinstance(s, str) else Arch(s)
+            if isinstance(s, str) or "preset" in s:
+                fields = {} if isinstance(s, str) else {n: v for n, v in s.items() if n != "preset"}
+                name = s if isinstance(s, str) else s["preset"]
+                what = f"preset {name!r}" + (f" with {fields}" if fields else "")
+                try:
+                    arch = preset(name, **fields)
+                except ValueError as e:
+                    raise ValueError(f"seeds[{k}]: {what}: {e}") from None
+            else:
+                what, arch = "the architecture", Arch(s)
             # Fields the space does not name may be left out when they hold their defaults.
             inside = Arch({n: v for n, v in arch.items() if n in space.names})
             try:

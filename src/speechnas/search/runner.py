@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
+from speechnas.search.artifacts import check_store
 from speechnas.search.config import SearchConfig, base_train_config
 from speechnas.search.drivers import driver_for
 from speechnas.search.feasibility import MIN_VOCAB, check_feasible
@@ -65,6 +66,7 @@ from speechnas.search.study import (
     SearchStudy,
     is_interrupted,
     mark_interrupted,
+    mark_stale,
     open_study,
     shown_url,
 )
@@ -203,8 +205,15 @@ def resolve_constraints(cfg: SearchConfig, vocab: int) -> SearchConfig:
     return cfg.replace(constraints=cfg.constraints.resolve(value_of))
 
 
-def _check_resume(cfg: SearchConfig, ss: SearchStudy, resume: bool) -> None:
+def _check_resume(cfg: SearchConfig, ss: SearchStudy, resume: bool, join: bool = False) -> None:
     stored = ss.study.user_attrs.get("config")
+    if join and stored is None:
+        raise ValueError(
+            f"--join: study {cfg.study_name!r} in {shown_url(cfg.storage_url)} has no search "
+            "to join; start it first (`speechnas search --storage URL`), then join with the "
+            "same config, --storage and --study-name"
+        )
+    resume = resume or join
     n = len(ss.trials())
     if n and not resume:
         raise ValueError(
@@ -222,8 +231,9 @@ def _check_resume(cfg: SearchConfig, ss: SearchStudy, resume: bool) -> None:
         if json.dumps(stored.get(k), sort_keys=True) != json.dumps(now.get(k), sort_keys=True)
     ]
     if differ:
+        how = "join" if join else "resume"
         raise ValueError(
-            f"cannot resume study {cfg.study_name!r}: the config differs in {differ} "
+            f"cannot {how} study {cfg.study_name!r}: the config differs in {differ} "
             "(only budgets, workers, storage, output and retraining may change)"
         )
 
@@ -292,16 +302,31 @@ def run_search(
     cfg: SearchConfig,
     *,
     resume: bool = False,
+    join: bool = False,
     console: Console | None = None,
-) -> SearchOutcome:
+) -> SearchOutcome | None:
     """Runs (or resumes) the search ``cfg`` describes and writes its results.
+
+    ``join``: adds this machine's ``cfg.workers`` workers to a search already running on the
+    same study (a shared storage such as PostgreSQL): they claim its free slots until none is
+    left, and the search that started the study selects and retrains (returns None here). The
+    running trials are left alone, and the starting search waits for those of joined workers
+    (by their heartbeats) before it selects.
 
     A bad strategy name or option, a space the strategy cannot search, and constraints no
     architecture of the space meets fail first, before any file, corpus or training."""
     console = console or Console()
     given = cfg
+    if join and resume:
+        raise ValueError("--join and --resume: choose one (join adds workers to a live search)")
+    if join and cfg.strategy.name == "oneshot":
+        raise ValueError(
+            "--join: the one-shot search trains one supernet; it has no trials to share"
+        )
     driver = driver_for(cfg.strategy.name)(cfg)
     space = driver.setup()
+    if cfg.artifacts:
+        check_store(cfg.artifacts)
     check_feasible(resolve_constraints(cfg, MIN_VOCAB), space)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -309,7 +334,8 @@ def run_search(
     tbase = trial_base(cfg, base)
     rbase = retrain_base(cfg, base)
     ss = open_study(cfg.storage_url, cfg.study_name, len(cfg.objectives))
-    _check_resume(given, ss, resume)
+    _check_resume(given, ss, resume, join)
+    before = {t.number for t in ss.trials()}
     interrupted = mark_interrupted(ss) if resume else []
     if interrupted:
         console.print(f"marked interrupted and to be run again: trials {interrupted}")
@@ -337,8 +363,18 @@ def run_search(
         driver.run(
             ss, tbase, vocab_size=vocab, progress=progress, deadline=deadline, console=console
         )
+        if not join:  # trials of workers joined from elsewhere, then slots they left
+            interrupted += _await_joined(cfg, ss, driver, tbase, vocab, progress, deadline, console)
         progress.update(ss)
         progress.status = None
+    if join:
+        mine = _new_trials_of_this_host(ss, before)
+        console.print(
+            f"joined search {cfg.study_name!r}: {len(mine)} trial(s) claimed on this host "
+            f"({', '.join(map(str, mine)) or 'none'}); the search that started the study "
+            "selects and retrains"
+        )
+        return None
     return finish(
         cfg,
         ss,
@@ -348,6 +384,52 @@ def run_search(
         init_from=driver.init_from,
         given_presets=given.constraints.presets(),
     )
+
+
+def _await_joined(
+    cfg: SearchConfig,
+    ss: SearchStudy,
+    driver: Any,
+    base: TrainConfig,
+    vocab: int,
+    progress: Progress,
+    deadline: float | None,
+    console: Console,
+) -> list[int]:
+    """After this search's own workers end: waits while trials of workers joined from elsewhere
+    run (their heartbeats fresh); a trial whose worker went silent is marked interrupted and
+    this search's workers run its slot again. Returns the interrupted trials' numbers."""
+    from optuna.trial import TrialState
+
+    interrupted: list[int] = []
+    said = False
+    while any(t.state == TrialState.RUNNING for t in ss.trials()):
+        stale = mark_stale(ss, cfg.heartbeat_grace)
+        if stale:
+            console.print(f"trials {stale}: their workers fell silent; running them again")
+            interrupted += stale
+            if deadline is None or time.time() < deadline:
+                driver.run(ss, base, vocab_size=vocab, progress=progress, deadline=deadline,
+                           console=console)  # fmt: skip
+            continue
+        if not said:
+            console.print("waiting for the trials of joined workers")
+            said = True
+        progress.update(ss)
+        time.sleep(min(2.0, cfg.heartbeat_seconds))
+    return interrupted
+
+
+def _new_trials_of_this_host(ss: SearchStudy, before: set[int]) -> list[int]:
+    """Trials not in ``before`` claimed by workers on this host (``worker``: HOST:PID:INDEX)."""
+    import socket
+
+    host = f"{socket.gethostname()}:"
+    return [
+        t.number
+        for t in ss.trials()
+        if t.number not in before and str(t.user_attrs.get("worker", "")).startswith(host)
+    ]
 
 
 def finish(

@@ -99,16 +99,21 @@ class AttentionStack(nn.Module):
         return layer_state_names(self.layers)
 
     def streaming_forward(
-        self, x: torch.Tensor, lengths: torch.Tensor, states: list[torch.Tensor]
+        self,
+        x: torch.Tensor,
+        lengths: torch.Tensor,
+        states: list[torch.Tensor],
+        cache_valid: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         """One chunk x (B, C, d_model) with ``lengths`` (B,) valid frames (C = ``chunk``; only
         the last chunk of a stream may be shorter) → y (B, C, d_model), lengths, new states.
+        ``cache_valid``: see :func:`stream_mask`.
 
         The chunks of a stream give the frames :meth:`forward` gives for the whole stream."""
         offset, rest = states[0], states[1:]
         c = x.shape[1]
         pad = padding_mask(lengths, c)
-        mask = stream_mask(offset, lengths, self.cache_frames(), c)
+        mask = stream_mask(offset, lengths, self.cache_frames(), c, cache_valid)
         if self.additive:
             mask = additive_mask(mask)
         x = self.pos.at(x, offset)

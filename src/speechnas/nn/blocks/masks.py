@@ -36,7 +36,11 @@ def sinusoidal_at(pos: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 def stream_mask(
-    offset: torch.Tensor, lengths: torch.Tensor, cache: int, chunk: int
+    offset: torch.Tensor,
+    lengths: torch.Tensor,
+    cache: int,
+    chunk: int,
+    cache_valid: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Who may attend whom in one streamed chunk: (B, C, cache + C) bool.
 
@@ -44,9 +48,14 @@ def stream_mask(
     exactly what the full forward's chunk mask allows) and the chunk's ``C`` frames. A cached key
     is valid once the stream has produced it (``offset`` frames so far, (B,)); a chunk key is
     valid below the chunk's ``lengths`` (B,). Every query may attend itself, as in the full mask.
+    ``cache_valid`` (B, cache) bool, if given, must also allow a cached key (a runtime that
+    passes its own mask of the cache, such as sherpa-onnx's WeNet format).
     """
     keys = torch.arange(cache + chunk, device=offset.device)
     cached_ok = keys[None, :] >= (cache - offset)[:, None]  # (B, K): stream position >= 0
+    if cache_valid is not None:
+        chunk_part = torch.ones_like(cached_ok[:, cache:])
+        cached_ok = cached_ok & torch.cat([cache_valid, chunk_part], dim=1)
     in_chunk = (keys[None, :] - cache) < lengths[:, None]  # (B, K)
     is_cached = keys[None, :] < cache
     valid = (is_cached & cached_ok) | (~is_cached & in_chunk)  # (B, K); ORT has no bool Where

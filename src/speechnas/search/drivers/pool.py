@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from speechnas.search.artifacts import resume_source, store_checkpoints, trial_uri
 from speechnas.search.backends import run_ray
 from speechnas.search.config import SearchConfig
 from speechnas.search.drivers.base import Driver
@@ -52,6 +53,7 @@ from speechnas.search.study import (
     SearchStudy,
     add_trial,
     arch_of,
+    beating,
     claim_lock,
     find_evaluation,
     is_interrupted,
@@ -115,7 +117,12 @@ class Context:
         """What seeded ``arch`` (a preset's name, or ``seeds[k]``), or None."""
         for k, (given, a) in enumerate(zip(self.cfg.seeds, self.seeds, strict=True)):
             if a.hash() == arch.hash():
-                return given if isinstance(given, str) else f"seeds[{k}]"
+                if isinstance(given, str):
+                    return given
+                if "preset" in given:  # a preset with changed fields
+                    changed = ", ".join(f"{n}: {v}" for n, v in given.items() if n != "preset")
+                    return f"{given['preset']} ({changed})" if changed else str(given["preset"])
+                return f"seeds[{k}]"
         return None
 
     @classmethod
@@ -266,7 +273,8 @@ def evaluate(ctx: Context, ss: SearchStudy, c: Claim) -> str:
     """Checks, trains and measures the claimed candidate and tells the study; returns the
     final state ("complete" or "fail"). Every failure is recorded with its reason and the
     search goes on; only an interrupt (Ctrl-C) propagates, after marking the trial."""
-    return guarded(ss, c.number, lambda: _evaluate(ctx, ss, c))
+    with beating(ss, c.number, ctx.cfg.heartbeat_seconds):
+        return guarded(ss, c.number, lambda: _evaluate(ctx, ss, c))
 
 
 def _evaluate(ctx: Context, ss: SearchStudy, c: Claim) -> str:
@@ -294,10 +302,10 @@ def _evaluate(ctx: Context, ss: SearchStudy, c: Claim) -> str:
         return _reuse(ctx, ss, c, earlier)
     out = _trial_dir(ctx, c)
     resume_from = None
-    if c.source is not None and c.source.get("output_dir"):
+    if c.source is not None:
         lower = c.source.get("fidelity", {})
         if lower.get("fraction") == fid.fraction:  # same data share: training can continue
-            resume_from = c.source["output_dir"]
+            resume_from = resume_source(c.source, out)
     set_attrs(ss, c.number, {"output_dir": str(out), "resumed_from": resume_from})
     start = time.perf_counter()
     metrics = run_trial(
@@ -313,6 +321,10 @@ def _evaluate(ctx: Context, ss: SearchStudy, c: Claim) -> str:
         **{k: pre[k] for k in CARRIED_METRICS if k in pre},
         "wall_seconds": time.perf_counter() - start,
     }
+    if cfg.artifacts:  # before the trial completes: a promotion may fetch them at once
+        uri = trial_uri(cfg.artifacts, cfg.study_name, out)
+        store_checkpoints(out, uri)
+        set_attrs(ss, c.number, {"artifact_uri": uri})
     predicted = () if ctx.latency.measured else PREDICTED_METRICS
     return record_metrics(
         ss, c.number, cfg, metrics, predicted=predicted, checkpoint=str(out / "best"),
@@ -328,6 +340,7 @@ def _reuse(ctx: Context, ss: SearchStudy, c: Claim, earlier: Any) -> str:
         "metrics": a.get("metrics", {}),
         "output_dir": a.get("output_dir"),
         "checkpoint": a.get("checkpoint"),
+        "artifact_uri": a.get("artifact_uri"),
     }
     if earlier.values is None:
         return fail_trial(ss, c.number, f"{a.get('status')} (trial {earlier.number})", **attrs)

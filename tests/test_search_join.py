@@ -1,0 +1,144 @@
+"""Workers joined to a running search (``speechnas search --join``): they claim free slots of the
+same study, the search that started it waits for their trials (heartbeats) before selecting, and
+a joined worker that dies is noticed by its silence and its slot run again."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import sqlalchemy
+from search_helpers import search_config, search_process, study_trials, write_search_yaml
+
+from speechnas.data.synth.corpus import CorpusInfo
+from speechnas.search.runner import run_search
+from speechnas.search.study import (
+    HEARTBEAT,
+    INTERRUPTED,
+    add_trial,
+    beating,
+    mark_stale,
+    open_study,
+    stale_running,
+)
+
+# Trials long enough (about a second or two each) that a second process can join in time.
+SIX = {"rungs": [{"minutes": 5, "steps": 60}], "candidates": 6}
+
+
+def _wait_for(db: Path, ready: object, proc: object, timeout: float = 120) -> list[object]:
+    """Polls the study until ``ready(trials)`` holds (the search may still be making it)."""
+    no_study = (KeyError, sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError)
+    end = time.time() + timeout
+    while time.time() < end and proc.poll() is None:  # type: ignore[attr-defined]
+        with contextlib.suppress(*no_study):
+            trials = study_trials(db, poll=True)
+            if ready(trials):  # type: ignore[operator]
+                return trials
+        time.sleep(0.1)
+    raise AssertionError("the search ended (or timed out) before the condition held")
+
+
+def test_heartbeats_tell_live_trials_from_dead_workers(tmp_path: Path) -> None:
+    from optuna.trial import TrialState
+
+    ss = open_study(f"sqlite:///{tmp_path / 's.db'}", "s", 1)
+    live = add_trial(ss, state=TrialState.RUNNING, user_attrs={"slot": "0/0/0"})
+    dead = add_trial(ss, state=TrialState.RUNNING, user_attrs={"slot": "0/0/1"})
+    with beating(ss, live, every=0.05):
+        first = ss.study.trials[live].user_attrs[HEARTBEAT]
+        time.sleep(0.4)
+        assert ss.trials()[live].user_attrs[HEARTBEAT] > first  # it keeps beating
+        assert stale_running(ss, grace=0.2) == [dead]  # silent since its claim
+        assert mark_stale(ss, grace=0.2) == [dead]
+    gone = ss.trials()[dead]
+    assert gone.state == TrialState.FAIL and gone.user_attrs["status"] == INTERRUPTED
+    assert "no heartbeat" in gone.user_attrs["interrupted_by"]
+    time.sleep(0.3)
+    assert stale_running(ss, grace=0.2) == [live]  # the block ended: no more beats
+
+
+def test_join_needs_a_running_search_with_the_same_config(
+    tiny_corpus: CorpusInfo, tmp_path: Path
+) -> None:
+    cfg = search_config(tiny_corpus, tmp_path, fidelity=SIX, n_trials=6)
+    with pytest.raises(ValueError, match=r"--join: study 'search' .* has no search to join"):
+        run_search(cfg, join=True)
+    with pytest.raises(ValueError, match=r"--join and --resume"):
+        run_search(cfg, join=True, resume=True)
+
+
+def test_a_joined_machine_shares_the_slots_and_the_starter_selects(
+    tiny_corpus: CorpusInfo, tmp_path: Path
+) -> None:
+    db = tmp_path / "study.db"
+    storage = f"sqlite:///{db}"
+    config = write_search_yaml(
+        tiny_corpus, tmp_path, fidelity=SIX, n_trials=6, storage=storage, heartbeat_seconds=0.5
+    )
+    main = search_process(config)
+    try:
+        _wait_for(db, lambda ts: len(ts) >= 1, main)  # the study and its config exist
+        joined = search_process(config, "--join", "--output-dir", str(tmp_path / "joined"))
+        out_joined, _ = joined.communicate(timeout=300)
+        out_main, _ = main.communicate(timeout=300)
+    finally:
+        for p in (main,):
+            if p.poll() is None:
+                p.kill()
+    assert joined.returncode == 0, out_joined
+    assert main.returncode == 0, out_main
+    assert "joined search 'search'" in out_joined
+    trials = study_trials(db)
+    done = [t for t in trials if t.state.name == "COMPLETE"]
+    assert sorted(t.user_attrs["slot"] for t in done) == [f"0/0/{i}" for i in range(6)]
+    assert len(trials) == 6  # none lost, none run twice
+    pids = {t.user_attrs["worker"].split(":")[1] for t in done}
+    assert len(pids) == 2, pids  # both machines' workers trained some
+    assert (tmp_path / "joined" / "trials").is_dir()
+    assert (tmp_path / "search" / "pareto.json").is_file()  # the starter selected
+    assert not (tmp_path / "joined" / "pareto.json").exists()
+
+
+def test_a_killed_joined_worker_is_noticed_by_its_silence(
+    tiny_corpus: CorpusInfo, tmp_path: Path
+) -> None:
+    db = tmp_path / "study.db"
+    config = write_search_yaml(
+        tiny_corpus, tmp_path, fidelity=SIX, n_trials=6, storage=f"sqlite:///{db}",
+        heartbeat_seconds=0.5,
+    )  # fmt: skip
+    main = search_process(config)
+    joined = None
+    try:
+        _wait_for(db, lambda ts: len(ts) >= 1, main)
+        joined = search_process(config, "--join", "--output-dir", str(tmp_path / "joined"))
+        pid = str(joined.pid)  # one worker: it trains in the search process itself
+
+        def joined_running(ts: list[optuna.trial.FrozenTrial]) -> bool:
+            return any(
+                t.state.name == "RUNNING"
+                and t.user_attrs.get("worker", "").split(":")[1:2] == [pid]
+                for t in ts
+            )
+
+        _wait_for(db, joined_running, main)
+        os.kill(joined.pid, signal.SIGKILL)  # the joined machine is lost mid-trial
+        joined.wait()
+        out_main, _ = main.communicate(timeout=300)
+    finally:
+        for p in (main, joined):
+            if p is not None and p.poll() is None:
+                p.kill()
+    assert main.returncode == 0, out_main
+    assert "fell silent" in out_main
+    trials = study_trials(db)
+    lost = [t for t in trials if t.user_attrs.get("status") == INTERRUPTED]
+    assert lost and all("no heartbeat" in t.user_attrs["interrupted_by"] for t in lost)
+    done = [t for t in trials if t.state.name == "COMPLETE"]
+    assert sorted(t.user_attrs["slot"] for t in done) == [f"0/0/{i}" for i in range(6)]
