@@ -72,6 +72,12 @@ def test_a_limit_named_by_a_preset_is_that_presets_own_value(
     assert resolve_constraints(cfg.replace(constraints=resolved), 29) == cfg.replace(
         constraints=resolved
     )
+    # a preset seeded with changed fields: the limit is the seed's own value, so the control
+    # meets it (Kaldi features give 500 frames for 5 s, speechnas's 497: a little slower)
+    knf = {"preset": "small", "frontend": "knf80"}
+    seeded = resolve_constraints(cfg.replace(seeds=(knf,)), 29).constraints.max_latency_ms
+    own = ProxyLatency().predict(preset("small", frontend="knf80"), cfg.latency_seconds, 29)
+    assert seeded == pytest.approx(own) and seeded > proxy
 
 
 def test_proposals_are_redrawn_until_they_meet_the_limits() -> None:

@@ -190,15 +190,23 @@ def vocab_size(base: TrainConfig) -> int:
 
 def resolve_constraints(cfg: SearchConfig, vocab: int) -> SearchConfig:
     """``cfg`` with every constraint given as a preset name replaced by that preset's own value
-    (params, MACs and memory counted, latency predicted on ``cfg.target``) at ``vocab`` tokens."""
+    (params, MACs and memory counted, latency predicted on ``cfg.target``) at ``vocab`` tokens.
+    A preset the search seeds with changed fields (``{preset: small, frontend: knf80}``) counts
+    as seeded: the limit is the seed's own value, so the seed, the control, always meets it."""
     if not cfg.constraints.presets():
         return cfg
     from speechnas.nn.presets import preset
 
     model = latency_model(cfg.target)
+    seeded = {
+        s["preset"]: {k: v for k, v in s.items() if k != "preset"}
+        for s in cfg.seeds
+        if isinstance(s, dict) and "preset" in s
+    }
 
     def value_of(metric: str, name: str) -> float:
-        m = predicted_metrics(preset(name), vocab_size=vocab, latency=model,
+        arch = preset(name, **seeded.get(name, {}))
+        m = predicted_metrics(arch, vocab_size=vocab, latency=model,
                               seconds=cfg.latency_seconds)  # fmt: skip
         return float(m[metric])
 
