@@ -8,7 +8,9 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -31,14 +33,31 @@ from speechnas.search.study import (
 SIX = {"rungs": [{"minutes": 5, "steps": 60}], "candidates": 6}
 
 
-def _wait_for(db: Path, ready: object, proc: object, timeout: float = 120) -> list[object]:
+def _reader(storage: str) -> Callable[..., list[optuna.trial.FrozenTrial]]:
+    """The study's trials in ``storage`` (SQLite: read only while the search makes the file)."""
+    if storage.startswith("sqlite:///"):
+        db = Path(storage.removeprefix("sqlite:///"))
+        return lambda poll=False: study_trials(db, poll=poll)
+
+    def read(poll: bool = False) -> list[optuna.trial.FrozenTrial]:
+        rdb = optuna.storages.RDBStorage(storage)
+        try:
+            return optuna.load_study(study_name="search", storage=rdb).get_trials()
+        finally:
+            rdb.engine.dispose()
+
+    return read
+
+
+def _wait_for(read: Callable[..., list[Any]], ready: Callable[[list[Any]], bool], proc: Any,
+              timeout: float = 120) -> list[Any]:  # fmt: skip
     """Polls the study until ``ready(trials)`` holds (the search may still be making it)."""
-    no_study = (KeyError, sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError)
+    no_study = (KeyError, sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.OptunaError)
     end = time.time() + timeout
-    while time.time() < end and proc.poll() is None:  # type: ignore[attr-defined]
+    while time.time() < end and proc.poll() is None:
         with contextlib.suppress(*no_study):
-            trials = study_trials(db, poll=True)
-            if ready(trials):  # type: ignore[operator]
+            trials = read(poll=True)
+            if ready(trials):
                 return trials
         time.sleep(0.1)
     raise AssertionError("the search ended (or timed out) before the condition held")
@@ -73,33 +92,36 @@ def test_join_needs_a_running_search_with_the_same_config(
         run_search(cfg, join=True, resume=True)
 
 
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 def test_a_joined_machine_shares_the_slots_and_the_starter_selects(
-    tiny_corpus: CorpusInfo, tmp_path: Path
+    kind: str, tiny_corpus: CorpusInfo, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    db = tmp_path / "study.db"
-    storage = f"sqlite:///{db}"
+    if kind == "postgres":
+        storage = request.getfixturevalue("postgres_url")  # skipped where PostgreSQL is missing
+    else:
+        storage = f"sqlite:///{tmp_path / 'study.db'}"
+    read = _reader(storage)
     config = write_search_yaml(
         tiny_corpus, tmp_path, fidelity=SIX, n_trials=6, storage=storage, heartbeat_seconds=0.5
     )
     main = search_process(config)
     try:
-        _wait_for(db, lambda ts: len(ts) >= 1, main)  # the study and its config exist
+        _wait_for(read, lambda ts: len(ts) >= 1, main)  # the study and its config exist
         joined = search_process(config, "--join", "--output-dir", str(tmp_path / "joined"))
         out_joined, _ = joined.communicate(timeout=300)
         out_main, _ = main.communicate(timeout=300)
     finally:
-        for p in (main,):
-            if p.poll() is None:
-                p.kill()
+        if main.poll() is None:
+            main.kill()
     assert joined.returncode == 0, out_joined
     assert main.returncode == 0, out_main
     assert "joined search 'search'" in out_joined
-    trials = study_trials(db)
+    trials = read()
     done = [t for t in trials if t.state.name == "COMPLETE"]
     assert sorted(t.user_attrs["slot"] for t in done) == [f"0/0/{i}" for i in range(6)]
     assert len(trials) == 6  # none lost, none run twice
     pids = {t.user_attrs["worker"].split(":")[1] for t in done}
-    assert len(pids) == 2, pids  # both machines' workers trained some
+    assert pids == {str(main.pid), str(joined.pid)}  # both machines' workers trained some
     assert (tmp_path / "joined" / "trials").is_dir()
     assert (tmp_path / "search" / "pareto.json").is_file()  # the starter selected
     assert not (tmp_path / "joined" / "pareto.json").exists()
@@ -108,15 +130,15 @@ def test_a_joined_machine_shares_the_slots_and_the_starter_selects(
 def test_a_killed_joined_worker_is_noticed_by_its_silence(
     tiny_corpus: CorpusInfo, tmp_path: Path
 ) -> None:
-    db = tmp_path / "study.db"
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    read = _reader(storage)
     config = write_search_yaml(
-        tiny_corpus, tmp_path, fidelity=SIX, n_trials=6, storage=f"sqlite:///{db}",
-        heartbeat_seconds=0.5,
-    )  # fmt: skip
+        tiny_corpus, tmp_path, fidelity=SIX, n_trials=6, storage=storage, heartbeat_seconds=0.5
+    )
     main = search_process(config)
     joined = None
     try:
-        _wait_for(db, lambda ts: len(ts) >= 1, main)
+        _wait_for(read, lambda ts: len(ts) >= 1, main)
         joined = search_process(config, "--join", "--output-dir", str(tmp_path / "joined"))
         pid = str(joined.pid)  # one worker: it trains in the search process itself
 
@@ -127,7 +149,7 @@ def test_a_killed_joined_worker_is_noticed_by_its_silence(
                 for t in ts
             )
 
-        _wait_for(db, joined_running, main)
+        _wait_for(read, joined_running, main)
         os.kill(joined.pid, signal.SIGKILL)  # the joined machine is lost mid-trial
         joined.wait()
         out_main, _ = main.communicate(timeout=300)
@@ -137,7 +159,7 @@ def test_a_killed_joined_worker_is_noticed_by_its_silence(
                 p.kill()
     assert main.returncode == 0, out_main
     assert "fell silent" in out_main
-    trials = study_trials(db)
+    trials = read()
     lost = [t for t in trials if t.user_attrs.get("status") == INTERRUPTED]
     assert lost and all("no heartbeat" in t.user_attrs["interrupted_by"] for t in lost)
     done = [t for t in trials if t.state.name == "COMPLETE"]
