@@ -112,6 +112,8 @@ def main() -> None:
     ap.add_argument("--search", action="append", default=[], help="a search output folder")
     ap.add_argument("--arch", action="append", default=[], help="LABEL=JSON or LABEL=FILE")
     ap.add_argument("--presets", default="small,base")
+    ap.add_argument("--versus", action="append", default=[],
+                    help="an --arch LABEL to compare with like a preset (repeatable)")  # fmt: skip
     ap.add_argument("--hand-units", default="",
                     help="also train each preset with these tokenizer kinds (e.g. char: the "
                     "packaged training recipe's), labelled preset:NAME@KIND")  # fmt: skip
@@ -129,6 +131,9 @@ def main() -> None:
     cfg = load_search_config(args.config)
     base = retrain_base(cfg, prepare_base(cfg))  # builds the corpus once, before the workers
     models = _models(args)
+    for label in args.versus:  # checked before any training
+        if label not in models:
+            raise SystemExit(f"--versus {label!r}: no such model; labels: {sorted(models)}")
     seeds = [int(s) for s in args.seeds.split(",")]
     steps = None if args.minutes else args.steps
     minutes = args.minutes or 1e6
@@ -156,6 +161,7 @@ def main() -> None:
     words = {name: utterance_errors(r, r)[1] for name, r in refs.items()}
     tests = list(refs)
     presets = [k for k in models if k.startswith("preset:")]
+    presets += args.versus  # other hand designs to compare with, e.g. a preset on new features
     vocab = {
         label: load_model(runs[label][0]["metrics"]["checkpoint"]).tokenizer.vocab_size
         for label in models

