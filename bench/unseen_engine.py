@@ -22,20 +22,18 @@ import argparse
 import dataclasses
 import json
 import logging
-import multiprocessing
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _retrain import hypotheses, trained
+from _retrain import hypotheses, train_on_corpora
 
 from speechnas.data.loading import load_utterances
 from speechnas.data.synth.corpus import CorpusConfig, build_corpus
 from speechnas.evaluate.significance import paired_bootstrap, utterance_errors
 from speechnas.nn.presets import PRESETS, preset
-from speechnas.search.config import default_search_path, load_search_config
-from speechnas.search.runner import prepare_base
+from speechnas.search.config import default_search_path
 from speechnas.space import Arch
 from speechnas.versions import versions
 
@@ -43,15 +41,6 @@ CORPORA = {
     "espeak-only": CorpusConfig(engines={"espeak": 1.0}, unseen_engine="festival"),
     "multi-engine": CorpusConfig(),
 }
-
-
-def _train(job: dict[str, Any]) -> dict[str, Any]:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
-    base = prepare_base(load_search_config(job["config"])).replace(space=None)  # any arch
-    data = dataclasses.replace(base.data.with_corpus(job["manifests"]), test={})
-    return trained(Path(job["out"]), base.replace(data=data), Arch.from_json(job["arch"]),
-                   job["tests"], minutes=1e6, seed=job["seed"], steps=job["steps"],
-                   threads=job["threads"])  # fmt: skip
 
 
 def main() -> None:
@@ -80,18 +69,11 @@ def main() -> None:
     tests = {k: str(v) for k, v in multi.items() if k.startswith("test")}
     tests["test-espeak"] = str(infos["espeak-only"].manifests["test"])
     seeds = [int(s) for s in args.seeds.split(",")]
-    jobs = [
-        {"config": args.config, "arch": arch.to_json(), "seed": seed, "steps": args.steps,
-         "threads": args.threads, "tests": tests,
-         "manifests": {k: str(v) for k, v in info.manifests.items()},
-         "label": name, "out": str(out / f"{name}-{arch.hash()[:8]}" / f"seed{seed}")}
-        for name, info in infos.items() for seed in seeds
-    ]  # fmt: skip
-    with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
-        done = pool.map(_train, jobs, chunksize=1)
-    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in infos}
-    for job, res in zip(jobs, done, strict=True):
-        runs[job["label"]].append(res)
+    runs = train_on_corpora(
+        {name: info.manifests for name, info in infos.items()}, arch, tests, out,
+        config=args.config, seeds=seeds, steps=args.steps, threads=args.threads,
+        workers=args.workers,
+    )  # fmt: skip
     for item in args.checkpoint:
         label, _, path = item.partition("=")
         runs[label] = [{"metrics": {"checkpoint": path}, "hypotheses": hypotheses(path, tests)}]

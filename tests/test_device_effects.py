@@ -122,3 +122,18 @@ def test_the_built_in_corpus_has_a_device_test_split(tmp_path) -> None:
     train = load_manifest(info.manifests["train"]).utterances
     assert len(device) == 4 and all(u.duration > 0.3 for u in device)
     assert not {u.speaker for u in device} & {u.speaker for u in train}
+
+
+def test_a_share_of_training_utterances_can_pass_through_devices() -> None:
+    from speechnas.data.synth.corpus import CorpusConfig, split_effects
+
+    picked = [split_effects("train", i, 0.3).device for i in range(1000)]
+    assert abs(sum(picked) / 1000 - 0.3) < 0.01  # evenly spread, by index
+    assert sum(picked[:100]) in range(27, 34)
+    assert not any(split_effects("train", i).device for i in range(1000))  # the default: none
+    assert not any(split_effects("test", i, 1.0).device for i in range(100))  # training only
+    # the default corpus keeps its digest (and its files); another share is another corpus
+    assert "train_devices" not in CorpusConfig().to_dict()
+    assert CorpusConfig(train_devices=0.3).digest() != CorpusConfig().digest()
+    with pytest.raises(ValueError, match=r"train_devices: expected a share in \[0, 1\]"):
+        CorpusConfig(train_devices=1.5)

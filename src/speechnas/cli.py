@@ -96,6 +96,10 @@ def data_synth(
     unseen_engine: Annotated[
         str, typer.Option(help="engine of test-unseen-engine: auto, festival, ... or none")
     ] = "auto",
+    train_devices: Annotated[
+        float,
+        typer.Option(help="share of training utterances also through a recording device (0-1)"),
+    ] = 0.0,
 ) -> None:
     """Generate (or reuse) the built-in synthetic corpus: FLAC audio and JSONL manifests."""
     from speechnas.data.synth.corpus import CorpusConfig, build_corpus
@@ -110,6 +114,7 @@ def data_synth(
             sizes={**defaults, **_parse_sizes(size)},
             engines=_parse_engines(engines),
             unseen_engine=None if unseen_engine == "none" else unseen_engine,
+            train_devices=train_devices,
         )
         info = build_corpus(cfg, out, workers=workers, force=force)
     except (ValueError, EngineUnavailable) as e:

@@ -125,10 +125,20 @@ DEFAULT_EFFECTS: dict[str, EffectConfig] = {
 _DEV_CONDITIONS = ("test", "test-noisy", "test-tel")
 
 
-def split_effects(split: str, index: int) -> EffectConfig:
-    """The effect ranges utterance ``index`` of ``split`` is drawn from."""
+#: training utterances with recording devices take test-device's effect ranges (new draws)
+_TRAIN_DEVICE = DEFAULT_EFFECTS["test-device"]
+_GOLDEN = (5**0.5 - 1) / 2
+
+
+def split_effects(split: str, index: int, train_devices: float = 0.0) -> EffectConfig:
+    """The effect ranges utterance ``index`` of ``split`` is drawn from. ``train_devices``: the
+    share of training utterances that also pass through a recording device (test-device's
+    ranges), chosen by index along a low-discrepancy sequence so that they spread evenly and
+    every other utterance keeps its draws."""
     if split == "dev":
         return DEFAULT_EFFECTS[_DEV_CONDITIONS[index % len(_DEV_CONDITIONS)]]
+    if split == "train" and (index * _GOLDEN) % 1.0 < train_devices:
+        return _TRAIN_DEVICE
     return DEFAULT_EFFECTS[split]
 
 
@@ -176,6 +186,9 @@ class CorpusConfig:
     voice_split: tuple[float, float, float] = (0.7, 0.15, 0.15)
     prosody: ProsodyRange = field(default_factory=ProsodyRange)
     babble_pool: int = 48
+    #: share of training utterances also passed through a recording device (microphone
+    #: response, level, clipping, DC offset, codec: test-device's ranges, other draws)
+    train_devices: float = 0.0
 
     def __post_init__(self) -> None:
         if self.lang not in LANGUAGE_VOICES:
@@ -200,6 +213,8 @@ class CorpusConfig:
                     f"unseen_engine: {self.unseen_engine!r} is also in engines; the held-out "
                     "engine must be one no training utterance comes from"
                 )
+        if not 0.0 <= self.train_devices <= 1.0:
+            raise ValueError(f"train_devices: expected a share in [0, 1], got {self.train_devices}")
         lo, hi = self.prosody.vocal_tract
         if not 0.5 <= lo <= hi <= 2.0:
             raise ValueError(f"prosody.vocal_tract: expected 0.5 <= lo <= hi <= 2, got {(lo, hi)}")
@@ -242,7 +257,10 @@ class CorpusConfig:
         return f"{self.task}-{self.lang}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "generator_version": GENERATOR_VERSION}
+        d = {**dataclasses.asdict(self), "generator_version": GENERATOR_VERSION}
+        if not self.train_devices:  # the default corpus keeps the digest it had before
+            d.pop("train_devices")
+        return d
 
     def digest(self) -> str:
         blob = json.dumps(self.to_dict(), sort_keys=True).encode()
@@ -349,7 +367,7 @@ def _plan(cfg: CorpusConfig, folder: Path) -> list[_Job]:
             rng = np.random.default_rng([cfg.seed, _split_id(split), i])
             text = make_text(cfg.task, rng, cfg.lang)
             voice, tract = _draw_voice(rng, cfg, groups[_VOICE_GROUP[split]])
-            effects = sample_effects(rng, split_effects(split, i))
+            effects = sample_effects(rng, split_effects(split, i, cfg.train_devices))
             gain = float(rng.uniform(0.25, 0.95))
             synth_seed = int(rng.integers(2**31))
             path = str(folder / split / f"{split}-{i:06d}-{tag}.flac")
