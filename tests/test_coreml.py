@@ -71,6 +71,17 @@ def test_fp16_program_stays_close(tmp_path: Path) -> None:
     assert 0 < max(res.program_parity.values()) < 0.05
 
 
+def test_fp16_log_probabilities_of_a_confident_model_stay_finite(tmp_path: Path) -> None:
+    """A trained model is sure of its best token: the others' probabilities underflow fp16, and
+    log(softmax) (coremltools' own lowering) gives -inf; the export's log-softmax does not."""
+    model = _model()
+    with torch.no_grad():
+        for p in model.decoder.parameters():
+            p.mul_(200)  # log-probabilities far below fp16's smallest probability, 6e-8
+    res = export_coreml_model(model, tmp_path / "m.mlpackage", max_seconds=5)  # checks finite
+    assert res.precision == "fp16" and len(res.program_parity) == 2
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [({"decoder": "rnnt"}, "decoder"), ({"frontend": "learnable"}, "frontend")],

@@ -17,11 +17,13 @@ coremltools' own reference implementation of each op (``value_inference``; the t
 without one, ``conv``, ``silu`` and ``scatter``, are written here), compared with eager PyTorch.
 That checks the conversion (which ops, which constants, which shapes), not Apple's kernels.
 
-Two shims make coremltools 9.0 convert with the NumPy and PyTorch the CPU install pins; each is
-registered only for this conversion's process and only fills what coremltools lacks: ``int``
-and ``bool`` casts of a one-element constant (NumPy 2.4 no longer converts a (1,) array to a
-Python scalar, which coremltools' cast relies on) and PyTorch's ``__or__`` on booleans (the
-padding and chunk masks), which its TorchScript frontend has no converter for.
+Three shims make coremltools 9.0 convert with the NumPy and PyTorch the CPU install pins, and
+keep fp16 programs finite; each is registered only for this conversion's process: ``int`` and
+``bool`` casts of a one-element constant (NumPy 2.4 no longer converts a (1,) array to a Python
+scalar, which coremltools' cast relies on), PyTorch's ``__or__`` on booleans (the padding and
+chunk masks), which its TorchScript frontend has no converter for, and ``log_softmax`` in the
+shifted form (coremltools' log of a softmax gives -inf in fp16 once a trained model is sure of
+its token).
 
 Not expressible: the RNN transducer (three graphs and a greedy loop around them; run it with
 ``speechnas transcribe``), and streaming state (the full-utterance forward of a streaming model
@@ -96,7 +98,8 @@ _SHIMS = False
 
 
 def _register_shims() -> None:
-    """See the module docstring: casts of (1,) constants, and boolean ``__or__``."""
+    """See the module docstring: casts of (1,) constants, boolean ``__or__``, and a
+    log-softmax that stays finite in fp16."""
     global _SHIMS
     if _SHIMS:
         return
@@ -124,8 +127,20 @@ def _register_shims() -> None:
             raise ValueError(f"__or__ on {x.dtype}/{y.dtype}: only booleans are converted")
         context.add(mb.logical_or(x=x, y=y, name=node.name))
 
+    def log_softmax(context: Any, node: Any) -> None:
+        # coremltools lowers log_softmax to log(softmax(x)): in fp16 a confident model's
+        # unlikely tokens underflow to probability 0 and their log-probabilities to -inf. The
+        # shifted form x - max - log(sum(exp(x - max))) stays finite down to fp16's range.
+        inputs = ops._get_inputs(context, node, min_expected=2)
+        x, axis = inputs[0], int(inputs[1].val)
+        shifted = mb.sub(x=x, y=mb.reduce_max(x=x, axes=[axis], keep_dims=True))
+        total = mb.reduce_sum(x=mb.exp(x=shifted), axes=[axis], keep_dims=True)
+        context.add(mb.sub(x=shifted, y=mb.log(x=total), name=node.name))
+
     registry.set_func_by_name(cast(int, "int32"), "int")
     registry.set_func_by_name(cast(bool, "bool"), "bool")
+    for name in ("log_softmax", "_log_softmax"):
+        registry.set_func_by_name(log_softmax, name)
     if registry.get_func("__or__") is None:
         registry.set_func_by_name(logical_or, "or")
     _SHIMS = True
