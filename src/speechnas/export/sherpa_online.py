@@ -93,7 +93,7 @@ class SherpaStreamExport:
 def check_sherpa_streaming(model: SpeechModel) -> None:
     """Raises a ValueError saying why ``model`` cannot stream in sherpa-onnx, if it cannot."""
     check_sherpa(model)
-    geo = model.stream_geometry()  # raises for a model that does not stream
+    model.stream_geometry()  # raises for a model that does not stream
     stack = model.encoder.stages[-1]
     problems = []
     if not isinstance(stack, ConformerStack):
@@ -116,8 +116,6 @@ def check_sherpa_streaming(model: SpeechModel) -> None:
                 "the format's convolution cache (d_model channels) cannot hold"
             )
     _ctc_head(model)
-    if geo.chunk < 1:
-        problems.append("chunk_size: must be at least 1")
     if problems:
         raise ValueError("cannot export for sherpa-onnx streaming:\n  " + "\n  ".join(problems))
 
@@ -208,7 +206,7 @@ def sherpa_stream_metadata(model: SpeechModel) -> dict[str, str]:
     }
 
 
-def _example(module: _WenetCTC, meta: dict[str, str], gen: torch.Generator) -> list[torch.Tensor]:
+def _example(module: _WenetCTC, gen: torch.Generator) -> list[torch.Tensor]:
     """Inputs of the first chunk of a stream, as sherpa-onnx builds them."""
     model = module.model
     geo = model.stream_geometry()
@@ -222,7 +220,7 @@ def _example(module: _WenetCTC, meta: dict[str, str], gen: torch.Generator) -> l
     return [
         x, torch.tensor([cache]), torch.tensor([cache]),
         torch.zeros(n, heads, cache, 2 * module.head_dim),
-        torch.zeros(n, 1, int(meta["output_size"]), module.conv_width), mask,
+        torch.zeros(n, 1, module.d_model, module.conv_width), mask,
     ]  # fmt: skip
 
 
@@ -263,7 +261,7 @@ def export_sherpa_streaming(
         module = _WenetCTC(model, _ctc_head(model)).eval()
         meta = sherpa_stream_metadata(model)
         gen = torch.Generator().manual_seed(0)
-        inputs = _example(module, meta, gen)
+        inputs = _example(module, gen)
         path = export_module(
             module, tuple(inputs), out / "model.onnx", input_names=list(INPUTS),
             output_names=list(OUTPUTS), dynamic_axes={}, metadata=meta,
