@@ -84,3 +84,23 @@ def postgres_url(postgres_server: str) -> str:
         engine.dispose()
     url = sqlalchemy.engine.make_url(postgres_server).set(database=name)
     return url.render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_judge(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An exported, untrained tiny ASR model whose blank is made less likely so that it emits
+    text: a judge of synthesized speech for the TTS tests (its transcripts are noise)."""
+    import torch
+
+    from speechnas.data.tokenizer import CharTokenizer
+    from speechnas.export.onnx import export_model
+    from speechnas.nn.build import build
+
+    torch.manual_seed(0)
+    tokenizer = CharTokenizer("abcdefghijklmnopqrstuvwxyz' ")
+    model = build(TINY_ARCH, vocab_size=tokenizer.vocab_size, dropout=0.0).eval()
+    with torch.no_grad():
+        model.decoder.proj.bias[0] -= 3.0
+    out = tmp_path_factory.mktemp("judge")
+    export_model(model, out, tokenizer=tokenizer, check=False)
+    return out

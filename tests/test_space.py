@@ -296,7 +296,7 @@ def test_active_follows_the_values_so_far() -> None:
 
 # built-ins and YAML
 def test_builtins_load_and_round_trip() -> None:
-    assert builtin_spaces() == ["conformer-ctc", "speech-all", "streaming"]
+    assert builtin_spaces() == ["conformer-ctc", "speech-all", "streaming", "tts-fastspeech"]
     for name in builtin_spaces():
         space = load_space(name)
         assert space.name == name
@@ -324,7 +324,9 @@ def test_load_from_path(tmp_path: Path) -> None:
 
 
 def test_unknown_builtin_lists_the_names() -> None:
-    names = re.escape("'nope' is not a built-in space (conformer-ctc, speech-all, streaming)")
+    names = re.escape(
+        "'nope' is not a built-in space (conformer-ctc, speech-all, streaming, tts-fastspeech)"
+    )
     with pytest.raises(ValueError, match=names):
         load_space("nope")
     with pytest.raises(ValueError, match="does not exist"):

@@ -607,6 +607,10 @@ def search(
             help="search YAML, or a packaged one by name: multilingual (default: the built-in)"
         ),
     ] = None,
+    task: Annotated[
+        str | None,
+        typer.Option(help="asr (default) or tts: text-to-speech acoustic models (search-tts.yaml)"),
+    ] = None,
     resume: Annotated[bool, typer.Option(help="continue the study in the storage")] = False,
     join: Annotated[
         bool,
@@ -660,9 +664,16 @@ def search(
     )
     from speechnas.search.runner import run_search
 
-    path = search_config_path(config) if config else default_search_path()
+    if task is not None and task not in ("asr", "tts"):
+        raise _fail(f"--task: {task!r} is not one of ['asr', 'tts']")
+    if config:
+        path = search_config_path(config)
+    else:
+        path = search_config_path("tts") if task == "tts" else default_search_path()
     try:
         cfg = load_search_config(path)
+        if task is not None and cfg.task != task:
+            raise ValueError(f"--task {task}: {path} configures a {cfg.task} search")
         changes: dict[str, object] = {
             k: v
             for k, v in {
@@ -687,6 +698,26 @@ def search(
         run_search(cfg, resume=resume, join=join, console=console)
     except (ValueError, ManifestError) as e:
         raise _fail(str(e)) from None
+
+
+@app.command()
+def synthesize(
+    model: Annotated[Path, typer.Argument(help="an exported TTS model folder")],
+    text: Annotated[str, typer.Argument(help="what to say")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="the WAV file to write")],
+    int8: Annotated[bool, typer.Option(help="the int8 graph")] = False,
+    threads: Annotated[int, typer.Option(help="ONNX Runtime intra-op threads")] = 1,
+    png: Annotated[bool, typer.Option(help="also write the mel as a PNG beside the WAV")] = False,
+) -> None:
+    """Speak TEXT with an exported TTS acoustic model (ONNX Runtime and Griffin-Lim, no
+    PyTorch)."""
+    from speechnas.export.tts_runtime import synthesize_command
+
+    try:
+        info = synthesize_command(model, text, output, int8=int8, threads=threads, plot=png)
+    except ValueError as e:
+        raise _fail(str(e)) from None
+    console.print_json(data=info)
 
 
 @app.command()

@@ -7,8 +7,10 @@ analysis, significance."""
 
 from __future__ import annotations
 
+import base64
 import itertools
 from collections.abc import Callable
+from html import escape
 from pathlib import Path
 
 from speechnas.evaluate.errors import analyse_errors
@@ -165,6 +167,53 @@ def _significance(dec: Decoded) -> Section:
     return s
 
 
+#: A TTS search's report: the same sections up to the graphs, then the retrained selection's
+#: scores and its spoken test sentences instead of the ASR test sets and their errors.
+TTS_SECTIONS = (*SECTIONS[: SECTIONS.index("graphs") + 1], "listen")
+
+
+def _embedded(path: Path, mime: str) -> str:
+    return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode()}"
+
+
+def _listen(run: Run) -> Section:
+    s = Section("listen", "The retrained selection: scores and spoken test sentences")
+    got = run.retrained
+    if not got:
+        s.note("no retrained model (retrain_minutes: 0, or nothing was selected)")
+        return s
+    rows = [
+        ("test MCD (reference durations)", f"{got['mcd']:.2f} dB"),
+        ("judge CER / WER on the test sentences",
+         f"{100 * got['tts_cer']:.2f}% / {100 * got['tts_wer']:.2f}%" if "tts_cer" in got
+         else "no judge"),
+        ("duration error", f"{got['duration_error']:.2f} frames per phoneme"),
+        ("log-F0 RMSE (own durations, DTW)", f"{got.get('f0_rmse_cents', float('nan')):.0f} cents"),
+        ("parameters", f"{got['params']:,}"),
+        ("latency, 3.2 s of speech, one thread",
+         f"{got['latency_measured']:.2f} ms fp32, {got['latency_int8_measured']:.2f} ms int8"),
+        ("real-time factor (fp32)", f"{got['rtf_measured']:.4f}"),
+        ("training", f"{got['steps']} steps, {got['train_minutes']:.1f} min"),
+        ("ONNX export", f"{got['onnx']} (parity {got['onnx_parity']:.1e})"),
+    ]  # fmt: skip
+    s.html(table(["", ""], rows))
+    items = []
+    for k, sample in enumerate(got.get("samples", [])):
+        wav, png = Path(sample["wav"]), Path(sample.get("png") or "")
+        if not wav.is_file():
+            continue
+        img = f'<img src="{_embedded(png, "image/png")}" width="480">' if png.is_file() else ""
+        items.append(
+            f"<figure>{img}<figcaption>{k + 1}. {escape(sample['text'])}<br><audio controls "
+            f'src="{_embedded(wav, "audio/wav")}"></audio></figcaption></figure>'
+        )
+    if items:
+        s.html(f'<div class="graphs">{"".join(items)}</div>')
+    s.note("spoken torch-free by the exported model (eSpeak phonemes, ONNX Runtime, "
+           "Griffin-Lim); the same sentences' reference audio is in the test split")  # fmt: skip
+    return s
+
+
 def build_sections(run: Run, dec: Decoded, *, top: int = 10, worst: int = 10) -> list[Section]:
     sections = [_overview(run)]
     for sid, title, make in (
@@ -181,8 +230,12 @@ def build_sections(run: Run, dec: Decoded, *, top: int = 10, worst: int = 10) ->
         s = Section(sid, title)
         s.figure(make())
         sections.append(s)
-    sections += [_top(run, top), _graphs(run), _wer(run, dec), _errors(dec, worst),
-                 _significance(dec)]  # fmt: skip
+    sections += [_top(run, top), _graphs(run)]
+    if run.config.task == "tts":
+        sections.append(_listen(run))
+        assert [s.id for s in sections] == list(TTS_SECTIONS)
+        return sections
+    sections += [_wer(run, dec), _errors(dec, worst), _significance(dec)]
     assert [s.id for s in sections] == list(SECTIONS)
     return sections
 
@@ -200,17 +253,18 @@ def write_report(
     ``RUN_DIR/report.html``); ``decode``: decode the retrained model and the front members
     for the error analysis and the significance tests (cached under ``RUN_DIR/report/``)."""
     run = load_run(run_dir)
-    if decode:
+    tts = run.config.task == "tts"
+    if decode and not tts:  # a TTS run's selection speaks; it has no transcripts to decode
         dec = decode_run(run, run.folder / "report" / "hyps", max_front=max_front, log=log)
     else:
         dec = Decoded(notes=["decoding skipped (--no-decode): no error analysis, no tests"])
     out = Path(output) if output else run.folder / "report.html"
     page = render(f"Search report: {run.name}", f"{run.folder.resolve()}",
                   build_sections(run, dec, top=top), meta={"speechnas-sections":
-                                                           ",".join(SECTIONS)})  # fmt: skip
+                  ",".join(TTS_SECTIONS if tts else SECTIONS)})  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")
     return out
 
 
-__all__ = ["SECTIONS", "build_sections", "write_report"]
+__all__ = ["SECTIONS", "TTS_SECTIONS", "build_sections", "write_report"]

@@ -22,6 +22,7 @@ from speechnas.space import Arch, SearchSpace
 from speechnas.train.config import TrainConfig, _build, config_from_dict, load_config
 
 PROMOTIONS = ("auto", "pareto", "scalar")
+TASKS = ("asr", "tts")  # what the searched models do: speech to text, or text to speech
 BACKENDS = ("local", "ray")  # where the worker pool's workers run
 
 
@@ -149,6 +150,9 @@ class FidelityConfig:
 
 @dataclass(frozen=True, slots=True)
 class SearchConfig:
+    # asr: speech recognisers (the default); tts: text-to-speech acoustic models on a TTS corpus
+    # (``corpus: tts-en``), judged by MCD, intelligibility (``tts_cer``), latency and size
+    task: str = "asr"
     space: str = "conformer-ctc"  # a built-in space name or a space YAML
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     objectives: tuple[str, ...] = ("wer:test", "latency")
@@ -190,15 +194,27 @@ class SearchConfig:
     retrain_minutes: float = 3.0  # 0 = no retraining
     retrain_steps: int | None = None
     retrain_threads: int = 2
+    # TTS: the ASR model (an exported folder, ``speechnas export``) that transcribes synthesized
+    # speech for ``tts_cer``; null: one is trained on the built-in digits corpus for
+    # ``judge_minutes`` (once; kept under corpora_dir), 0 minutes: no intelligibility
+    judge: str | None = None
+    judge_minutes: float = 4.0
 
     def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"task: {self.task!r} is not one of {list(TASKS)}")
+        if self.judge_minutes < 0:
+            raise ValueError(f"judge_minutes: expected >= 0, got {self.judge_minutes!r}")
+        if self.task == "tts" and self.constraints.presets():
+            named = self.constraints.presets()
+            raise ValueError(f"constraints: {named} name ASR presets; a TTS search takes numbers")
         for split, n in self.corpus_sizes.items():
             if isinstance(n, bool) or not isinstance(n, int) or n < 0:
                 raise ValueError(f"corpus_sizes.{split}: expected a count >= 0, got {n!r}")
         if not self.objectives:
             raise ValueError("objectives: at least one objective is needed")
         for o in self.objectives:
-            check_objective(o)
+            check_objective(o, task=self.task)
         if len(set(self.objectives)) != len(self.objectives):
             raise ValueError(f"objectives: {list(self.objectives)} names one objective twice")
         for k, v in self.reference.items():
@@ -233,7 +249,11 @@ class SearchConfig:
             raise ValueError("retrain_minutes must be >= 0 and retrain_threads >= 1")
         if not self.study_name:
             raise ValueError("study_name: must not be empty")
-        from speechnas.nn.presets import preset_names
+        from speechnas.nn.presets import preset_names as asr_presets
+        from speechnas.nn.tts import TTS_PRESETS
+
+        def preset_names() -> list[str]:
+            return sorted(TTS_PRESETS) if self.task == "tts" else asr_presets()
 
         for k, s in enumerate(self.seeds):
             if not isinstance(s, str | dict):
@@ -271,6 +291,8 @@ class SearchConfig:
         from speechnas.nn.presets import preset
         from speechnas.nn.spec import decode
 
+        if self.task == "tts":
+            return self._tts_seed_archs(space)
         out = []
         for k, s in enumerate(self.seeds):
             if isinstance(s, str) or "preset" in s:
@@ -296,6 +318,25 @@ class SearchConfig:
                 raise ValueError(
                     f"seeds[{k}]: {what} is not a point of space {space.name!r}: {e}"
                 ) from None
+        return out
+
+    def _tts_seed_archs(self, space: SearchSpace) -> list[Arch]:
+        from speechnas.nn.tts import tts_preset
+
+        out = []
+        for k, s in enumerate(self.seeds):
+            try:
+                if isinstance(s, str) or "preset" in s:
+                    name = s if isinstance(s, str) else s["preset"]
+                    fields = (
+                        {} if isinstance(s, str) else {n: v for n, v in s.items() if n != "preset"}
+                    )
+                    arch = tts_preset(name).replace(**fields)
+                else:
+                    arch = Arch(s)
+                out.append(space.validate(arch))
+            except ValueError as e:
+                raise ValueError(f"seeds[{k}]: not a point of space {space.name!r}: {e}") from None
         return out
 
 

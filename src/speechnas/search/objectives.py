@@ -49,6 +49,11 @@ SCALAR_OBJECTIVES = (
     "emission_delay",
 )
 PER_TEST_OBJECTIVES = ("wer", "cer", "rtf", "stream_wer")
+#: The objectives of a TTS search (``task: tts``): ``mcd`` (dB, dev, reference durations),
+#: ``tts_cer`` (the judge's CER on synthesized dev sentences), ``duration_error`` (frames per
+#: phoneme), ``latency`` (ms to generate the mel of a 3.2-second sentence, measured on the
+#: target), ``rtf`` (that latency over 3.2 s), ``params``, ``macs``, ``memory``.
+TTS_OBJECTIVES = ("mcd", "tts_cer", "duration_error", "latency", "rtf", "params", "macs", "memory")
 CONSTRAINT_KEYS = (
     "max_latency_ms",
     "max_params",
@@ -74,6 +79,7 @@ LIMITS = {
 #: those of them that are predictions (unless the latency model measures).
 CARRIED_METRICS = (
     "macs", "memory", "latency", "chunk_latency", "algorithmic_latency", "lookahead_ms",
+    "rtf",  # TTS: the measured latency over the reference sentence's duration
 )  # fmt: skip
 PREDICTED_METRICS = ("latency", "chunk_latency")
 #: The proxy's rate: 2 GMAC/s, the order of one embedded CPU core running float32 kernels.
@@ -85,12 +91,15 @@ ObjectiveKind = Literal["error", "speed", "latency", "size", "compute"]
 
 def objective_kind(name: str) -> ObjectiveKind:
     """What an objective measures: ``error`` (a word or character error rate: ``wer:T``,
-    ``cer:T``, ``dev_wer``), ``speed`` (``rtf:T``), ``latency``, ``size`` (``params``,
-    ``memory``) or ``compute`` (``macs``); a ValueError for a name that is no objective."""
-    kind = check_objective(name).partition(":")[0]
-    if kind in ("wer", "cer", "dev_wer", "stream_wer", "stream_dev_wer"):
+    ``cer:T``, ``dev_wer``; for TTS ``mcd``, ``tts_cer``, ``duration_error``), ``speed``
+    (``rtf:T``), ``latency``, ``size`` (``params``, ``memory``) or ``compute`` (``macs``); a
+    ValueError for a name that is no objective."""
+    tts = name in TTS_OBJECTIVES and name not in SCALAR_OBJECTIVES
+    kind = name if tts else check_objective(name).partition(":")[0]
+    errors = ("wer", "cer", "dev_wer", "stream_wer", "stream_dev_wer")
+    if kind in (*errors, "tts_cer", "mcd", "duration_error"):  # TTS: lower is better speech
         return "error"
-    if kind == "rtf":
+    if kind.startswith("rtf"):
         return "speed"
     if kind in ("latency", "chunk_latency", "algorithmic_latency", "emission_delay"):
         return "latency"
@@ -105,6 +114,7 @@ def is_error_rate(name: str) -> bool:
         "dev_wer",
         "dev_cer",
         "stream_dev_wer",
+        "tts_cer",
     )
 
 
@@ -120,8 +130,17 @@ def objective_tests(name: str) -> tuple[str, ...]:
     return (test,) if sep else ()
 
 
-def check_objective(name: str) -> str:
-    """``name`` if it names an objective; a ValueError listing the allowed forms otherwise."""
+def check_objective(name: str, *, task: str = "asr") -> str:
+    """``name`` if it names an objective of ``task``; a ValueError listing the allowed forms
+    otherwise."""
+    if task == "tts":
+        if name in TTS_OBJECTIVES:
+            return name
+        raise ValueError(
+            f"objectives: {name!r} is not one of a TTS search's {list(TTS_OBJECTIVES)}"
+        )
+    if name in TTS_OBJECTIVES and name not in SCALAR_OBJECTIVES:
+        raise ValueError(f"objectives: {name!r} is a TTS objective; set task: tts to use it")
     kind, sep, test = name.partition(":")
     if m := _MEAN.match(name):
         tests = objective_tests(name)
@@ -307,6 +326,7 @@ __all__ = [
     "LIMITS",
     "PREDICTED_METRICS",
     "PROXY_MACS_PER_SECOND",
+    "TTS_OBJECTIVES",
     "LatencyModel",
     "ObjectiveKind",
     "ProxyLatency",

@@ -81,7 +81,7 @@ if TYPE_CHECKING:
 RESUME_KEYS = (
     "space", "strategy", "objectives", "latency_lambda", "constraints", "target",
     "latency_seconds", "fidelity", "seed", "corpus", "corpus_sizes", "base", "train",
-    "search_test",
+    "search_test", "task", "judge",
 )  # fmt: skip
 
 
@@ -331,23 +331,33 @@ def run_search(
         raise ValueError(
             "--join: the one-shot search trains one supernet; it has no trials to share"
         )
+    tts = cfg.task == "tts"
+    if tts:
+        from speechnas.search.tts import check_tts_config, prepare_tts
+
+        check_tts_config(cfg)
     driver = driver_for(cfg.strategy.name)(cfg)
     space = driver.setup()
     if cfg.artifacts:
         check_store(cfg.artifacts)
-    check_feasible(resolve_constraints(cfg, MIN_VOCAB), space)
+    if not tts:
+        check_feasible(resolve_constraints(cfg, MIN_VOCAB), space)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    base = prepare_base(cfg)
-    tbase = trial_base(cfg, base)
-    rbase = retrain_base(cfg, base)
+    if tts:  # the TTS corpus, and the judge of intelligibility
+        setup = prepare_tts(cfg, console)
+        base = tbase = rbase = setup.base  # type: ignore[assignment]
+    else:
+        base = prepare_base(cfg)
+        tbase = trial_base(cfg, base)
+        rbase = retrain_base(cfg, base)
     ss = open_study(cfg.storage_url, cfg.study_name, len(cfg.objectives))
     _check_resume(given, ss, resume, join)
     before = {t.number for t in ss.trials()}
     interrupted = mark_interrupted(ss) if resume else []
     if interrupted:
         console.print(f"marked interrupted and to be run again: trials {interrupted}")
-    vocab = vocab_size(tbase)
+    vocab = setup.vocab_size if tts else vocab_size(tbase)
     cfg = resolve_constraints(cfg, vocab)
     driver.cfg = cfg  # the workers check the resolved limits
     for key, name in given.constraints.presets().items():
@@ -480,7 +490,13 @@ def finish(
             selected = select_for_target(rows, **limits, prefer=prefer_metric(cfg))
         except ValueError as e:
             console.print(f"[yellow]no selection:[/] {e}")
-    if selected is not None and (cfg.retrain_minutes > 0 or cfg.retrain_steps):
+    if (
+        selected is not None
+        and cfg.task == "tts"
+        and (cfg.retrain_minutes > 0 or cfg.retrain_steps)
+    ):
+        retrained = _retrain_tts(cfg, selected, retrain_cfg, out, console)
+    elif selected is not None and (cfg.retrain_minutes > 0 or cfg.retrain_steps):
         init = init_from(selected)
         console.print(
             f"retraining trial {selected.trial} ({selected.key[:8]}) for "
@@ -568,9 +584,43 @@ def finish(
     return SearchOutcome(ss, rows, fr, selected, retrained, paths, list(interrupted))
 
 
+def _retrain_tts(
+    cfg: SearchConfig, selected: Result, base: Any, out: Path, console: Console
+) -> dict[str, Any]:
+    """Retrains the selected TTS architecture and reports it (see speechnas.search.tts)."""
+    from speechnas.search.tts import judge_folder, retrain_tts
+
+    console.print(
+        f"retraining trial {selected.trial} ({selected.key[:8]}) for "
+        f"{cfg.retrain_minutes:g} min on all training data"
+    )
+    judge = Path(cfg.judge) if cfg.judge else judge_folder(cfg)
+    retrained = retrain_tts(
+        selected.arch, base, cfg.retrain_minutes or 1e6, out / "retrained", seed=cfg.seed,
+        steps=cfg.retrain_steps, threads=cfg.retrain_threads, judge=judge,
+    )  # fmt: skip
+    line = (
+        f"  test: MCD {retrained['mcd']:.2f} dB, log-F0 RMSE {retrained['f0_rmse_cents']:.0f} cents"
+    )
+    if "tts_cer" in retrained:
+        line += f", judge CER {100 * retrained['tts_cer']:.2f}%"
+    console.print(line)
+    console.print(
+        f"  latency on one thread (3.2 s of speech): {retrained['latency_measured']:.2f} ms fp32"
+        f", {retrained['latency_int8_measured']:.2f} ms int8 (RTF "
+        f"{retrained['rtf_measured']:.4f}); ONNX parity {retrained['onnx_parity']:.1e}"
+    )
+    for s in retrained["samples"]:
+        console.print(f"  sample: {s['wav']} ({s['text']})")
+    console.print(f"model: {retrained['onnx']}")
+    return retrained
+
+
 def prefer_metric(cfg: SearchConfig) -> str:
     """The metric the selection minimises: the first error-rate objective, else the search
     test set's WER."""
+    if cfg.task == "tts":
+        return next((o for o in cfg.objectives if o in ("mcd", "tts_cer")), "mcd")
     fallback = "dev_wer" if cfg.search_test is None else f"wer:{cfg.search_test}"
     return next((o for o in cfg.objectives if is_error_rate(o)), fallback)
 

@@ -233,18 +233,15 @@ def front_table(rows: Sequence[Result], objectives: Sequence[str], title: str) -
     from rich.table import Table
 
     table = Table(title=title)
-    for col in ("trial", "rung", "arch", *objectives, "params", "MMACs"):
-        table.add_column(col, justify="left" if col == "arch" else "right")
+    extra = [c for c in ("params", "macs") if c not in objectives]  # unless shown already
+    for col in ("trial", "rung", "arch", *objectives, *extra):
+        table.add_column("MMACs" if col == "macs" else col,
+                         justify="left" if col == "arch" else "right")  # fmt: skip
     for r in rows:
         vals = [format_value(o, v) for o, v in zip(objectives, r.values, strict=True)]
-        table.add_row(
-            str(r.trial),
-            str(r.rung),
-            r.key[:8],
-            *vals,
-            f"{r.metric('params'):,.0f}",
-            f"{r.metric('macs') / 1e6:.1f}",
-        )
+        more = [f"{r.metric('params'):,.0f}" if c == "params" else f"{r.metric('macs') / 1e6:.1f}"
+                for c in extra]  # fmt: skip
+        table.add_row(str(r.trial), str(r.rung), r.key[:8], *vals, *more)
     return table
 
 
@@ -255,6 +252,8 @@ def format_value(objective: str, v: float) -> str:
         return f"{v:.2f} ms"
     if objective == "memory":
         return f"{v:.2f} MB"
+    if objective == "mcd":
+        return f"{v:.2f} dB"
     return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.4g}"
 
 

@@ -46,7 +46,7 @@ import shutil
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -499,15 +499,56 @@ def _exclusive(folder: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _current(cfg: CorpusConfig, folder: Path, manifests: dict[str, Path]) -> dict[str, Any] | None:
-    """The stamp of the corpus at ``folder`` if it was built from ``cfg`` and is complete."""
+def _current(digest: str, folder: Path, required: Iterable[str]) -> dict[str, Any] | None:
+    """The stamp of the folder at ``folder`` if it was built for ``digest`` and holds the files
+    ``required`` (names relative to it)."""
     try:
         meta = json.loads((folder / "corpus.json").read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(meta, dict) or meta.get("digest") != cfg.digest():
+    if not isinstance(meta, dict) or meta.get("digest") != digest:
         return None
-    return meta if all(p.is_file() for p in manifests.values()) else None
+    return meta if all((folder / name).is_file() for name in required) else None
+
+
+def build_once(
+    folder: Path,
+    digest: str,
+    required: Iterable[str],
+    render: Callable[[Path], dict[str, Any]],
+    *,
+    force: bool = False,
+) -> tuple[dict[str, Any], bool]:
+    """The stamp of a corpus folder built by ``render`` once per ``digest``, and whether it was
+    already there.
+
+    ``render(scratch)`` fills the new folder ``scratch`` and returns what to record beside the
+    digest in its stamp, ``corpus.json``, written last; the folder is then swapped in at
+    ``folder`` (see the module docstring). A folder whose stamp has ``digest`` and that holds
+    the files ``required`` (names relative to it) is reused unless ``force``.
+    """
+    required = list(required)
+    root = folder.parent
+    if not force and (meta := _current(digest, folder, required)):
+        log.info("corpus %s is up to date (config %s)", folder, digest)
+        return meta, True
+    root.mkdir(parents=True, exist_ok=True)
+    with _exclusive(folder):
+        if not force and (meta := _current(digest, folder, required)):  # built while we waited
+            log.info("corpus %s was built meanwhile (config %s)", folder, digest)
+            return meta, True
+        if fcntl is not None:  # no other builder is running: whatever is left is stale
+            for stale in root.glob(f".{folder.name}.tmp-*"):
+                shutil.rmtree(stale, ignore_errors=True)
+        scratch = root / f".{folder.name}.tmp-{uuid.uuid4().hex[:12]}"
+        try:
+            meta = {"digest": digest, **render(scratch)}
+            (scratch / "corpus.json").write_text(json.dumps(meta, indent=1))
+            _install(scratch, folder)
+        except BaseException:
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise
+    return meta, False
 
 
 def build_corpus(
@@ -524,37 +565,26 @@ def build_corpus(
     (see the module docstring); leftovers of a killed build are removed by the next one.
     """
     cfg = cfg.resolved()  # before any work: a missing engine fails here, saying how to install
-    root = Path(root)
-    folder = root / cfg.name
+    folder = Path(root) / cfg.name
     manifests = {s: folder / f"{s}.jsonl" for s in SPLITS if cfg.sizes.get(s, 0) > 0}
-    if not force and (meta := _current(cfg, folder, manifests)):
-        log.info("corpus %s is up to date (config %s)", folder, cfg.digest())
-        return CorpusInfo(folder, manifests, meta["stats"], cached=True)
-    root.mkdir(parents=True, exist_ok=True)
-    with _exclusive(folder):
-        if not force and (meta := _current(cfg, folder, manifests)):  # built while we waited
-            log.info("corpus %s was built meanwhile (config %s)", folder, cfg.digest())
-            return CorpusInfo(folder, manifests, meta["stats"], cached=True)
-        if fcntl is not None:  # no other builder is running: whatever is left is stale
-            for stale in root.glob(f".{cfg.name}.tmp-*"):
-                shutil.rmtree(stale, ignore_errors=True)
-        scratch = root / f".{cfg.name}.tmp-{uuid.uuid4().hex[:12]}"
-        try:
-            stats = _render_corpus(cfg, scratch, workers, show_progress)
-            _install(scratch, folder)
-        except BaseException:
-            shutil.rmtree(scratch, ignore_errors=True)
-            raise
-    log.info("built %s: %d utterances in %.1f s", folder, stats["utterances"],
-             stats["seconds_to_build"])  # fmt: skip
-    return CorpusInfo(folder, manifests, stats, cached=False)
+    meta, cached = build_once(
+        folder,
+        cfg.digest(),
+        [p.name for p in manifests.values()],
+        lambda scratch: _render_corpus(cfg, scratch, workers, show_progress),
+        force=force,
+    )
+    if not cached:
+        log.info("built %s: %d utterances in %.1f s", folder, meta["stats"]["utterances"],
+                 meta["stats"]["seconds_to_build"])  # fmt: skip
+    return CorpusInfo(folder, manifests, meta["stats"], cached=cached)
 
 
 def _render_corpus(
     cfg: CorpusConfig, folder: Path, workers: int, show_progress: bool
 ) -> dict[str, Any]:
-    """Renders the whole corpus into the new folder ``folder``: audio, manifests (audio paths
-    relative to them, so the folder may be renamed) and, last, the ``corpus.json`` stamp."""
+    """Renders the whole corpus into the new folder ``folder``: audio and manifests (audio paths
+    relative to them, so the folder may be renamed); returns what its stamp records."""
     splits = [s for s in SPLITS if cfg.sizes.get(s, 0) > 0]
     for split in splits:
         (folder / split).mkdir(parents=True)
@@ -598,6 +628,4 @@ def _render_corpus(
             s: dict(Counter(j.voice.engine for j in jobs if j.split == s)) for s in splits
         },
     }
-    meta = {"digest": cfg.digest(), "config": cfg.to_dict(), "stats": stats}
-    (folder / "corpus.json").write_text(json.dumps(meta, indent=1))
-    return stats
+    return {"config": cfg.to_dict(), "stats": stats}

@@ -36,9 +36,7 @@ from speechnas.search.objectives import (
     PREDICTED_METRICS,
     LatencyModel,
     Scalarizer,
-    check_builds,
     latency_model,
-    predicted_metrics,
     violations,
 )
 from speechnas.search.record import fail_trial, guarded, open_trial, record_metrics, record_trial
@@ -62,7 +60,8 @@ from speechnas.search.study import (
     slot_table,
     values_of,
 )
-from speechnas.search.trial import Fidelity, reallocated_arch, run_trial
+from speechnas.search.tasks import TrialTask, trials_for
+from speechnas.search.trial import Fidelity
 from speechnas.space import Arch, SearchSpace, load_space
 
 if TYPE_CHECKING:
@@ -89,6 +88,7 @@ class Context:
     rank: Ranker
     strategy: Strategy
     out: Path
+    task: TrialTask
     seeds: list[Arch] = field(default_factory=list)
 
     @staticmethod
@@ -134,8 +134,9 @@ class Context:
             promotion = "pareto" if len(cfg.objectives) > 1 else "scalar"
         strategy = cls.create_strategy(cfg, space)
         latency = latency_model(cfg.target)
+        task = trials_for(cfg, vocab_size, latency)
         if any(v is not None for v in cfg.constraints.to_dict().values()):
-            strategy.set_feasible(feasibility_test(cfg, vocab_size, latency))
+            strategy.set_feasible(feasibility_test(cfg, task))
         return cls(
             cfg=cfg,
             base=base,
@@ -147,6 +148,7 @@ class Context:
             rank=rank_pareto if promotion == "pareto" else rank_scalar(scalarize),
             strategy=strategy,
             out=Path(cfg.output_dir),
+            task=task,
             seeds=cfg.seed_archs(space),
         )
 
@@ -155,9 +157,7 @@ class Context:
         return plan(f.candidates, f.eta, len(f.rungs), self.cfg.n_trials)
 
 
-def feasibility_test(
-    cfg: SearchConfig, vocab_size: int, latency: LatencyModel
-) -> Callable[[Arch], bool]:
+def feasibility_test(cfg: SearchConfig, task: TrialTask) -> Callable[[Arch], bool]:
     """Whether an architecture's predicted metrics meet ``cfg``'s constraints (an architecture
     that does not build passes: the trial then fails with the reason)."""
     limits = cfg.constraints.to_dict()
@@ -165,9 +165,7 @@ def feasibility_test(
     @functools.cache
     def ok(arch: Arch) -> bool:
         try:
-            pre = predicted_metrics(
-                arch, vocab_size=vocab_size, latency=latency, seconds=cfg.latency_seconds
-            )
+            pre = task.predicted(arch)
         except Exception:  # judged, with its message, when evaluated
             return True
         return not violations(pre, limits, predicted=True)
@@ -285,13 +283,11 @@ def _evaluate(ctx: Context, ss: SearchStudy, c: Claim) -> str:
     except ValueError as e:
         return fail_trial(ss, c.number, f"invalid: {e}", train_minutes=0.0)
     try:
-        check_builds(arch, ctx.vocab_size)
+        ctx.task.check_builds(arch)
     except Exception as e:
         why = f"invalid: the model does not build: {type(e).__name__}: {e}"
         return fail_trial(ss, c.number, why, train_minutes=0.0)
-    pre = predicted_metrics(
-        arch, vocab_size=ctx.vocab_size, latency=ctx.latency, seconds=cfg.latency_seconds
-    )
+    pre = ctx.task.predicted(arch)
     bad = violations(pre, constraints, predicted=True)
     if bad:
         return fail_trial(
@@ -308,7 +304,7 @@ def _evaluate(ctx: Context, ss: SearchStudy, c: Claim) -> str:
             resume_from = resume_source(c.source, out)
     set_attrs(ss, c.number, {"output_dir": str(out), "resumed_from": resume_from})
     start = time.perf_counter()
-    metrics = run_trial(
+    metrics = ctx.task.run_trial(
         arch,
         base=ctx.base,
         fidelity=fid,
@@ -325,10 +321,10 @@ def _evaluate(ctx: Context, ss: SearchStudy, c: Claim) -> str:
         uri = trial_uri(cfg.artifacts, cfg.study_name, out)
         store_checkpoints(out, uri)
         set_attrs(ss, c.number, {"artifact_uri": uri})
-    predicted = () if ctx.latency.measured else PREDICTED_METRICS
+    predicted = () if ctx.task.measured else PREDICTED_METRICS
     return record_metrics(
-        ss, c.number, cfg, metrics, predicted=predicted, checkpoint=str(out / "best"),
-        **reallocated_arch(out),
+        ss, c.number, cfg, metrics, predicted=predicted,
+        checkpoint=str(out / ctx.task.checkpoint), **ctx.task.trained_attrs(out),
     )  # fmt: skip
 
 
