@@ -60,7 +60,7 @@ def paired_tests(
     from speechnas.data.tts import MelConfig, PhonemeVocab, TtsDataset, load_tts_manifest
     from speechnas.evaluate.significance import paired_bootstrap, utterance_errors
     from speechnas.export.tts_judge import judge_texts
-    from speechnas.search.tts import synthesize_utterances
+    from speechnas.search.tts_judge import synthesize_utterances
     from speechnas.train.tts import load_tts_model, utterance_scores
 
     utts = load_tts_manifest(setup.base.test)

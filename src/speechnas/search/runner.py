@@ -588,7 +588,8 @@ def _retrain_tts(
     cfg: SearchConfig, selected: Result, base: Any, out: Path, console: Console
 ) -> dict[str, Any]:
     """Retrains the selected TTS architecture and reports it (see speechnas.search.tts)."""
-    from speechnas.search.tts import judge_folder, retrain_tts
+    from speechnas.search.tts import retrain_tts
+    from speechnas.search.tts_judge import judge_folder
 
     console.print(
         f"retraining trial {selected.trial} ({selected.key[:8]}) for "

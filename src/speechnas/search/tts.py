@@ -4,7 +4,7 @@ ASR search (space, strategies, successive halving, study, selection, retraining)
 Set-up (:func:`prepare_tts`): the TTS corpus (``corpus: tts-en``, synthesized once with
 phoneme durations from the synthesizer) and the **judge**, an ASR model that transcribes
 synthesized speech: ``judge`` names an exported one, or one is trained on the built-in digits
-corpus (``judge_minutes``, once, kept under ``corpora_dir``).
+corpus (``judge_minutes``, once, kept under ``corpora_dir``; :mod:`speechnas.search.tts_judge`).
 
 A trial (:class:`TtsTrials`): the latency is measured before training (ONNX Runtime on the
 target: the mel of a 32-phoneme, 256-frame sentence, 3.2 s of speech, with fixed durations, so
@@ -22,16 +22,12 @@ so a person can listen and look.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import shutil
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 
 from speechnas.data.tts import (
@@ -39,17 +35,23 @@ from speechnas.data.tts import (
     PhonemeVocab,
     TtsCorpusConfig,
     build_tts_corpus,
-    griffin_lim,
     load_tts_manifest,
 )
 from speechnas.nn.tts import FastSpeech, decode_tts, tts_macs, tts_parameters
 from speechnas.search.trial import Fidelity
+from speechnas.search.tts_judge import (
+    check_judge,
+    digit_utterances,
+    ensure_judge,
+    intelligibility,
+    judge_folder,
+    pitch_error,
+)
 from speechnas.train.tts import TtsTrainConfig, TtsTrainer, load_tts_model
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from speechnas.data.tts import TtsUtterance
     from speechnas.hardware.target import Target
     from speechnas.search.config import SearchConfig
     from speechnas.space import Arch
@@ -61,9 +63,6 @@ FRAMES_PER_PHONEME = 8
 JUDGE_UTTERANCES = 40
 #: Test sentences whose pitch contour the retrained model is scored on (log-F0 RMSE).
 PITCH_UTTERANCES = 20
-DIGIT_WORDS = frozenset(
-    ["zero", "oh", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
-)  # the built-in digits corpus's words: what the judge knows
 
 
 @dataclass(frozen=True)
@@ -127,111 +126,6 @@ def prepare_tts(cfg: SearchConfig, console: Console) -> TtsSetup:
     judge = ensure_judge(cfg, console)
     vocab = len(PhonemeVocab.load(info.vocab_path))
     return TtsSetup(base, vocab, judge, {"folder": str(info.folder)})
-
-
-# -- the judge ---------------------------------------------------------------------------------
-def ensure_judge(cfg: SearchConfig, console: Console) -> Path | None:
-    """The exported ASR model that transcribes synthesized speech (see the module docstring)."""
-    if cfg.judge:
-        return check_judge(Path(cfg.judge))
-    if cfg.judge_minutes <= 0:
-        return None
-    from speechnas.data.synth.corpus import CorpusConfig, build_corpus
-    from speechnas.export.onnx import export_checkpoint
-    from speechnas.nn.presets import preset
-    from speechnas.search.config import base_train_config
-    from speechnas.search.select import retrain
-
-    recipe = {"preset": "small", "frontend": "knf80", "minutes": cfg.judge_minutes, "seed": 0,
-              "corpus": CorpusConfig().digest()}  # fmt: skip
-    key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:10]
-    folder = Path(cfg.corpora_dir) / f"tts-judge-{key}"
-    if (folder / "judge.json").is_file():
-        return folder / "onnx"
-    console.print(
-        f"training the judge (ASR model `small` on the digits corpus, {cfg.judge_minutes:g} min,"
-        f" once; kept in {folder})"
-    )
-    info = build_corpus(CorpusConfig(), Path(cfg.corpora_dir))
-    from speechnas.search.config import SearchConfig as Asr
-
-    base = base_train_config(Asr(base="baseline", train={"threads": 2}))  # the packaged recipe
-    data = base.data.with_corpus(info.manifests)
-    data = dataclasses.replace(data, test={"test": data.test["test"]})
-    base = base.replace(data=data)
-    shutil.rmtree(folder, ignore_errors=True)
-    metrics = retrain(preset("small", frontend="knf80"), base, cfg.judge_minutes,
-                      folder / "train", seed=0, threads=2)  # fmt: skip
-    export_checkpoint(metrics["checkpoint"], folder / "onnx")
-    (folder / "judge.json").write_text(json.dumps({"recipe": recipe, "metrics": metrics}, indent=1))
-    console.print(f"  judge WER on the digits test set: {100 * metrics['wer:test']:.2f}%")
-    return folder / "onnx"
-
-
-def check_judge(path: Path) -> Path:
-    """``path`` if it holds an exported ASR model; a ValueError saying how to make one."""
-    if not path.is_dir() or not any(path.glob("*.onnx")):
-        raise ValueError(
-            f"judge: {path} is not an exported speechnas ASR model (no ONNX files); make one "
-            "with `speechnas export --checkpoint RUN/best --output DIR`, or set judge: null"
-        )
-    return path
-
-
-def digit_utterances(utts: list[TtsUtterance], limit: int) -> list[TtsUtterance]:
-    """The utterances whose text the judge knows (digit words only), the first ``limit``."""
-    return [u for u in utts if set(u.text.split()) <= DIGIT_WORDS][:limit]
-
-
-@torch.no_grad()
-def synthesize_utterances(
-    model: FastSpeech, utts: list[TtsUtterance], vocab: PhonemeVocab, mel: MelConfig
-) -> list[np.ndarray]:
-    """``utts``' phonemes spoken by ``model`` with its own durations, vocoded by Griffin-Lim."""
-    model.eval()
-    audios = []
-    for u in utts:
-        ids = torch.tensor([vocab.encode(list(u.phonemes))])
-        spec = model.infer(ids)[0].numpy()
-        with warnings.catch_warnings():  # an untrained model may speak a few frames only
-            warnings.filterwarnings("ignore", message="n_fft=.* is too large")
-            audios.append(griffin_lim(spec, mel))
-    return audios
-
-
-@torch.no_grad()
-def intelligibility(
-    model: FastSpeech,
-    utts: list[TtsUtterance],
-    vocab: PhonemeVocab,
-    mel: MelConfig,
-    judge: Path,
-) -> dict[str, float]:
-    """The judge's CER and WER on ``utts`` spoken by ``model`` (its own durations, Griffin-Lim)."""
-    from speechnas.export.tts_judge import judge_texts
-
-    audios = synthesize_utterances(model, utts, vocab, mel)
-    res = judge_texts(audios, mel.sample_rate, [u.text for u in utts], judge)
-    return {"tts_cer": float(res.cer), "tts_wer": float(res.wer)}
-
-
-def reference_intelligibility(
-    utts: list[TtsUtterance], mel: MelConfig, judge: Path
-) -> dict[str, float]:
-    """The judge's CER on the recordings themselves (``recorded``) and on their log-mels
-    vocoded by Griffin-Lim (``vocoded``): the ceiling any acoustic model is judged against."""
-    import soundfile as sf
-
-    from speechnas.data.tts import log_mel_np
-    from speechnas.export.tts_judge import judge_texts
-
-    texts = [u.text for u in utts]
-    audios = [sf.read(u.audio, dtype="float32")[0] for u in utts]
-    vocoded = [griffin_lim(log_mel_np(a, mel), mel) for a in audios]
-    return {
-        "recorded": float(judge_texts(audios, mel.sample_rate, texts, judge).cer),
-        "vocoded": float(judge_texts(vocoded, mel.sample_rate, texts, judge).cer),
-    }
 
 
 # -- trials ------------------------------------------------------------------------------------
@@ -328,13 +222,6 @@ def tts_target(cfg: SearchConfig) -> Target | None:
     return target
 
 
-def judge_folder(cfg: SearchConfig) -> Path | None:
-    """Where :func:`ensure_judge` keeps the trained judge (None when none is there yet)."""
-    found = sorted(Path(cfg.corpora_dir).glob("tts-judge-*/judge.json"))
-    want = [p for p in found if json.loads(p.read_text())["recipe"]["minutes"] == cfg.judge_minutes]
-    return want[0].parent / "onnx" if want else None
-
-
 def run_tts_trial(
     arch: Arch,
     *,
@@ -383,26 +270,6 @@ def run_tts_trial(
         utts = load_tts_manifest(getattr(base, split))[:PITCH_UTTERANCES]
         metrics["f0_rmse_cents"] = pitch_error(trainer.model, utts, trainer.vocab, trainer.mel)
     return metrics
-
-
-def pitch_error(
-    model: FastSpeech, utts: list[TtsUtterance], vocab: PhonemeVocab, mel: MelConfig
-) -> float:
-    """Mean log-F0 RMSE (cents) of ``utts`` spoken by ``model`` (own durations, Griffin-Lim)
-    against their recordings (DTW-paired pYIN tracks; utterances voiced nowhere in common are
-    left out)."""
-    import soundfile as sf
-
-    from speechnas.evaluate.tts import log_f0_rmse
-
-    spoken = synthesize_utterances(model, utts, vocab, mel)
-    errs = []
-    for u, audio in zip(utts, spoken, strict=True):
-        if len(audio) < mel.n_fft:  # too short to track (an untrained model's few frames)
-            continue
-        errs.append(log_f0_rmse(sf.read(u.audio, dtype="float32")[0], audio, mel.sample_rate))
-    finite = [e for e in errs if np.isfinite(e)]
-    return float(np.mean(finite)) if finite else float("nan")
 
 
 # -- the retrained selection --------------------------------------------------------------------
@@ -483,25 +350,17 @@ def check_tts_config(cfg: SearchConfig) -> None:
         check_judge(Path(cfg.judge))
 
 
-def write_samples_note(retrained: dict[str, Any]) -> list[str]:
-    """Lines for the console: where the samples are."""
-    return [f"  sample: {s['wav']}  ({s['text']})" for s in retrained.get("samples", [])]
-
-
 __all__ = [
+    "FRAMES_PER_PHONEME",
+    "LATENCY_PHONEMES",
     "TtsSetup",
     "TtsTrials",
     "check_tts_config",
-    "digit_utterances",
-    "ensure_judge",
     "export_and_speak",
-    "intelligibility",
     "own_tts_data",
-    "pitch_error",
     "prepare_tts",
-    "reference_intelligibility",
     "retrain_tts",
     "run_tts_trial",
-    "synthesize_utterances",
     "tts_corpus_config",
+    "tts_target",
 ]
