@@ -15,7 +15,12 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from speechnas.cli import app
-from speechnas.data.tts import TtsCorpusConfig, build_tts_corpus
+from speechnas.data.tts import (
+    TtsCorpusConfig,
+    build_tts_corpus,
+    load_tts_manifest,
+    write_tts_corpus,
+)
 from speechnas.report.build import TTS_SECTIONS, write_report
 from speechnas.search.config import load_search_config, search_config_from_dict, search_config_path
 from speechnas.search.runner import run_search
@@ -153,3 +158,33 @@ def test_a_tts_search_refuses_before_any_work(over: dict, message: str, tmp_path
     with pytest.raises(ValueError, match=message):
         run_search(cfg, console=Console(quiet=True))
     assert not (tmp_path / "c").exists()  # no corpus was built
+
+
+def test_a_tts_search_on_your_own_manifests(corpora: Path, tmp_path: Path) -> None:
+    """Your corpus (here the utterances of a built one, re-split) as manifests; the search
+    reads them with corpus: null."""
+    folder = corpora / TtsCorpusConfig(sizes=SIZES).name
+    utts = [u for s in ("train", "dev") for u in load_tts_manifest(folder / f"{s}.jsonl")]
+    info = write_tts_corpus(utts, tmp_path / "mine", dev=4, test=4, seed=1)
+    assert [len(load_tts_manifest(p)) for p in info.manifests.values()] == [4, 4, len(utts) - 8]
+    train = {"train": str(info.manifests["train"]), "dev": str(info.manifests["dev"]),
+             "test": str(info.manifests["test"]), "vocab": str(info.vocab_path),
+             "threads": 1, "max_batch_frames": 2000, "dev_utterances": 2}  # fmt: skip
+    rungs = {"rungs": [{"minutes": 5, "steps": 2}], "eta": 2, "candidates": 1}
+    over = {"corpus": None, "train": train, "n_trials": 1, "retrain_minutes": 0,
+            "judge_minutes": 0, "judge": None, "objectives": ["mcd", "latency"],
+            "fidelity": rungs}  # fmt: skip
+    cfg = search_config_from_dict(_config(corpora, tmp_path / "run", tmp_path, **over))
+    outcome = run_search(cfg, console=Console(quiet=True))
+    assert outcome is not None and len(outcome.results) == 1
+    assert outcome.results[0].metric("steps") == 2
+
+
+def test_importing_an_ljspeech_folder_without_durations_says_what_is_missing(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "lj" / "wavs").mkdir(parents=True)
+    (tmp_path / "lj" / "metadata.csv").write_text("LJ001-0001|One.|one.\n")
+    res = CliRunner().invoke(app, ["data", "tts-import", str(tmp_path / "lj"), "--out",
+                                   str(tmp_path / "out")])  # fmt: skip
+    assert res.exit_code != 0 and "no phoneme durations" in res.output

@@ -78,6 +78,26 @@ def _parse_engines(text: str) -> dict[str, float] | str:
     return out
 
 
+@data_app.command("tts-import")
+def data_tts_import(
+    ljspeech: Annotated[Path, typer.Argument(help="an LJSpeech-layout folder with durations")],
+    out: Annotated[Path, typer.Option(help="folder that receives the manifests")],
+    dev: Annotated[int, typer.Option(help="dev utterances")] = 100,
+    test: Annotated[int, typer.Option(help="test utterances")] = 100,
+    seed: int = 0,
+) -> None:
+    """Your TTS corpus (LJSpeech layout: metadata.csv, wavs/, durations.jsonl) as the manifests
+    a TTS search reads (corpus: null, train: {train, dev, test, vocab} under OUT)."""
+    from speechnas.data.tts import load_ljspeech, write_tts_corpus
+
+    try:
+        info = write_tts_corpus(load_ljspeech(ljspeech), out, dev=dev, test=test, seed=seed)
+    except ValueError as e:
+        raise _fail(str(e)) from None
+    console.print_json(data={"manifests": {k: str(v) for k, v in info.manifests.items()},
+                             "vocab": str(info.vocab_path), **info.stats})  # fmt: skip
+
+
 @data_app.command("synth")
 def data_synth(
     task: Annotated[str, typer.Option(help="digits or phrases")] = "digits",

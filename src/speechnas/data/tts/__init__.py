@@ -27,6 +27,7 @@ _EXPORTS = {
     "build_tts_corpus": "speechnas.data.tts.corpus",
     "load_ljspeech": "speechnas.data.tts.corpus",
     "load_tts_manifest": "speechnas.data.tts.corpus",
+    "write_tts_corpus": "speechnas.data.tts.corpus",
     "TtsBatch": "speechnas.data.tts.dataset",
     "TtsDataset": "speechnas.data.tts.dataset",
     "collate_tts": "speechnas.data.tts.dataset",

@@ -31,8 +31,9 @@ import json
 import logging
 import math
 import multiprocessing as mp
+import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -426,6 +427,38 @@ def load_ljspeech(
         if len(fields) >= 2:
             texts[fields[0]] = fields[2] if len(fields) > 2 and fields[2] else fields[1]
     return _read_records(aligned, lambda obj: _ljspeech_record(obj, folder, texts, vocab, mel))
+
+
+def write_tts_corpus(
+    utts: Sequence[TtsUtterance],
+    folder: str | Path,
+    *,
+    dev: int = 100,
+    test: int = 100,
+    seed: int = 0,
+) -> TtsCorpusInfo:
+    """Writes your utterances (e.g. :func:`load_ljspeech`'s) as a corpus a TTS search reads
+    (``corpus: null`` with ``train: {train, dev, test, vocab}``): a seeded shuffle split into
+    ``dev`` and ``test`` utterances and the rest for training, one JSONL manifest per split
+    (audio paths absolute) and the phoneme inventory of all of them."""
+    if dev + test >= len(utts):
+        raise ValueError(
+            f"dev + test: {dev} + {test} utterances leave none of the {len(utts)} for training"
+        )
+    order = list(range(len(utts)))
+    random.Random(seed).shuffle(order)
+    parts = {"dev": order[:dev], "test": order[dev : dev + test], "train": order[dev + test :]}
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    manifests = {}
+    for split, idx in parts.items():
+        lines = [json.dumps(utts[i].to_json(out), ensure_ascii=False) + "\n" for i in sorted(idx)]
+        manifests[split] = out / f"{split}.jsonl"
+        manifests[split].write_text("".join(lines), encoding="utf-8")
+    vocab = PhonemeVocab.build(u.phonemes for u in utts)
+    vocab.save(out / VOCAB_FILE)
+    stats = {"counts": {k: len(v) for k, v in parts.items()}, "phonemes": len(vocab) - 1}
+    return TtsCorpusInfo(out, manifests, out / VOCAB_FILE, stats)
 
 
 def _ljspeech_record(
