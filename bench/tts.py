@@ -164,6 +164,14 @@ def main() -> None:
 
     result: dict[str, Any] = {k: summary(k) for k in models}
     result["paired"] = paired
+    if setup.judge is not None:  # the judge on the recordings and on their vocoded log-mels
+        from speechnas.data.tts import MelConfig, load_tts_manifest
+        from speechnas.search.tts_judge import reference_intelligibility
+
+        test = load_tts_manifest(setup.base.test)
+        result["judge_ceiling_cer"] = reference_intelligibility(
+            test, MelConfig(**setup.base.mel), setup.judge
+        )
     b, s = result["baseline"], result["search"]
     result["comparison"] = {
         "size_ratio": b["params"] / s["params"],

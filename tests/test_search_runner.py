@@ -224,3 +224,19 @@ def test_search_on_your_own_manifests_from_the_command_line(
     assert res.exit_code == 2 and "bad.jsonl" in res.output and "gone.wav" in res.output
     res = CliRunner().invoke(app, [*args[:5]])
     assert res.exit_code == 2 and "needs both --train and --dev" in res.output
+
+
+def test_a_study_stored_before_a_config_key_existed_resumes(tmp_path: Path) -> None:
+    """A stored config without a newer key (``task``, ``judge``) holds that key's default: the
+    study resumes with the defaults and refuses another value."""
+    from speechnas.search.config import SearchConfig
+    from speechnas.search.runner import _check_resume
+    from speechnas.search.study import open_study
+
+    cfg = SearchConfig(output_dir=str(tmp_path))
+    ss = open_study(cfg.storage_url, cfg.study_name, len(cfg.objectives))
+    old = {k: v for k, v in cfg.to_dict().items() if k not in ("task", "judge", "judge_minutes")}
+    ss.study.set_user_attr("config", old)
+    _check_resume(cfg, ss, resume=True)
+    with pytest.raises(ValueError, match=r"differs in \['judge'\]"):
+        _check_resume(cfg.replace(judge="elsewhere"), ss, resume=True)

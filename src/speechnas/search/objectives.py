@@ -94,12 +94,11 @@ def objective_kind(name: str) -> ObjectiveKind:
     ``cer:T``, ``dev_wer``; for TTS ``mcd``, ``tts_cer``, ``duration_error``), ``speed``
     (``rtf:T``), ``latency``, ``size`` (``params``, ``memory``) or ``compute`` (``macs``); a
     ValueError for a name that is no objective."""
-    tts = name in TTS_OBJECTIVES and name not in SCALAR_OBJECTIVES
-    kind = name if tts else check_objective(name).partition(":")[0]
-    errors = ("wer", "cer", "dev_wer", "stream_wer", "stream_dev_wer")
-    if kind in (*errors, "tts_cer", "mcd", "duration_error"):  # TTS: lower is better speech
+    kind = name if name in TTS_OBJECTIVES else check_objective(name).partition(":")[0]
+    if kind in ("wer", "cer", "dev_wer", "stream_wer", "stream_dev_wer", "tts_cer", "mcd",
+                "duration_error"):  # fmt: skip
         return "error"
-    if kind.startswith("rtf"):
+    if kind == "rtf":
         return "speed"
     if kind in ("latency", "chunk_latency", "algorithmic_latency", "emission_delay"):
         return "latency"

@@ -233,10 +233,12 @@ def _check_resume(cfg: SearchConfig, ss: SearchStudy, resume: bool, join: bool =
         ss.study.set_user_attr("versions", versions())
         return
     now = cfg.to_dict()
+    defaults = SearchConfig().to_dict()  # a study stored before a key existed: its default
     differ = [
         k
         for k in RESUME_KEYS
-        if json.dumps(stored.get(k), sort_keys=True) != json.dumps(now.get(k), sort_keys=True)
+        if json.dumps(stored.get(k, defaults[k]), sort_keys=True)
+        != json.dumps(now.get(k), sort_keys=True)
     ]
     if differ:
         how = "join" if join else "resume"
@@ -589,13 +591,13 @@ def _retrain_tts(
 ) -> dict[str, Any]:
     """Retrains the selected TTS architecture and reports it (see speechnas.search.tts)."""
     from speechnas.search.tts import retrain_tts
-    from speechnas.search.tts_judge import judge_folder
+    from speechnas.search.tts_judge import judge_path
 
     console.print(
         f"retraining trial {selected.trial} ({selected.key[:8]}) for "
         f"{cfg.retrain_minutes:g} min on all training data"
     )
-    judge = Path(cfg.judge) if cfg.judge else judge_folder(cfg)
+    judge = judge_path(cfg)
     retrained = retrain_tts(
         selected.arch, base, cfg.retrain_minutes or 1e6, out / "retrained", seed=cfg.seed,
         steps=cfg.retrain_steps, threads=cfg.retrain_threads, judge=judge,

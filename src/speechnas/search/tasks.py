@@ -21,7 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from speechnas.search.objectives import LatencyModel, check_builds, predicted_metrics
+from speechnas.search.objectives import (
+    LatencyModel,
+    check_builds,
+    latency_model,
+    predicted_metrics,
+)
 from speechnas.search.trial import Fidelity, reallocated_arch, run_trial
 
 if TYPE_CHECKING:
@@ -79,13 +84,13 @@ class AsrTrials:
         return reallocated_arch(output_dir)
 
 
-def trials_for(cfg: SearchConfig, vocab_size: int, latency: LatencyModel) -> TrialTask:
-    """The trial steps of ``cfg.task``."""
+def trials_for(cfg: SearchConfig, vocab_size: int) -> TrialTask:
+    """The trial steps of ``cfg.task`` (``vocab_size``: the tokenizer's, or the phonemes')."""
     if cfg.task == "tts":
         from speechnas.search.tts import TtsTrials
 
         return TtsTrials.create(cfg, vocab_size)
-    return AsrTrials(vocab_size, latency, cfg.latency_seconds)
+    return AsrTrials(vocab_size, latency_model(cfg.target), cfg.latency_seconds)
 
 
 __all__ = ["AsrTrials", "TrialTask", "trials_for"]

@@ -44,7 +44,7 @@ from speechnas.search.tts_judge import (
     digit_utterances,
     ensure_judge,
     intelligibility,
-    judge_folder,
+    judge_path,
     pitch_error,
 )
 from speechnas.train.tts import TtsTrainConfig, TtsTrainer, load_tts_model
@@ -70,7 +70,6 @@ class TtsSetup:
     base: TtsTrainConfig
     vocab_size: int
     judge: Path | None
-    corpus: dict[str, Any]
 
 
 def own_tts_data(cfg: SearchConfig) -> TtsTrainConfig:
@@ -106,7 +105,7 @@ def prepare_tts(cfg: SearchConfig, console: Console) -> TtsSetup:
     if cfg.corpus is None:
         base = own_tts_data(cfg)
         judge = ensure_judge(cfg, console)
-        return TtsSetup(base, len(PhonemeVocab.load(base.vocab)), judge, {"own": True})
+        return TtsSetup(base, len(PhonemeVocab.load(base.vocab)), judge)
     corpus = tts_corpus_config(cfg)
     t0 = time.perf_counter()
     info = build_tts_corpus(corpus, Path(cfg.corpora_dir))
@@ -125,7 +124,7 @@ def prepare_tts(cfg: SearchConfig, console: Console) -> TtsSetup:
     )
     judge = ensure_judge(cfg, console)
     vocab = len(PhonemeVocab.load(info.vocab_path))
-    return TtsSetup(base, vocab, judge, {"folder": str(info.folder)})
+    return TtsSetup(base, vocab, judge)
 
 
 # -- trials ------------------------------------------------------------------------------------
@@ -145,11 +144,8 @@ class TtsTrials:
 
     @classmethod
     def create(cls, cfg: SearchConfig, vocab_size: int) -> TtsTrials:
-        judge = Path(cfg.judge) if cfg.judge else None
-        if judge is None and cfg.judge_minutes > 0:
-            judge = judge_folder(cfg)
         mel = MelConfig(**TtsTrainConfig.from_dict(dict(cfg.train)).mel)
-        return cls(vocab_size, mel, judge, tts_target(cfg))
+        return cls(vocab_size, mel, judge_path(cfg), tts_target(cfg))
 
     def build(self, arch: Arch) -> FastSpeech:
         return FastSpeech(decode_tts(arch), n_phonemes=self.vocab_size, n_mels=self.mel.n_mels)

@@ -16,7 +16,7 @@ import json
 import shutil
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -47,12 +47,9 @@ def ensure_judge(cfg: SearchConfig, console: Console) -> Path | None:
     from speechnas.search.config import base_train_config
     from speechnas.search.select import retrain
 
-    recipe = {"preset": "small", "frontend": "knf80", "minutes": cfg.judge_minutes, "seed": 0,
-              "corpus": CorpusConfig().digest()}  # fmt: skip
-    key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:10]
-    folder = Path(cfg.corpora_dir) / f"tts-judge-{key}"
-    if (folder / "judge.json").is_file():
-        return folder / "onnx"
+    if (found := judge_path(cfg)) is not None:
+        return found
+    recipe, folder = _judge_recipe(cfg)
     console.print(
         f"training the judge (ASR model `small` on the digits corpus, {cfg.judge_minutes:g} min,"
         f" once; kept in {folder})"
@@ -139,11 +136,26 @@ def reference_intelligibility(
     }
 
 
-def judge_folder(cfg: SearchConfig) -> Path | None:
-    """Where :func:`ensure_judge` keeps the trained judge (None when none is there yet)."""
-    found = sorted(Path(cfg.corpora_dir).glob("tts-judge-*/judge.json"))
-    want = [p for p in found if json.loads(p.read_text())["recipe"]["minutes"] == cfg.judge_minutes]
-    return want[0].parent / "onnx" if want else None
+def _judge_recipe(cfg: SearchConfig) -> tuple[dict[str, Any], Path]:
+    """How the judge is trained, and the folder under ``corpora_dir`` named by that recipe."""
+    from speechnas.data.synth.corpus import CorpusConfig
+
+    recipe = {"preset": "small", "frontend": "knf80", "minutes": cfg.judge_minutes, "seed": 0,
+              "corpus": CorpusConfig().digest()}  # fmt: skip
+    key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:10]
+    return recipe, Path(cfg.corpora_dir) / f"tts-judge-{key}"
+
+
+def judge_path(cfg: SearchConfig) -> Path | None:
+    """The judge a search scores with: ``judge`` when given, else the one
+    :func:`ensure_judge` trained for this recipe (None when there is none yet, or with
+    ``judge_minutes: 0``)."""
+    if cfg.judge:
+        return Path(cfg.judge)
+    if cfg.judge_minutes <= 0:
+        return None
+    folder = _judge_recipe(cfg)[1]
+    return folder / "onnx" if (folder / "judge.json").is_file() else None
 
 
 def pitch_error(
@@ -172,7 +184,7 @@ __all__ = [
     "digit_utterances",
     "ensure_judge",
     "intelligibility",
-    "judge_folder",
+    "judge_path",
     "pitch_error",
     "reference_intelligibility",
     "synthesize_utterances",

@@ -265,7 +265,6 @@ class TtsTrainer:
             len(self.train_set),
             len(self.dev_set),
         )
-        stop = "budget"
         self.model.train()
         last_log = time.perf_counter()
         while self._budget_left():
@@ -286,7 +285,8 @@ class TtsTrainer:
         self.save()
         dev = self.evaluate()
         (self.out / "dev.json").write_text(json.dumps(dev, indent=1))
-        return TtsTrainResult(self.step, self.train_seconds, stop, dev, str(self.out / "last"))
+        # the only way out of the loop is the budget (no epoch limit or early stopping)
+        return TtsTrainResult(self.step, self.train_seconds, "budget", dev, str(self.out / "last"))
 
     def evaluate(self, utterances: list[TtsUtterance] | None = None) -> dict[str, float]:
         """``mcd`` (dB, reference durations), ``duration_error`` (frames per phoneme) and

@@ -34,9 +34,7 @@ from speechnas.search.fidelity import Job, Ranker, next_job, plan, rank_pareto, 
 from speechnas.search.objectives import (
     CARRIED_METRICS,
     PREDICTED_METRICS,
-    LatencyModel,
     Scalarizer,
-    latency_model,
     violations,
 )
 from speechnas.search.record import fail_trial, guarded, open_trial, record_metrics, record_trial
@@ -80,10 +78,8 @@ class Context:
 
     cfg: SearchConfig
     base: TrainConfig  # the trials' training config (the search test set only)
-    vocab_size: int  # of the tokenizer on the training texts (for pre-training estimates)
     space: SearchSpace
     fidelities: list[Fidelity]
-    latency: LatencyModel
     scalarize: Scalarizer
     rank: Ranker
     strategy: Strategy
@@ -133,17 +129,14 @@ class Context:
         if promotion == "auto":
             promotion = "pareto" if len(cfg.objectives) > 1 else "scalar"
         strategy = cls.create_strategy(cfg, space)
-        latency = latency_model(cfg.target)
-        task = trials_for(cfg, vocab_size, latency)
+        task = trials_for(cfg, vocab_size)
         if any(v is not None for v in cfg.constraints.to_dict().values()):
             strategy.set_feasible(feasibility_test(cfg, task))
         return cls(
             cfg=cfg,
             base=base,
-            vocab_size=vocab_size,
             space=space,
             fidelities=cfg.fidelities(),
-            latency=latency,
             scalarize=scalarize,
             rank=rank_pareto if promotion == "pareto" else rank_scalar(scalarize),
             strategy=strategy,
