@@ -10,7 +10,11 @@ sentence) timed in turn on one thread, ``--rounds`` times, in this one process: 
 speed ratio with its spread over rounds. Goal (issue): >= 10x smaller, >= 5x faster, MCD within
 0.3 dB and CER within 2 points of the baseline. Prints JSON and a table.
 
-    .venv/bin/python bench/tts.py --arch runs/search-tts/pareto.json --steps 2000 --seeds 0
+    .venv/bin/speechnas search --config bench/tts-equal-steps.yaml
+    .venv/bin/python bench/tts.py --arch runs/search-tts-steps/pareto.json --steps 1000 --seeds 0
+
+Trainings are kept under ``--out`` by model (the preset's name or the arch key), so a second
+run with another ``--arch`` reuses the baseline's.
 """
 
 from __future__ import annotations
@@ -49,6 +53,12 @@ def read_arch(spec: str) -> tuple[str, Arch]:
             raise ValueError(f"{spec}: the search selected nothing")
         return f"search ({sel['key'][:8]})", Arch.from_json(sel["arch"])
     return Path(spec).stem, Arch.from_json(data)
+
+
+def folder(label: str) -> str:
+    """A model's training folder under ``--out``, by what it is (a preset name or an arch key),
+    so a later run with another ``--arch`` reuses the baseline's finished training."""
+    return label.removeprefix("search (").removesuffix(")")
 
 
 def paired_tests(
@@ -120,7 +130,7 @@ def main() -> None:
                     arch,
                     setup.base,
                     1e6,
-                    out / f"{key}-s{seed}",
+                    out / f"{folder(label)}-s{seed}",
                     seed=seed,
                     steps=args.steps,
                     threads=args.threads,

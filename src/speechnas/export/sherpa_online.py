@@ -47,7 +47,7 @@ from speechnas.data.features import KALDI_FLOOR
 from speechnas.data.tokenizer import Tokenizer
 from speechnas.export.graph import export_module
 from speechnas.export.sherpa import check_sherpa, sherpa_tokens
-from speechnas.export.streaming import _ctc_head, _session
+from speechnas.export.streaming import cpu_session, ctc_head
 from speechnas.nn.blocks.conformer import ConformerStack
 from speechnas.nn.build import SpeechModel
 from speechnas.nn.decoders import CTCDecoder
@@ -115,7 +115,7 @@ def check_sherpa_streaming(model: SpeechModel) -> None:
                 f"conv_dim: layers {wide} have convolution modules wider than d_model, which "
                 "the format's convolution cache (d_model channels) cannot hold"
             )
-    _ctc_head(model)
+    ctc_head(model)
     if problems:
         raise ValueError("cannot export for sherpa-onnx streaming:\n  " + "\n  ".join(problems))
 
@@ -258,7 +258,7 @@ def export_sherpa_streaming(
     was_training = model.training
     model.eval()
     try:
-        module = _WenetCTC(model, _ctc_head(model)).eval()
+        module = _WenetCTC(model, ctc_head(model)).eval()
         meta = sherpa_stream_metadata(model)
         gen = torch.Generator().manual_seed(0)
         inputs = _example(module, gen)
@@ -285,7 +285,7 @@ def _parity(
     module: _WenetCTC, path: Path, inputs: list[torch.Tensor], gen: torch.Generator
 ) -> dict[str, float]:
     """Max |ORT - torch| of log-probs and caches over six chunks of one stream."""
-    session = _session(path)
+    session = cpu_session(path)
     model = module.model
     geo = model.stream_geometry()
     worst = dict.fromkeys(OUTPUTS, 0.0)

@@ -30,10 +30,18 @@ from speechnas.nn.build import SpeechModel
 from speechnas.nn.decoders import CTCDecoder
 from speechnas.nn.streaming import stream_encode
 
-__all__ = ["StreamExport", "export_streaming", "stream_metadata"]
+__all__ = [
+    "StreamExport",
+    "StreamingCTC",
+    "batch_axis",
+    "cpu_session",
+    "ctc_head",
+    "export_streaming",
+    "stream_metadata",
+]
 
 
-class _StreamingCTC(nn.Module):
+class StreamingCTC(nn.Module):
     def __init__(self, model: SpeechModel, ctc: CTCDecoder) -> None:
         super().__init__()
         self.model = model
@@ -46,7 +54,7 @@ class _StreamingCTC(nn.Module):
         return (self.ctc(enc), lengths, *new)
 
 
-def _ctc_head(model: SpeechModel) -> CTCDecoder:
+def ctc_head(model: SpeechModel) -> CTCDecoder:
     dec = model.decoder
     head = dec if isinstance(dec, CTCDecoder) else getattr(dec, "ctc", None)
     if not isinstance(head, CTCDecoder):
@@ -85,7 +93,8 @@ class StreamExport:
     int8_path: Path | None = None
 
 
-def _session(path: Path) -> ort.InferenceSession:
+def cpu_session(path: Path) -> ort.InferenceSession:
+    """A one-thread CPU session of ONNX Runtime with the package's session options."""
     return ort.InferenceSession(str(path), session_options(1), providers=["CPUExecutionProvider"])
 
 
@@ -108,7 +117,7 @@ def export_streaming(
     model.eval()
     try:
         geo = model.stream_geometry()
-        module = _StreamingCTC(model, _ctc_head(model)).eval()
+        module = StreamingCTC(model, ctc_head(model)).eval()
         meta = stream_metadata(model, tokenizer)
         states = model.init_states(1)
         names = model.state_names()
@@ -125,7 +134,7 @@ def export_streaming(
             input_names=["window", "valid", *names],
             output_names=["log_probs", "out_lengths", *(f"{n}_out" for n in names)],
             dynamic_axes={"window": {0: "batch"}, "valid": {0: "batch"},
-                          **{n: {_batch_axis(n): "batch"} for n in names}},
+                          **{n: {batch_axis(n): "batch"} for n in names}},
             metadata={**meta, "graph": "stream"},
         )  # fmt: skip
         parity = _parity(model, module, path, gen) if check else {}
@@ -137,13 +146,13 @@ def export_streaming(
     return result
 
 
-def _batch_axis(state: str) -> int:
+def batch_axis(state: str) -> int:
     """LSTM states are (layers, B, H); every other state has the batch first."""
     return 1 if state in ("h", "c") else 0
 
 
 def _parity(
-    model: SpeechModel, module: _StreamingCTC, path: Path, gen: torch.Generator
+    model: SpeechModel, module: StreamingCTC, path: Path, gen: torch.Generator
 ) -> dict[str, float]:
     """An utterance of a few chunks, streamed through ONNX Runtime and PyTorch chunk by chunk,
     and through the full forward: the largest differences of the log-probabilities."""
@@ -151,7 +160,7 @@ def _parity(
     frames = geo.hop * 3 + geo.window + 5  # ends inside a chunk
     x = model.cmvn_mean + model.cmvn_std * torch.randn(1, frames, model.features.dim, generator=gen)
     lengths = torch.tensor([frames])
-    session = _session(path)
+    session = cpu_session(path)
     states = model.init_states(1)
     names = model.state_names()
     streamed = stream_encode(model, x, lengths)

@@ -15,18 +15,19 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from speechnas.nn.blocks import EBranchformerLayerConfig
 from speechnas.nn.decoders import RNNTDecoder
 from speechnas.nn.spec import LEARNABLE_FILTERS, ArchSpec, decode
 
-__all__ = ["AXES", "CALLS", "RUN_BLOCK", "Block", "Use", "decompose"]
+__all__ = ["AXES", "CALLS", "RUN_BLOCK", "Block", "Use", "decompose", "grouped"]
 
 #: What a block's length counts: input samples (learnable front end), input feature frames
-#: (subsampling), encoder frames, or nothing (one decoding step).
-AXES = ("samples", "input_frames", "frames", "step")
+#: (subsampling), encoder frames, nothing (one decoding step), or a streamed chunk's one fixed
+#: shape (:mod:`speechnas.hardware.stream_blocks`).
+AXES = ("samples", "input_frames", "frames", "step", "chunk")
 #: How often a block runs per utterance: once, once per greedy prediction step (U + 1), or
 #: once per joiner call (T' + U).
 CALLS = ("utterance", "prediction_steps", "joiner_calls")
@@ -37,11 +38,13 @@ _PRED_LAYERS = int(inspect.signature(RNNTDecoder).parameters["pred_layers"].defa
 
 @dataclass(frozen=True, slots=True)
 class Block:
-    """One measurable unit: a kind and the settings its cost depends on."""
+    """One measurable unit: a kind and the settings its cost depends on. ``source``, not part
+    of its identity, is an architecture the block can be cut from (streaming blocks)."""
 
     kind: str
     params: tuple[tuple[str, Any], ...]
     axis: str
+    source: Any = field(default=None, compare=False, repr=False)
 
     @property
     def key(self) -> str:
@@ -133,7 +136,7 @@ def _encoder(spec: ArchSpec) -> list[Block]:
     return [_block("cnn_stack", d=d), *layers]
 
 
-def _grouped(blocks: Iterable[Block], calls: str = "utterance") -> list[Use]:
+def grouped(blocks: Iterable[Block], calls: str = "utterance") -> list[Use]:
     counts: dict[Block, int] = {}
     for b in blocks:
         counts[b] = counts.get(b, 0) + 1
@@ -161,11 +164,11 @@ def decompose(arch: Mapping[str, Any], *, vocab_size: int) -> list[Use]:
     )
     blocks += _encoder(spec)
     if spec.decoder in ("ctc", "attention"):  # attention/hybrid models decode through CTC
-        return _grouped([*blocks, _block("ctc", d=d, vocab=vocab_size)])
+        return grouped([*blocks, _block("ctc", d=d, vocab=vocab_size)])
     p = spec.pred_dim
     pred = _block("predictor", "step", pred_dim=p, layers=_PRED_LAYERS, vocab=vocab_size)
     joiner = _block("joiner", "step", d=d, pred_dim=p, vocab=vocab_size)
-    return [*_grouped(blocks), Use(pred, 1, "prediction_steps"), Use(joiner, 1, "joiner_calls")]
+    return [*grouped(blocks), Use(pred, 1, "prediction_steps"), Use(joiner, 1, "joiner_calls")]
 
 
 #: The block that measures the fixed cost of one run of the runtime (a trivial graph).

@@ -32,9 +32,10 @@ from scipy.optimize import nnls
 from speechnas.hardware.backends import Backend
 from speechnas.hardware.block_modules import block_module
 from speechnas.hardware.blocks import Block
+from speechnas.hardware.stream_blocks import CHUNK_AXIS, stream_block_module
 from speechnas.hardware.target import Target
 
-__all__ = ["FLUSH_BYTES", "GRIDS", "BlockFit", "fit_length_model", "measure_blocks"]
+__all__ = ["FLUSH_BYTES", "GRIDS", "BlockFit", "fit_length_model", "lengths_of", "measure_blocks"]
 
 #: Bytes written before every timed block run: a few times the private L2 of current x86 and
 #: Arm cores (1-2 MiB), far below their shared L3.
@@ -108,6 +109,12 @@ class BlockFit:
         )
 
 
+def lengths_of(block: Block) -> tuple[int, ...]:
+    """The lengths ``block`` is timed at: its axis's grid, or its one shape for a streamed
+    chunk (its length is ignored)."""
+    return (1,) if block.axis == CHUNK_AXIS else GRIDS[block.axis]
+
+
 def fit_length_model(
     lengths: Sequence[float], ms: Sequence[float]
 ) -> tuple[tuple[float, float, float], float]:
@@ -133,14 +140,19 @@ def _numpy(feeds: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
 
 
 def _export(
-    module: torch.nn.Module, feeds: dict[str, torch.Tensor], path: Path, dynamic: bool
+    module: torch.nn.Module,
+    feeds: dict[str, torch.Tensor],
+    path: Path,
+    dynamic: bool,
+    axes: dict[str, dict[int, str]] | None = None,
 ) -> Path:
+    """``module`` as ONNX: with ``dynamic`` a symbolic length axis, else the given ``axes``."""
     from speechnas.export.graph import export_module
 
     with torch.no_grad():
         out = module(*feeds.values())
     n_out = len(out) if isinstance(out, tuple) else 1
-    axes: dict[str, dict[int, str]] = {}
+    axes = dict(axes or {})
     if dynamic:
         axes = {n: ({1: "T", 2: "T"} if n == "mask" else {1: "T"}) for n in feeds if n != "lengths"}
     return export_module(
@@ -181,10 +193,15 @@ def _prepare(
     with a symbolic length served every length."""
     from speechnas.export.quantize import quantize_int8
 
-    module, make = block_module(block)
-    grid = GRIDS[block.axis]
-    gen = torch.Generator().manual_seed(0)
-    feeds = [make(t, gen) for t in grid]
+    grid = lengths_of(block)
+    axes: dict[str, dict[int, str]] = {}
+    if block.axis == CHUNK_AXIS:  # one fixed shape, cut from the block's source model
+        module, feed, axes = stream_block_module(block)
+        feeds = [feed]
+    else:
+        module, make = block_module(block)
+        gen = torch.Generator().manual_seed(0)
+        feeds = [make(t, gen) for t in grid]
     if target.runtime == "torch":
         size = sum(t.numel() * t.element_size() for t in module.state_dict().values())
         return [(module, [_numpy(f) for f in feeds])], size, True
@@ -195,7 +212,7 @@ def _prepare(
             return quantize_int8(path, path.with_suffix(".int8.onnx")).path
         return path
 
-    path = _export(module, feeds[-1], folder / "block.onnx", dynamic=len(grid) > 1)
+    path = _export(module, feeds[-1], folder / "block.onnx", dynamic=len(grid) > 1, axes=axes)
     if len(grid) == 1 or _matches(backend, path, module, feeds[1]):
         path = ready(path)
         return [(path, [_numpy(f) for f in feeds])], path.stat().st_size, len(grid) > 1
@@ -232,7 +249,7 @@ def measure_blocks(
     fits: dict[str, BlockFit] = {}
     base = {"warmup": warmup, "repeats": repeats, "clock": target.clock}
     for i, block in enumerate(blocks):
-        grid = GRIDS[block.axis]
+        grid = lengths_of(block)
         runs, size, dynamic = _prepare(block, target, backend, work_dir / f"b{i}")
         warm_runs: list[np.ndarray] = []
         cold_runs: list[np.ndarray] = []

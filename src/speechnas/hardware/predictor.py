@@ -38,6 +38,7 @@ from speechnas.hardware.backends import Backend, backend_for_target
 from speechnas.hardware.blocks import RUN_BLOCK, Block, decompose
 from speechnas.hardware.calibration import FLUSH_BYTES, GRIDS, BlockFit, measure_blocks
 from speechnas.hardware.program import chunk_windows, decoding_calls, utterance_length
+from speechnas.hardware.stream_blocks import decompose_stream
 from speechnas.hardware.target import Target, load_target, target_from_dict
 from speechnas.nn.blocks import subsampled_lengths
 from speechnas.nn.build import feature_config
@@ -215,11 +216,15 @@ class LatencyPredictor:
             predictor.save(path)
         return predictor
 
-    def missing(self, archs: Iterable[Mapping[str, Any]], *, vocab_size: int = 32) -> list[Block]:
-        """The blocks of ``archs`` not in the table yet (the fixed-cost block included)."""
+    def missing(
+        self, archs: Iterable[Mapping[str, Any]], *, vocab_size: int = 32, chunk: bool = False
+    ) -> list[Block]:
+        """The blocks of ``archs`` not in the table yet (the fixed-cost block included): the
+        blocks of an utterance, or with ``chunk`` those of a streamed chunk."""
+        split = decompose_stream if chunk else decompose
         seen: dict[str, Block] = {}
         for arch in archs:
-            for use in decompose(arch, vocab_size=vocab_size):
+            for use in split(arch, vocab_size=vocab_size):
                 seen.setdefault(use.block.key, use.block)
         seen.setdefault(RUN_BLOCK.key, RUN_BLOCK)
         return [b for k, b in seen.items() if k not in self.fits]
@@ -233,9 +238,11 @@ class LatencyPredictor:
         repeats: int | None = None,
         backend: Backend | None = None,
         progress: bool = False,
+        chunk: bool = False,
     ) -> int:
-        """Measures the blocks of ``archs`` that are missing; returns how many."""
-        todo = self.missing(archs, vocab_size=vocab_size)
+        """Measures the blocks of ``archs`` that are missing (a streamed chunk's with
+        ``chunk``); returns how many."""
+        todo = self.missing(archs, vocab_size=vocab_size, chunk=chunk)
         if not todo:
             return 0
         t = self.target
@@ -318,17 +325,35 @@ class LatencyPredictor:
                 total += use.times * calls[use.calls] * ms
         return total
 
+    def _ensure(self, arch: Mapping[str, Any], vocab_size: int, chunk: bool = False) -> None:
+        """With ``auto_extend``, measures the blocks of ``arch`` the table lacks and saves."""
+        if self.auto_extend and self.missing([arch], vocab_size=vocab_size, chunk=chunk):
+            self._sync()  # another process sharing the table may have measured them
+            if self.extend([arch], vocab_size=vocab_size, chunk=chunk) and self.cache_path:
+                self._sync()
+                self.save(self.cache_path)
+
     def predict(self, arch: Mapping[str, Any], seconds: float = 5.0, vocab_size: int = 32) -> float:
         """Predicted milliseconds of ``arch`` on one utterance of ``seconds`` (the profiler's
         definition of latency; on a streaming target, the sum over the utterance's chunks)."""
-        if self.auto_extend and self.missing([arch], vocab_size=vocab_size):
-            self._sync()  # another process sharing the table may have measured them
-            if self.extend([arch], vocab_size=vocab_size) and self.cache_path:
-                self._sync()
-                self.save(self.cache_path)
+        self._ensure(arch, vocab_size)
         scale, offset = self.correction
         scale = self.family_scales.get(decode(arch).encoder, scale)
         return scale * self.raw_ms(arch, seconds, vocab_size) + offset
+
+    def predict_chunk(self, arch: Mapping[str, Any], vocab_size: int = 32) -> float:
+        """Predicted milliseconds of one steady-state chunk of the streaming ``arch``, its
+        caches full (what :func:`speechnas.hardware.stream.chunk_latency` measures): the sum of
+        its chunk blocks (:mod:`speechnas.hardware.stream_blocks`), each mixed between warm and
+        cold like the utterance's blocks and counted without the per-call cost, which the
+        chunk pays once. No whole-model correction: the blocks are the chunk's own shapes."""
+        self._ensure(arch, vocab_size, chunk=True)
+        uses = decompose_stream(arch, vocab_size=vocab_size)
+        weights = sum(u.times * self._fit(u.block).bytes for u in uses)
+        l2 = int(self.identity["machine"].get("l2_bytes") or _l2_bytes())
+        cold = max(0.0, 1.0 - l2 / weights) if weights > 0 else 0.0
+        run = self._fit(RUN_BLOCK)(0.0, cold)
+        return run + sum(u.times * max(self._fit(u.block)(0.0, cold) - run, 0.0) for u in uses)
 
     def _sync(self) -> None:
         """Adopts the blocks the cache file holds (the file wins where both have a block), so

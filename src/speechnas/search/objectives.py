@@ -236,8 +236,8 @@ def predicted_metrics(
     """The metrics known without training: ``params``, ``macs``, ``memory`` (MB) and
     ``latency`` (ms), all for one utterance of ``seconds``; for a streaming architecture also
     ``algorithmic_latency`` and ``lookahead_ms`` (from its geometry) and ``chunk_latency``, the
-    predicted time of one chunk: the model on one chunk's window of input (chunk, look-ahead
-    and subsampling context; the attention over the cached left context is not priced)."""
+    predicted time of one steady-state chunk with full caches (``predict_chunk`` of a calibrated
+    predictor; a proxy prices the model on one chunk's window of input)."""
     params = count_parameters(arch, vocab_size=vocab_size)
     out = {
         "params": params,
@@ -253,7 +253,11 @@ def predicted_metrics(
         )
         out["algorithmic_latency"] = geo.algorithmic_latency_ms
         out["lookahead_ms"] = geo.lookahead_ms
-        out["chunk_latency"] = latency.predict(arch, window_s, vocab_size)
+        chunk = getattr(latency, "predict_chunk", None)  # a calibrated predictor prices the
+        # chunk with its caches; a proxy prices the model on one chunk's window
+        out["chunk_latency"] = (
+            chunk(arch, vocab_size) if chunk else latency.predict(arch, window_s, vocab_size)
+        )
     return out
 
 

@@ -161,9 +161,11 @@ def judge_path(cfg: SearchConfig) -> Path | None:
 def pitch_error(
     model: FastSpeech, utts: list[TtsUtterance], vocab: PhonemeVocab, mel: MelConfig
 ) -> float:
-    """Mean log-F0 RMSE (cents) of ``utts`` spoken by ``model`` (own durations, Griffin-Lim)
-    against their recordings (DTW-paired pYIN tracks; utterances voiced nowhere in common are
-    left out)."""
+    """Median over ``utts`` of the log-F0 RMSE (cents) of each spoken by ``model`` (own
+    durations, Griffin-Lim) against its recording (DTW-paired pYIN tracks; utterances voiced
+    nowhere in common are left out). The median, because one utterance whose pitch track fails
+    (an octave jump of pYIN on vocoded speech, a DTW path gone astray) costs thousands of cents
+    and would decide a mean of a hundred on its own."""
     import soundfile as sf
 
     from speechnas.evaluate.tts import log_f0_rmse
@@ -175,7 +177,7 @@ def pitch_error(
             continue
         errs.append(log_f0_rmse(sf.read(u.audio, dtype="float32")[0], audio, mel.sample_rate))
     finite = [e for e in errs if np.isfinite(e)]
-    return float(np.mean(finite)) if finite else float("nan")
+    return float(np.median(finite)) if finite else float("nan")
 
 
 __all__ = [
