@@ -10,7 +10,13 @@ and a step budget. Each is then scored on the built-in test sets:
   chunks, with no look-ahead and with one chunk of look-ahead: WER, first/last-token emission
   delay against the full-context CTC path of the same weights;
 * exported as a streaming ONNX encoder (states as inputs/outputs), fp32 and int8: per-chunk
-  latency p50/p90 on ONNX Runtime, one thread, and RTF (``--latency``).
+  latency p50/p90 on ONNX Runtime, one thread, and RTF (``--latency``);
+* what chunking alone costs at 320 ms: streamed vs the full-context forward at the same
+  look-ahead, paired over ``test`` (bootstrap and MAPSSWE).
+
+``--predictor-archs N`` also compares the predicted per-chunk latency (the search's
+``chunk_latency``) with the measured one on N random streaming architectures, and the
+measurement with itself minutes later (``--models ""`` for that alone).
 
 Prints JSON and a table; a rerun reuses finished trainings and scores.
 
@@ -101,6 +107,39 @@ def full_context(checkpoint: str, tests: dict[str, str]) -> dict[str, float]:
                            loaded.features)  # fmt: skip
         out[name] = evaluate_dataset(loaded.model, ds).rates.wer
     return out
+
+
+def chunking_cost(checkpoint: str, manifest: str, out: Path, chunk: int = 8) -> dict[str, Any]:
+    """What chunking alone costs at ``chunk`` encoder frames (320 ms): the same weights streamed
+    chunk by chunk against their full-context forward at the same look-ahead (none, and one
+    chunk), paired over the utterances of ``manifest`` (bootstrap and MAPSSWE,
+    :func:`speechnas.evaluate.significance.compare_systems`). Full context with all of the
+    architecture's look-ahead is the last row. Cached in ``out``."""
+    from speechnas.evaluate.significance import compare_systems
+
+    done = out / f"chunking-{chunk}.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    loaded = load_model(checkpoint)
+    ds = SpeechDataset(load_utterances(manifest, skip_invalid=False), loaded.tokenizer,
+                       loaded.features)  # fmt: skip
+    refs = [u.text for u in ds.utterances]
+    model = loaded.model
+    full_lookahead = model.spec.stream_geometry.lookahead
+    result: dict[str, Any] = {"manifest": manifest, "chunk": chunk}
+
+    def full(lookahead: int) -> tuple[str, ...]:
+        model.configure_streaming(chunk=None, lookahead=lookahead)
+        return evaluate_dataset(model, ds).hypotheses
+
+    streamed: tuple[str, ...] = ()
+    for lookahead in sorted({0, min(chunk, full_lookahead)}):
+        model.configure_streaming(chunk=chunk, lookahead=lookahead)
+        streamed = evaluate_streaming(model, ds).hypotheses
+        result[f"{chunk}/{lookahead}"] = compare_systems(refs, streamed, full(lookahead))
+    result["full_context_all_lookahead"] = compare_systems(refs, streamed, full(full_lookahead))
+    done.write_text(json.dumps(result, indent=1))
+    return result
 
 
 def latencies(checkpoint: str, out: Path, *, fresh: bool = False) -> dict[str, Any]:
@@ -224,6 +263,24 @@ def table(rows: dict[str, dict[str, Any]], test: str) -> Table:
     return t
 
 
+def chunking_table(rows: dict[str, dict[str, Any]]) -> Table:
+    t = Table(title="what chunking costs: streamed vs full context at the same look-ahead, test")
+    for col in ("model", "streamed", "WER streamed", "WER full", "Δ (95% CI)", "relative",
+                "p MAPSSWE"):  # fmt: skip
+        t.add_column(col, justify="right")
+    for label, r in rows.items():
+        for key, c in r["chunking"].items():
+            if not isinstance(c, dict):
+                continue
+            name = "vs all look-ahead" if key == "full_context_all_lookahead" else key
+            ci = f"{100 * c['ci_low']:+.2f}..{100 * c['ci_high']:+.2f}"
+            t.add_row(label, name, f"{100 * c['wer_a']:.2f}", f"{100 * c['wer_b']:.2f}",
+                      f"{100 * c['delta']:+.2f} ({ci})",
+                      f"{100 * c['delta'] / max(c['wer_b'], 1e-9):+.1f}%",
+                      f"{c['p_mapsswe']:.3g}")  # fmt: skip
+    return t
+
+
 def _percent(errors: dict[str, float]) -> str:
     return ", ".join(f"{k} {100 * v:+.1f}%" for k, v in errors.items())
 
@@ -263,6 +320,7 @@ def main() -> None:
             "checkpoint": res["metrics"]["checkpoint"],
             "latency": latencies(res["metrics"]["checkpoint"], out, fresh=args.remeasure),
             "scores": score(res["metrics"]["checkpoint"], tests, out, args.stream_tests.split(",")),
+            "chunking": chunking_cost(res["metrics"]["checkpoint"], tests["test"], out),
         }  # fmt: skip
     report: dict[str, Any] = {
         "steps": args.steps, "seed": args.seed, "versions": versions(), "models": rows,
@@ -275,6 +333,8 @@ def main() -> None:
     console = Console(stderr=True)
     for test in args.stream_tests.split(",") if rows else ():
         console.print(table(rows, test))
+    if rows:
+        console.print(chunking_table(rows))
     if "predictor" in report:
         r = report["predictor"]
         console.print(
