@@ -38,7 +38,7 @@ from speechnas.hardware.backends import Backend, backend_for_target
 from speechnas.hardware.blocks import RUN_BLOCK, Block, decompose
 from speechnas.hardware.calibration import FLUSH_BYTES, GRIDS, BlockFit, measure_blocks
 from speechnas.hardware.program import chunk_windows, decoding_calls, utterance_length
-from speechnas.hardware.stream_blocks import decompose_stream
+from speechnas.hardware.stream_blocks import decompose_stream, io_block
 from speechnas.hardware.target import Target, load_target, target_from_dict
 from speechnas.nn.blocks import subsampled_lengths
 from speechnas.nn.build import feature_config
@@ -226,6 +226,9 @@ class LatencyPredictor:
         for arch in archs:
             for use in split(arch, vocab_size=vocab_size):
                 seen.setdefault(use.block.key, use.block)
+                if use.block.kind == "stream_layer":
+                    io = io_block(use.block)
+                    seen.setdefault(io.key, io)
         seen.setdefault(RUN_BLOCK.key, RUN_BLOCK)
         return [b for k, b in seen.items() if k not in self.fits]
 
@@ -345,15 +348,22 @@ class LatencyPredictor:
         """Predicted milliseconds of one steady-state chunk of the streaming ``arch``, its
         caches full (what :func:`speechnas.hardware.stream.chunk_latency` measures): the sum of
         its chunk blocks (:mod:`speechnas.hardware.stream_blocks`), each mixed between warm and
-        cold like the utterance's blocks and counted without the per-call cost, which the
-        chunk pays once. No whole-model correction: the blocks are the chunk's own shapes."""
+        cold like the utterance's blocks. The shell is counted whole (its inputs and outputs
+        are the deployed graph's); a layer without what timing it alone added: binding its
+        chunk, padding and mask and the runtime's call (its ``stream_io`` block). No
+        whole-model correction: the blocks are the chunk's own shapes."""
         self._ensure(arch, vocab_size, chunk=True)
         uses = decompose_stream(arch, vocab_size=vocab_size)
         weights = sum(u.times * self._fit(u.block).bytes for u in uses)
         l2 = int(self.identity["machine"].get("l2_bytes") or _l2_bytes())
         cold = max(0.0, 1.0 - l2 / weights) if weights > 0 else 0.0
-        run = self._fit(RUN_BLOCK)(0.0, cold)
-        return run + sum(u.times * max(self._fit(u.block)(0.0, cold) - run, 0.0) for u in uses)
+        total = 0.0
+        for u in uses:
+            ms = self._fit(u.block)(0.0, cold)
+            if u.block.kind == "stream_layer":
+                ms = max(ms - self._fit(io_block(u.block))(0.0, cold), 0.0)
+            total += u.times * ms
+        return total
 
     def _sync(self) -> None:
         """Adopts the blocks the cache file holds (the file wins where both have a block), so

@@ -31,7 +31,7 @@ from speechnas.hardware.blocks import Block, Use, grouped
 from speechnas.nn.build import SpeechModel, build
 from speechnas.nn.spec import decode
 
-__all__ = ["decompose_stream", "stream_block_module"]
+__all__ = ["decompose_stream", "io_block", "stream_block_module"]
 
 #: The axis of blocks timed at their one streaming shape.
 CHUNK_AXIS = "chunk"
@@ -94,6 +94,37 @@ def decompose_stream(arch: Mapping[str, Any], *, vocab_size: int) -> list[Use]:
     return grouped(blocks)
 
 
+def io_block(layer: Block) -> Block:
+    """The input/output block of a layer block: a graph that takes the layer's chunk, padding
+    and mask (or offset) and returns a chunk, doing nothing else. Timed alone, a layer pays for
+    binding those tensors and for the runtime's call, which the deployed graph (one call, the
+    chunk passed between layers inside it) does not; the layer's states are inputs and outputs
+    of the deployed graph too, so they are not part of this block."""
+    p = dict(layer.params)
+    return Block(
+        "stream_io",
+        (("d", p["d"]), ("chunk", p["chunk"]), ("cache", p["cache"]), ("extra", _extra_kind(p))),
+        CHUNK_AXIS,
+    )
+
+
+def _extra_kind(params: Mapping[str, Any]) -> str:
+    """What a layer takes besides its chunk: an attention mask (bool, or float for additive
+    stacks) or the stream's offset (CNN)."""
+    if params["encoder"] == "cnn":
+        return "offset"
+    return "bool" if params.get("attention_impl", "sdpa") == "sdpa" else "float"
+
+
+class _PassThrough(nn.Module):
+    """x, pad, extra → x·2, pad, extra: the inputs and outputs of a layer and nothing else."""
+
+    def forward(
+        self, x: torch.Tensor, pad: torch.Tensor, extra: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        return x * 2.0, pad, extra
+
+
 class _Shell(nn.Module):
     """The model's streaming forward with its stack's layers removed, and the CTC head."""
 
@@ -144,7 +175,20 @@ def stream_block_module(
     static the exporter folds away the shape arithmetic of the reshapes, which the deployed
     graph computes on every chunk (a third of a small model's chunk time here)."""
     from speechnas.export.streaming import batch_axis
+    from speechnas.nn.blocks.masks import padding_mask
 
+    if block.kind == "stream_io":
+        p = dict(block.params)
+        c, cache = p["chunk"], p["cache"]
+        gen = torch.Generator().manual_seed(0)
+        extra = {
+            "offset": torch.tensor([cache]),
+            "bool": torch.ones(1, c, cache + c, dtype=torch.bool),
+            "float": torch.zeros(1, c, cache + c),
+        }[p["extra"]]
+        feeds = {"x": torch.randn(1, c, p["d"], generator=gen),
+                 "pad": padding_mask(torch.tensor([c]), c), "extra": extra}  # fmt: skip
+        return _PassThrough().eval(), feeds, {n: {0: "batch"} for n in feeds}
     if block.source is None:
         raise ValueError(f"block {block.key}: a streaming block needs its source architecture")
     p = dict(block.params)
@@ -163,7 +207,7 @@ def stream_block_module(
     if block.kind != "stream_layer":
         raise ValueError(f"block kind: {block.kind!r} is not a streaming block")
     from speechnas.nn.blocks.attention_impl import additive_mask
-    from speechnas.nn.blocks.masks import padding_mask, stream_mask
+    from speechnas.nn.blocks.masks import stream_mask
 
     stack = _stack(model)
     wanted = {k: v for k, v in p.items() if k not in ("encoder", "d", "chunk", "cache")}

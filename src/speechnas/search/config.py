@@ -310,7 +310,7 @@ class SearchConfig:
             try:
                 if dataclasses.replace(decode(inside), arch=arch) == decode(arch):
                     arch = inside
-            except ValueError:
+            except (KeyError, ValueError):
                 pass  # validate() below names the problem
             try:
                 out.append(space.validate(arch))
