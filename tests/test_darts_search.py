@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import tiny_config
 from search_helpers import search_config
 
 from speechnas.data.synth.corpus import CorpusInfo
@@ -56,6 +57,10 @@ def test_the_seed_and_each_eta_become_trials_of_one_study(
     assert pareto["front"] and pareto["retrained"]["steps"] == 1
     summary = json.loads((out / "darts" / "summary.json").read_text())
     assert summary["etas"] == [0.0, 50.0] and set(summary["runs"]) == {"0", "50"}
+    # the retraining continues from the selection's weights, outside the space's checks
+    tuned = Darts(cfg).retrain_config(tiny_config(tiny_corpus, tmp_path / "b").replace(
+        space=cfg.space))  # fmt: skip
+    assert tuned.space is None and tuned.optim.warmup_steps <= 10
     # resumed, a finished search trains nothing again
     mtime = (Path(seed["output_dir"]) / "best" / "meta.json").stat().st_mtime
     again = run_search(cfg, resume=True)

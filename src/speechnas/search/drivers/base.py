@@ -105,4 +105,15 @@ class Driver(ABC):
         return None
 
 
-__all__ = ["REGISTRY", "Driver"]
+def trained_weights(selected: Result) -> str | None:
+    """The ``best`` checkpoint of the selected trial's folder, where there is one: for drivers
+    whose retraining continues from a trial's weights rather than from scratch."""
+    from pathlib import Path
+
+    if not selected.output_dir:
+        return None
+    best = Path(selected.output_dir) / "best"
+    return str(best) if best.is_dir() else None
+
+
+__all__ = ["REGISTRY", "Driver", "trained_weights"]

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
-from speechnas.search.drivers.base import Driver
+from speechnas.search.drivers.base import Driver, trained_weights
 from speechnas.search.measure import measure_on_target
 from speechnas.search.objectives import PREDICTED_METRICS, is_hardware_target, latency_model
 from speechnas.search.record import guarded, open_trial, record_metrics
@@ -110,6 +110,20 @@ class DartsOptions:
             raise ValueError(f"strategy.options.darts: {e}") from None
 
 
+def tuning_config(base: TrainConfig, opts: DartsOptions) -> TrainConfig:
+    """How a compressed architecture is fine-tuned (and the selection retrained): from its
+    inherited weights, at ``finetune_lr`` (default the recipe's) after at most 10 warm-up
+    steps, without validation against the space (an extracted architecture may lie outside
+    it)."""
+    recipe = base.optim
+    return base.replace(
+        space=None,
+        optim=dataclasses.replace(
+            recipe, lr=opts.finetune_lr or recipe.lr, warmup_steps=min(recipe.warmup_steps, 10)
+        ),
+    )
+
+
 def darts_setup(cfg: SearchConfig) -> tuple[DartsOptions, SearchSpace, Arch]:
     """The options, the space and the seed architecture to compress; a ValueError naming what
     does not fit (no seed or several, a seed without feed-forward layers) before any work."""
@@ -169,10 +183,17 @@ def _train(
 
 
 def run_darts(
-    cfg: SearchConfig, ss: SearchStudy, base: TrainConfig, *, vocab_size: int, console: Console
+    cfg: SearchConfig,
+    ss: SearchStudy,
+    base: TrainConfig,
+    *,
+    vocab_size: int,
+    console: Console,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """The whole compression search into ``ss``; returns its summary (also written to
-    ``darts/summary.json`` and the study's user attributes)."""
+    ``darts/summary.json`` and the study's user attributes). ``progress`` shows each trial
+    as it ends."""
     from speechnas.compress.darts import darts_front
 
     opts, space, seed = darts_setup(cfg)
@@ -189,6 +210,8 @@ def run_darts(
         )  # fmt: skip
         guarded(ss, number, functools.partial(_train, cfg, ss, task, number, seed, base, top,
                                               seed_dir, {}))  # fmt: skip
+        if progress is not None:
+            progress.update(ss)
     checkpoint = seed_dir / "best"
     if not (checkpoint / "meta.json").is_file():
         raise RuntimeError(f"darts: the seed's training left no checkpoint in {checkpoint}")
@@ -202,12 +225,8 @@ def run_darts(
         )
         results = darts_front(checkpoint, out / "darts", configs,
                               data=base.data)  # fmt: skip
-    recipe = base.optim
-    lr = opts.finetune_lr or recipe.lr
-    tune_base = base.replace(  # an extracted architecture may lie outside the space
-        space=None,
-        optim=dataclasses.replace(recipe, lr=lr, warmup_steps=min(recipe.warmup_steps, 10)),
-    )
+    tune_base = tuning_config(base, opts)
+    lr = tune_base.optim.lr
     fid = Fidelity(opts.finetune_minutes, 1.0, opts.finetune_steps)
     for k, (eta, res) in enumerate(zip(todo, results, strict=True), start=1):
         arch = Arch.from_json(res.arch)
@@ -222,6 +241,8 @@ def run_darts(
         tuned = tune_base.replace(init_from=str(Path(res.output_dir) / "model"))
         guarded(ss, number, functools.partial(_train, cfg, ss, task, number, arch, tuned, fid,
                                               trial_dir, extra))  # fmt: skip
+        if progress is not None:
+            progress.update(ss)
         console.print(
             f"darts η={eta:g}: {arch.hash()[:8]}, FFN widths "
             f"{[c['ffn_dim'] for c in res.choice]}, ranks {[c['ffn_lowrank'] for c in res.choice]}"
@@ -273,15 +294,19 @@ class Darts(Driver):
         deadline: float | None,
         console: Console,
     ) -> None:
-        self.summary = run_darts(self.cfg, ss, base, vocab_size=vocab_size, console=console)
-        progress.update(ss)
+        self.summary = run_darts(
+            self.cfg, ss, base, vocab_size=vocab_size, console=console, progress=progress
+        )
+
+    def retrain_config(self, base: TrainConfig) -> TrainConfig:
+        """Retraining continues from the selection's weights at the fine-tuning's rate; a
+        compressed architecture (low-rank FFNs, widths of the trained ones) may lie outside
+        the space, so the space does not validate it."""
+        return tuning_config(base, DartsOptions.from_options(self.cfg.strategy.options))
 
     def init_from(self, selected: Result) -> str | None:
         """The selection's retraining continues from its trained (or fine-tuned) weights."""
-        if not selected.output_dir:
-            return None
-        best = Path(selected.output_dir) / "best"
-        return str(best) if best.is_dir() else None
+        return trained_weights(selected)
 
 
-__all__ = ["Darts", "DartsOptions", "darts_setup", "run_darts"]
+__all__ = ["Darts", "DartsOptions", "darts_setup", "run_darts", "tuning_config"]

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 
 from speechnas.search.config import SearchConfig
-from speechnas.search.drivers.base import Driver
+from speechnas.search.drivers.base import Driver, trained_weights
 from speechnas.search.measure import measure_on_target
 from speechnas.search.objectives import (
     CARRIED_METRICS,
@@ -547,10 +547,7 @@ class OneShot(Driver):
 
     def init_from(self, selected: Result) -> str | None:
         """A finalist's retraining continues from its fine-tuned weights."""
-        if not selected.output_dir:
-            return None
-        best = Path(selected.output_dir) / "best"
-        return str(best) if best.is_dir() else None
+        return trained_weights(selected)
 
 
 __all__ = [
