@@ -24,6 +24,7 @@ from speechnas.search.study import (
     INTERRUPTED,
     add_trial,
     beating,
+    claim_lock,
     mark_stale,
     open_study,
     stale_running,
@@ -80,6 +81,26 @@ def test_heartbeats_tell_live_trials_from_dead_workers(tmp_path: Path) -> None:
     assert "no heartbeat" in gone.user_attrs["interrupted_by"]
     time.sleep(0.3)
     assert stale_running(ss, grace=0.2) == [live]  # the block ended: no more beats
+
+
+def test_searches_on_one_sqlite_database_take_turns_whatever_their_output(
+    tmp_path: Path,
+) -> None:
+    import fcntl
+
+    (tmp_path / "db").mkdir()
+    ss = open_study(f"sqlite:///{tmp_path / 'db' / 's.db'}", "s", 1)
+    lock = tmp_path / "db" / "s.db.claim.lock"
+    # another process, with its own output folder, tries the lock its claim would take
+    with (
+        claim_lock(ss, tmp_path / "starter"),
+        open(lock, "a+") as f,
+        pytest.raises(BlockingIOError),
+    ):
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    with open(lock, "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released with the claim
+    assert not (tmp_path / "starter" / ".claim.lock").exists()
 
 
 def test_join_needs_a_running_search_with_the_same_config(

@@ -142,17 +142,23 @@ def claim_lock(ss: SearchStudy, folder: Path) -> Iterator[None]:
     On PostgreSQL the lock is the database's: a session-level advisory lock keyed by the study
     id, taken on a connection of the study's own engine. Workers then need nothing in common but
     the database URL to coordinate, and the server releases the lock when a killed worker's
-    connection drops. Elsewhere (SQLite, journal files) it is an ``flock`` on
-    ``folder/.claim.lock``, which the kernel releases when a process dies; Linux NFS clients map
-    it to NFS byte-range locks.
+    connection drops. Elsewhere it is an ``flock``, which the kernel releases when a process
+    dies (Linux NFS clients map it to NFS byte-range locks): for SQLite on a file beside the
+    database (``study.db.claim.lock``), so every process on that database takes the same lock
+    whatever its output folder (a search joined with another ``--output-dir``); otherwise (an
+    in-memory database, journal files) on ``folder/.claim.lock``.
     """
     engine = getattr(ss.storage, "engine", None)
     if engine is not None and engine.dialect.name == "postgresql":
         with _advisory_lock(engine, CLAIM_LOCK_KEY, ss.study_id):
             yield
         return
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".claim.lock", "a+") as f:
+    path = folder / ".claim.lock"
+    database = engine.url.database if engine is not None and engine.dialect.name == "sqlite" else ""
+    if database and database != ":memory:":
+        path = Path(database).with_name(Path(database).name + ".claim.lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
