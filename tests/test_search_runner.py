@@ -167,6 +167,39 @@ def test_kill_stops_the_workers_too(tiny_corpus: CorpusInfo, tmp_path: Path) -> 
     assert [t.state.name for t in _trials(tmp_path / "search")] == ["RUNNING", "RUNNING"]
 
 
+def test_a_dead_worker_is_replaced_and_its_slot_run_again(
+    tiny_corpus: CorpusInfo, tmp_path: Path
+) -> None:
+    """A worker process killed mid-trial (as the kernel does for memory): its trial is marked
+    interrupted, a new worker takes its place and the search finishes every slot without a
+    ``--resume``."""
+    rung = {"rungs": [{"minutes": 5, "steps": 60}], "candidates": 4}
+    config = write_search_yaml(tiny_corpus, tmp_path, n_trials=4, fidelity=rung, workers=2)
+    proc = _search(config)
+    victim: optuna.trial.FrozenTrial | None = None
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and victim is None and time.monotonic() < deadline:
+        with contextlib.suppress(KeyError, sqlalchemy.exc.SQLAlchemyError,
+                                 optuna.exceptions.StorageInternalError):  # fmt: skip
+            running = [t for t in _trials(tmp_path / "search", poll=True)
+                       if t.state.name == "RUNNING" and "worker" in t.user_attrs]  # fmt: skip
+            victim = running[0] if running else None
+        time.sleep(0.1)
+    assert victim is not None, "no trial started"
+    pid = int(victim.user_attrs["worker"].split(":")[1])
+    assert pid in _children(proc.pid)  # a worker process of this search, not the search itself
+    os.kill(pid, signal.SIGKILL)
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, output
+    trials = _trials(tmp_path / "search")
+    killed = next(t for t in trials if t.number == victim.number)
+    assert killed.state.name == "FAIL" and killed.user_attrs["status"] == INTERRUPTED
+    assert f"(pid {pid}) died with exit code -9" in killed.user_attrs["interrupted_by"]
+    done = [t for t in trials if t.state.name == "COMPLETE"]
+    assert sorted(t.user_attrs["slot"] for t in done) == [f"0/0/{i}" for i in range(4)]
+    assert len(trials) == 5  # the killed one, run again
+
+
 def _user_corpus(tiny_corpus: CorpusInfo, folder: Path) -> dict[str, Path]:
     """A user's own manifests made from the tiny corpus: training audio at 8 kHz stereo WAV, dev
     at 16 kHz mono FLAC, test at 44.1 kHz stereo WAV."""

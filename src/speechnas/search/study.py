@@ -307,17 +307,21 @@ def mark_stale(ss: SearchStudy, grace: float) -> list[int]:
     return numbers
 
 
-def release_worker(ss: SearchStudy, index: int, reason: str) -> list[int]:
+def release_worker(
+    ss: SearchStudy, index: int, reason: str, worker: str | None = None
+) -> list[int]:
     """Marks the RUNNING trials of worker ``index`` of this search (``worker`` attribute
-    ``HOST:PID:INDEX``) FAIL with status "interrupted" and ``reason``, so their slots are run
-    again; for a worker known to be dead. Returns their numbers."""
+    ``HOST:PID:INDEX``; exactly ``worker`` when given) FAIL with status "interrupted" and
+    ``reason``, so their slots are run again; for a worker known to be dead. Returns their
+    numbers."""
     from optuna.trial import TrialState
+
+    def mine(name: str) -> bool:
+        return name == worker if worker is not None else name.endswith(f":{index}")
 
     numbers = []
     for t in ss.trials():
-        if t.state == TrialState.RUNNING and str(t.user_attrs.get("worker", "")).endswith(
-            f":{index}"
-        ):
+        if t.state == TrialState.RUNNING and mine(str(t.user_attrs.get("worker", ""))):
             set_attrs(ss, t.number, {"status": INTERRUPTED, "interrupted_by": reason})
             ss.storage.set_trial_state_values(ss.trial_id(t.number), TrialState.FAIL)
             numbers.append(t.number)

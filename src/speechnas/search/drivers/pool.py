@@ -54,6 +54,7 @@ from speechnas.search.study import (
     find_evaluation,
     is_interrupted,
     open_study,
+    release_worker,
     set_attrs,
     slot_table,
     values_of,
@@ -448,34 +449,55 @@ def run_processes(
     deadline: float | None,
     ss: SearchStudy,
     progress: Progress,
+    *,
+    restarts: int = 1,
 ) -> None:
-    """``cfg.workers`` spawned worker processes on the study; returns when all have ended."""
+    """``cfg.workers`` spawned worker processes on the study; returns when all have ended.
+
+    A worker that dies (killed for memory, a crash of the runtime) has its running trial marked
+    interrupted, so its slot is run again, and is started again, up to ``restarts`` times per
+    worker, as the Ray backend does; the search goes on without a ``--resume``. A RuntimeError
+    names the workers that failed for good."""
     mp = multiprocessing.get_context("spawn")  # no forked torch or SQLite state
-    procs = [
-        mp.Process(
-            target=_worker_main,
-            args=(cfg, base, vocab, k, deadline, os.getpid()),
-            name=f"search-worker-{k}",
-        )
-        for k in range(cfg.workers)
-    ]
-    for p in procs:
+
+    def start(k: int) -> multiprocessing.process.BaseProcess:
+        p = mp.Process(target=_worker_main, args=(cfg, base, vocab, k, deadline, os.getpid()),
+                       name=f"search-worker-{k}")  # fmt: skip
         p.start()
+        return p
+
+    procs = {k: start(k) for k in range(cfg.workers)}
+    left = dict.fromkeys(procs, restarts)
+    failed: list[tuple[str, int | None]] = []
+    host = socket.gethostname()
     with _sigterm_interrupts():
         try:
-            while any(p.is_alive() for p in procs):
+            while procs:
                 progress.update(ss)
-                for p in procs:
+                for k, p in list(procs.items()):
                     p.join(timeout=2.0 / len(procs))
+                    if p.is_alive():
+                        continue
+                    del procs[k]
+                    if p.exitcode == 0:
+                        continue
+                    why = f"worker {k} (pid {p.pid}) died with exit code {p.exitcode}"
+                    numbers = release_worker(ss, k, why, worker=f"{host}:{p.pid}:{k}")
+                    log.warning("%s; trials %s will run again", why, numbers)
+                    if left[k] > 0:
+                        left[k] -= 1
+                        procs[k] = start(k)
+                    else:
+                        failed.append((p.name, p.exitcode))
         except KeyboardInterrupt:  # Ctrl-C or a kill: the trials in flight stop too
-            for p in procs:
+            for p in procs.values():
                 p.terminate()
-            for p in procs:
+            for p in procs.values():
                 p.join(timeout=10.0)
             raise
-    bad = [(p.name, p.exitcode) for p in procs if p.exitcode != 0]
-    if bad:
-        raise RuntimeError(f"search workers failed: {bad}; see {cfg.output_dir}/logs")
+    progress.update(ss)
+    if failed:
+        raise RuntimeError(f"search workers failed: {failed}; see {cfg.output_dir}/logs")
 
 
 class WorkerPool(Driver):
