@@ -73,24 +73,13 @@ def test_three_workers_on_postgres_survive_kill_9(
         time.sleep(0.2)
     assert victim is not None, "the search ended before a worker could be killed"
     output, _ = proc.communicate(timeout=600)
-    assert proc.returncode != 0 and "search workers failed" in output, output
-    killed = _trials(postgres_url)
-    assert len({t.user_attrs["worker"] for t in killed}) == 3  # all three claimed trials
-    lost = [t.number for t in killed if t.state.name == "RUNNING"]
-    assert lost and all(_worker_pid(t) == victim for t in killed if t.number in lost)
-    before = [t for t in killed if t.state.name == "COMPLETE"]
-
-    proc = search_process(config, "--resume")
-    output, _ = proc.communicate(timeout=600)
+    # the dead worker is replaced and its slot run again: no --resume needed
     assert proc.returncode == 0, output
+    assert f"(pid {victim}) died with exit code -9" in output
     after = _trials(postgres_url)
-    by_number = {t.number: t for t in after}
-    for t in before:  # every completed trial kept as it was
-        assert by_number[t.number].state.name == "COMPLETE"
-        assert by_number[t.number].values == t.values
-        assert by_number[t.number].user_attrs["arch_key"] == t.user_attrs["arch_key"]
+    assert len({t.user_attrs["worker"] for t in after}) >= 3  # three workers and the new one
     interrupted = [t for t in after if t.user_attrs.get("status") == INTERRUPTED]
-    assert [t.number for t in interrupted] == lost
+    assert interrupted and all(_worker_pid(t) == victim for t in interrupted)
     assert all(t.state.name == "FAIL" for t in interrupted)
     done = [t for t in after if t.state.name == "COMPLETE"]
     slots = sorted(t.user_attrs["slot"] for t in done)  # each slot completed exactly once
