@@ -21,6 +21,7 @@ streaming code; the calibration and the table are the utterance predictor's.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,6 +31,7 @@ from torch import nn
 from speechnas.hardware.blocks import Block, Use, grouped
 from speechnas.nn.build import SpeechModel, build
 from speechnas.nn.spec import decode
+from speechnas.space import Arch
 
 __all__ = ["decompose_stream", "io_block", "stream_block_module"]
 
@@ -63,8 +65,14 @@ def _check_streaming(arch: Mapping[str, Any]) -> None:
 def decompose_stream(arch: Mapping[str, Any], *, vocab_size: int) -> list[Use]:
     """The blocks of one steady-state chunk of ``arch`` (a streaming architecture), grouped:
     identical layers appear once with their count. Each block carries ``arch`` as its
-    ``source``, from which :func:`stream_block_module` cuts it."""
+    ``source``, from which :func:`stream_block_module` cuts it. Cached per architecture: the
+    decomposition builds a model, and a prediction asks for it more than once."""
     _check_streaming(arch)
+    return list(_decompose(decode(arch).arch, vocab_size))
+
+
+@functools.lru_cache(maxsize=256)
+def _decompose(arch: Arch, vocab_size: int) -> tuple[Use, ...]:
     spec = decode(arch)
     geo = spec.stream_geometry
     model = build(arch, vocab_size=vocab_size)
@@ -91,7 +99,7 @@ def decompose_stream(arch: Mapping[str, Any], *, vocab_size: int) -> list[Use]:
             params = {"encoder": spec.encoder, "d": spec.d_model, "chunk": geo.chunk,
                       "cache": cache, **fields}  # fmt: skip
             blocks.append(Block("stream_layer", tuple(params.items()), CHUNK_AXIS, source=arch))
-    return grouped(blocks)
+    return tuple(grouped(blocks))
 
 
 def io_block(layer: Block) -> Block:

@@ -37,8 +37,10 @@ and, where the defaults do not fit, the hooks the runner asks:
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -105,6 +107,22 @@ class Driver(ABC):
         return None
 
 
+_Options = TypeVar("_Options")
+
+
+def parse_options(cls: type[_Options], options: Mapping[str, Any], strategy: str) -> _Options:
+    """``strategy.options`` as the options dataclass ``cls`` of a driver: unknown keys named
+    with the allowed ones, and whatever the dataclass rejects under ``strategy.options``."""
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    unknown = sorted(set(options) - set(names))
+    if unknown:
+        raise ValueError(f"strategy.options: unknown {unknown} for {strategy}; allowed: {names}")
+    try:
+        return cls(**options)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"strategy.options: {e}") from None
+
+
 def trained_weights(selected: Result) -> str | None:
     """The ``best`` checkpoint of the selected trial's folder, where there is one: for drivers
     whose retraining continues from a trial's weights rather than from scratch."""
@@ -116,4 +134,4 @@ def trained_weights(selected: Result) -> str | None:
     return str(best) if best.is_dir() else None
 
 
-__all__ = ["REGISTRY", "Driver", "trained_weights"]
+__all__ = ["REGISTRY", "Driver", "parse_options", "trained_weights"]

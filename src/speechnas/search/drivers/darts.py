@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
-from speechnas.search.drivers.base import Driver, trained_weights
+from speechnas.search.drivers.base import Driver, parse_options, trained_weights
 from speechnas.search.measure import measure_on_target
 from speechnas.search.objectives import PREDICTED_METRICS, is_hardware_target, latency_model
 from speechnas.search.record import guarded, open_trial, record_metrics
@@ -89,17 +89,10 @@ class DartsOptions:
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> DartsOptions:
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(options) - set(names))
-        if unknown:
-            raise ValueError(f"strategy.options: unknown {unknown} for darts; allowed: {names}")
         values = dict(options)
-        if isinstance(values.get("etas"), list):
+        if isinstance(values.get("etas"), list):  # YAML gives lists
             values["etas"] = tuple(values["etas"])
-        try:
-            return cls(**values)
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"strategy.options: {e}") from None
+        return parse_options(cls, values, "darts")
 
     def config(self, eta: float, seed: int) -> DartsConfig:
         from speechnas.compress.darts_config import DartsConfig

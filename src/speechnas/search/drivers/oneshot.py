@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 
 from speechnas.search.config import SearchConfig
-from speechnas.search.drivers.base import Driver, trained_weights
+from speechnas.search.drivers.base import Driver, parse_options, trained_weights
 from speechnas.search.measure import measure_on_target
 from speechnas.search.objectives import (
     CARRIED_METRICS,
@@ -107,14 +107,7 @@ class OneShotOptions:
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> OneShotOptions:
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(options) - set(names))
-        if unknown:
-            raise ValueError(f"strategy.options: unknown {unknown} for oneshot; allowed: {names}")
-        try:
-            return cls(**options)
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"strategy.options: {e}") from None
+        return parse_options(cls, options, "oneshot")
 
     def supernet_config(self) -> SupernetConfig:
         return SupernetConfig(
