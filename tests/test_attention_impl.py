@@ -187,3 +187,24 @@ def test_positions_interleaved_by_stack_equal_the_strided_writes(length: int, di
     want[:, 0::2] = torch.sin(pos * div)
     want[:, 1::2] = torch.cos(pos * div)
     assert torch.equal(sinusoidal_positions(length, dim), want)
+
+
+def test_with_attention_impl_keeps_weights_and_outputs() -> None:
+    from speechnas.nn.build import with_attention_impl
+
+    torch.manual_seed(0)
+    ref = build(preset("small", d_model=48, layers=2, heads=2, ffn_dim=96), vocab_size=12).eval()
+    other = with_attention_impl(ref, "matmul")
+    assert other.arch["attention_impl"] == "matmul" and "attention_impl" not in ref.arch
+    x, lengths = torch.randn(2, 120, 80), torch.tensor([120, 77])
+    with torch.no_grad():
+        a, la = ref.encode(x, lengths)
+        b, lb = other.encode(x, lengths)
+    assert torch.equal(la, lb)
+    valid = torch.arange(a.shape[1])[None, :] < la[:, None]
+    assert (a - b)[valid].abs().max() < 1e-4
+    with pytest.raises(ValueError, match="attention_impl"):
+        with_attention_impl(
+            build(Arch(encoder="lstm", d_model=32, layers=2, lstm_hidden=16), vocab_size=12),
+            "matmul",
+        )

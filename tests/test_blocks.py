@@ -340,3 +340,51 @@ def test_errors_name_the_field_and_allowed_values() -> None:
     with pytest.raises(ValueError, match="out_dim=24 does not match"):
         EncoderChain(make_encoder("blstm", in_dim=D, hidden=12, layers=1),
                      make_encoder("cnn", d_model=D, layer_cfgs=[_cnn()]))  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("kernel", "causal", "dilation"), [(15, False, 1), (4, False, 1), (5, True, 2)]
+)
+def test_depthwise_conv_is_the_1d_convolution_and_exports_as_2d(
+    kernel: int, causal: bool, dilation: int, tmp_path
+) -> None:
+    """The depthwise conv computes F.conv1d over the zero-padded input (its own weights), and
+    its ONNX graph holds a 2-D Conv (ONNX Runtime's blocked depthwise kernel) with no Pad when
+    the padding is symmetric."""
+    import onnx
+    import onnxruntime as ort
+    import torch.nn.functional as F
+
+    from speechnas.export.graph import export_module
+    from speechnas.nn.blocks._common import DepthwiseConv1d
+
+    torch.manual_seed(0)
+    dw = DepthwiseConv1d(12, kernel, causal=causal, dilation=dilation).eval()
+    x = torch.randn(2, 30, 12)
+    pad = torch.zeros(2, 30, dtype=torch.bool)
+    pad[1, 20:] = True
+    want = F.conv1d(
+        F.pad(x.masked_fill(pad[..., None], 0.0).transpose(1, 2), (dw.left, dw.right)),
+        dw.conv.weight, dw.conv.bias, dilation=dilation, groups=12,
+    ).transpose(1, 2)  # fmt: skip
+    with torch.no_grad():
+        assert torch.allclose(dw(x, pad), want, atol=1e-6)
+    axes = {"x": {1: "t"}, "pad": {1: "t"}}
+    path = export_module(
+        dw, (x, pad), tmp_path / "dw.onnx", input_names=["x", "pad"], output_names=["y"],
+        dynamic_axes=axes,
+    )  # fmt: skip
+    graph = onnx.load(str(path)).graph
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    kernels = [a.ints for n in convs for a in n.attribute if a.name == "kernel_shape"]
+    assert kernels == [[1, kernel]]
+    assert any(n.op_type == "Pad" for n in graph.node) == (dw.left != dw.right)
+    y = ort.InferenceSession(str(path)).run(
+        None, {"x": x[:, :25].numpy(), "pad": pad[:, :25].numpy()}
+    )[0]
+    assert abs(y - want_at(dw, x[:, :25], pad[:, :25])).max() < 1e-5
+
+
+def want_at(dw, x, pad):  # the module itself at another length than the traced one
+    with torch.no_grad():
+        return dw(x, pad).numpy()

@@ -84,3 +84,32 @@ def test_bad_arguments(model: torch.nn.Module, tmp_path: Path) -> None:
         export_lowbit(model, {"nope": 4}, tmp_path / "x.onnx")
     with pytest.raises(ValueError, match="bit allocation"):
         export_lowbit(model, {next(iter(quantizable(model))): 5}, tmp_path / "x.onnx")
+
+
+def test_int8_export_runs_every_linear_on_int8_kernels(
+    model: torch.nn.Module, tmp_path: Path
+) -> None:
+    alloc = _mixed(model)
+    r = export_lowbit(model, alloc, tmp_path / "i.onnx", kernels="int8", attention_impl="matmul")
+    graph = onnx.load(str(r.path)).graph
+    ops = [n.op_type for n in graph.node]
+    # Every quantized Linear, 2-bit ones too, on the int8 kernel; no float dequantization left
+    # in front of a Conv (it would cost a weight repack per run); the matmul attention graph
+    # has no per-layer NaN guard.
+    linears = [
+        n
+        for n, b in alloc.items()
+        if b != 32 and isinstance(quantizable(model)[n], torch.nn.Linear)
+    ]
+    assert ops.count("DynamicQuantizeMatMul") >= len(linears) > 0
+    assert "MatMulNBits" not in ops and "DequantizeLinear" not in ops and "IsNaN" not in ops
+    assert {f.op for n, f in r.forms.items() if n in linears} == {"DynamicQuantizeMatMul"}
+    assert all(f.compute == "float32" for f in r.forms.values() if f.op == "Conv")
+    # The int8 codes of a 2-bit weight are the 2-bit code values.
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in graph.initializer}
+    two = [n for n, b in alloc.items() if b == 2 and n in linears]
+    assert two
+    codes = [v for k, v in inits.items() if k.endswith("_q8") and v.dtype == np.int8]
+    assert any(set(np.unique(v)) <= {-2, -1, 0, 1} for v in codes)
+    assert r.parity is not None and r.parity < 0.2  # activation rounding only
+    assert r.metadata["quantization"] == "lowbit-int8"

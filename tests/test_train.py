@@ -154,3 +154,25 @@ def test_mfcc_features_and_bpe_tokens_train_too(tiny_corpus: CorpusInfo, tmp_pat
     assert loaded.features.kind == "mfcc" and loaded.features.dim == 40
     assert loaded.meta["tokenizer"]["kind"] == "bpe"
     assert result.steps > 0
+
+
+def test_a_run_stored_before_a_config_field_existed_resumes(
+    tiny_corpus: CorpusInfo, tmp_path: Path
+) -> None:
+    """A checkpoint whose stored config lacks fields added since (``dmao``, ``dynamic_chunk``:
+    None by default) continues, since missing means the default; a real difference still
+    stops the resume."""
+    cfg = tiny_config(tiny_corpus, tmp_path / "run", max_epochs=1)
+    first = Trainer.from_config(cfg, show_progress=False).fit()
+    meta_path = tmp_path / "run" / "last" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    for key in ("dmao", "dynamic_chunk"):
+        assert key in meta["config"] and meta["config"][key] is None
+        del meta["config"][key]
+    meta_path.write_text(json.dumps(meta))
+    more = cfg.replace(budget=dataclasses.replace(cfg.budget, max_epochs=2))
+    resumed = Trainer.from_config(more, show_progress=False).fit(resume=True)
+    assert resumed.steps > first.steps
+    other = more.replace(seed=cfg.seed + 1)
+    with pytest.raises(ValueError, match="different config"):
+        Trainer.from_config(other, show_progress=False).fit(resume=True)

@@ -194,3 +194,34 @@ def test_cli_exports_a_checkpoint_and_transcribes_without_torch(
     assert plain.exit_code == 0 and "RTF" in plain.output
     missing = runner.invoke(app, ["transcribe", str(tmp_path / "none.onnx"), str(audio)])
     assert missing.exit_code == 2 and "not an ONNX file" in missing.output
+
+
+def test_cli_export_under_another_attention_implementation(
+    checkpoint: Path, tiny_corpus: CorpusInfo, tmp_path: Path
+) -> None:
+    """``--attention-impl matmul``: the same weights as another graph (no per-layer NaN guard),
+    the same transcripts; refused, with the reason, for the formats that do not take it."""
+    import onnx
+
+    from speechnas.export.transcribe import Transcriber, score_manifest
+
+    paths = {}
+    for impl in ("sdpa", "matmul"):
+        out_dir = tmp_path / impl
+        out = runner.invoke(
+            app, ["export", "--checkpoint", str(checkpoint), "--output", str(out_dir),
+                  "--attention-impl", impl],
+        )  # fmt: skip
+        assert out.exit_code == 0, out.output
+        paths[impl] = out_dir / "model.onnx"
+    ops = {n.op_type for n in onnx.load(str(paths["matmul"])).graph.node}
+    assert "IsNaN" in {n.op_type for n in onnx.load(str(paths["sdpa"])).graph.node}
+    assert "IsNaN" not in ops
+    manifest = tiny_corpus.manifests["test"]
+    a, b = (score_manifest(Transcriber(p), manifest)["hypotheses"] for p in paths.values())
+    assert a == b
+    bad = runner.invoke(
+        app, ["export", "--checkpoint", str(checkpoint), "--output", str(tmp_path / "s"),
+              "--format", "sherpa", "--attention-impl", "matmul"],
+    )  # fmt: skip
+    assert bad.exit_code != 0 and "--attention-impl" in bad.output

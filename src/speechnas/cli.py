@@ -288,8 +288,21 @@ def export_onnx(
     int8: Annotated[bool, typer.Option("--int8", help="also write int8-quantised copies")] = False,
     check: Annotated[bool, typer.Option(help="compare ONNX Runtime with PyTorch")] = True,
     kernels: Annotated[
-        str, typer.Option(help="quantized checkpoints: exact (float compute) or fast (int8)")
+        str,
+        typer.Option(
+            help="quantized checkpoints: exact (float compute, low-bit storage), fast (int8 "
+            "compute, low-bit storage) or int8 (every linear on the int8 kernels, stored in 8 "
+            "bits; the fastest here)"
+        ),
     ] = "exact",
+    attention_impl: Annotated[
+        str | None,
+        typer.Option(
+            help="export under this attention implementation (sdpa, matmul, einsum, "
+            "split_heads): same weights and outputs, another graph; matmul is the fastest on "
+            "ONNX Runtime here"
+        ),
+    ] = None,
     fmt: Annotated[
         str,
         typer.Option(
@@ -324,6 +337,11 @@ def export_onnx(
         raise _fail(f"--format: {fmt!r} is not one of 'onnx', 'sherpa', 'coreml'")
     if streaming and fmt == "coreml":
         raise _fail("--streaming: Core ML export is of full-utterance models; drop --streaming")
+    if attention_impl is not None and (streaming or fmt != "onnx"):
+        raise _fail(
+            "--attention-impl: applies to full-utterance --format onnx exports only; drop it "
+            "or export with --format onnx"
+        )
     if streaming:
         try:
             _export_streaming(checkpoint, output, int8, check, chunk, lookahead, fmt)
@@ -339,9 +357,11 @@ def export_onnx(
     try:
         loaded = load_model(checkpoint)
         if loaded.meta.get("bits"):
-            _export_lowbit(loaded, output, kernels)
+            _export_lowbit(loaded, output, kernels, attention_impl)
             return
-        result = export_checkpoint(checkpoint, output, int8=int8, check=check)
+        result = export_checkpoint(
+            checkpoint, output, int8=int8, check=check, attention_impl=attention_impl
+        )
     except ValueError as e:
         raise _fail(str(e)) from None
     table = Table(title=f"{checkpoint} → {output}")
@@ -457,12 +477,12 @@ def _export_runtime(
         console.print(f"max |MIL program (numpy) - torch|: {parity}")
 
 
-def _export_lowbit(loaded: Any, output: Path, kernels: str) -> None:
+def _export_lowbit(loaded: Any, output: Path, kernels: str, attention_impl: str | None) -> None:
     from speechnas.export.lowbit import export_lowbit
 
     res = export_lowbit(
         loaded.model, loaded.meta["bits"], output / "model.onnx", kernels=kernels,
-        tokenizer=loaded.tokenizer, features=loaded.features,
+        tokenizer=loaded.tokenizer, features=loaded.features, attention_impl=attention_impl,
     )  # fmt: skip
     table = Table(title=f"{res.path} ({kernels} kernels)")
     for col in ("file KiB", "packed KiB", "stored KiB", "max |ORT - torch|"):

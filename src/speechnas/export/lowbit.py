@@ -28,6 +28,13 @@ sub-modules are then found in the graph by value and replaced by integer storage
   and it needs the extra ``onnx_ir`` package.
 * 4/3/2-bit convolution weights: no n-bit Conv kernel exists in ONNX Runtime; stored in int8
   with ``DequantizeLinear`` (the file holds 8 bits per weight, the runtime float32).
+* ``kernels="int8"`` (the speed form): every quantized Linear, whatever its width, runs as
+  ``DynamicQuantizeMatMul`` with its codes in int8 (a 2- to 8-bit symmetric code is an int8
+  value, so the weights are exact and only the per-run activation rounding differs), and the
+  convolutions keep their baked float weights as plain initializers, which ONNX Runtime
+  prepacks; a ``DequantizeLinear`` in front of a Conv is not folded at load and costs a
+  weight repack per run (measured 2x on the subsampling convolution). The file holds 8 bits
+  per Linear weight: storage and runtime size are the same and are reported as such.
 * 32 bits: float32, unchanged.
 
 :class:`LowbitResult` says, per sub-module, how it is stored and how it computes, and gives the
@@ -65,8 +72,9 @@ from speechnas.nn.quant import (
 
 __all__ = ["KERNELS", "LayerForm", "LowbitResult", "export_lowbit"]
 
-#: "exact": outputs equal the fake-quant PyTorch model (float compute); "fast": int8 kernels.
-KERNELS: tuple[str, ...] = ("exact", "fast")
+#: "exact": outputs equal the fake-quant PyTorch model (float compute); "fast": int8 kernels
+#: with the low-bit storage; "int8": every Linear on the int8 kernels, convolutions in float.
+KERNELS: tuple[str, ...] = ("exact", "fast", "int8")
 _MS = "com.microsoft"
 _NBITS_BLOCKS = (16, 32, 64, 128, 256)  # MatMulNBits block sizes with a fast x86 kernel
 
@@ -127,8 +135,10 @@ def _codes(w: torch.Tensor, bits: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _key(a: np.ndarray) -> tuple[tuple[int, ...], str]:
+    """A weight's identity by value, blind to unit axes (a depthwise kernel (C, 1, K) is
+    exported as (C, 1, 1, K))."""
     a = np.ascontiguousarray(a, dtype=np.float32)
-    return a.shape, hashlib.sha1(a.tobytes()).hexdigest()
+    return tuple(d for d in a.shape if d != 1), hashlib.sha1(a.tobytes()).hexdigest()
 
 
 def _pack(q: np.ndarray, block: int, bits: int) -> tuple[np.ndarray, int]:
@@ -198,8 +208,12 @@ def _rewrite(
             forms[mod_name] = done[init_name]
             continue
         users = consumers.get(init_name, [])
+        if kind == "conv" and kernels == "int8":
+            forms[mod_name] = done[init_name] = LayerForm(bits, 32, "Conv", "float32")
+            continue
         nbits_ok = (
             kind == "linear"
+            and kernels != "int8"
             and (bits <= 4 or kernels == "exact")
             and axis == 1
             and users
@@ -207,8 +221,7 @@ def _rewrite(
         )
         dqmm_ok = (
             kind == "linear"
-            and kernels == "fast"
-            and bits > 4
+            and (kernels == "int8" or (kernels == "fast" and bits > 4))
             and axis == 1
             and users
             and all(n.op_type == "MatMul" and j == 1 for n, j in users)
@@ -265,7 +278,7 @@ def _rewrite(
                 new_nodes.append((node, [repl]))
             forms[mod_name] = LayerForm(bits, 8, "DynamicQuantizeMatMul", "int8")
         else:
-            stored = codes.T if axis == 1 else codes
+            stored = (codes.T if axis == 1 else codes).reshape(tuple(inits[init_name].dims))
             q_name, s_name, z_name = (f"{init_name}_q8", f"{init_name}_scale", f"{init_name}_zp")
             graph.initializer.extend(
                 [
@@ -300,6 +313,35 @@ def _rewrite(
     return forms
 
 
+def _fold_bias(graph: onnx.GraphProto) -> int:
+    """Moves the bias ``Add`` behind each ``DynamicQuantizeMatMul`` into the node's own bias
+    input (one kernel instead of two passes over the output; ONNX Runtime does not fuse this
+    itself); returns how many were folded."""
+    inits = {i.name: i for i in graph.initializer}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    outputs = {o.name for o in graph.output}
+    folded = 0
+    for node in list(graph.node):
+        if node.op_type != "DynamicQuantizeMatMul" or len(node.input) > 4:
+            continue
+        users = consumers.get(node.output[0], [])
+        if len(users) != 1 or users[0].op_type != "Add" or node.output[0] in outputs:
+            continue
+        add = users[0]
+        bias = [b for b in add.input if b != node.output[0]]
+        n = int(numpy_helper.to_array(inits[node.input[1]]).shape[1])
+        if len(bias) != 1 or bias[0] not in inits or tuple(inits[bias[0]].dims) != (n,):
+            continue
+        node.input.append(bias[0])
+        node.output[0] = add.output[0]
+        graph.node.remove(add)
+        folded += 1
+    return folded
+
+
 def _initializer_bytes(model: onnx.ModelProto) -> int:
     return sum(numpy_helper.to_array(i).nbytes for i in model.graph.initializer)
 
@@ -314,6 +356,7 @@ def export_lowbit(
     features: FeatureConfig | None = None,
     check: bool = True,
     example_seconds: float = 4.0,
+    attention_impl: str | None = None,
 ) -> LowbitResult:
     """Writes ``model`` (a CTC or attention/hybrid ``SpeechModel``) with per-sub-module bit
     widths as one ONNX file at ``path``; see the module docstring for the forms.
@@ -323,7 +366,9 @@ def export_lowbit(
     model itself is not changed (a copy is quantized). ``kernels``: "exact" (outputs equal
     the fake-quant model up to float rounding) or "fast" (int8 kernels, activation rounding).
     With ``check``, the file is run by ONNX Runtime and compared with the fake-quant PyTorch
-    model on two inputs of another length than the traced one.
+    model on two inputs of another length than the traced one. ``attention_impl``: export
+    under that attention implementation (``speechnas.nn.blocks.attention_impl``; the same
+    weights, another graph) instead of the architecture's own.
     """
     from speechnas.export.onnx import _CTC, _example, _sequence_parity, export_model
 
@@ -334,7 +379,10 @@ def export_lowbit(
     # widths the model already has and then those of ``allocation``.
     if not isinstance(model, SpeechModel):
         raise ValueError(f"model: expected a SpeechModel, got {type(model).__name__}")
-    work = build(model.arch, vocab_size=model.vocab_size).eval()
+    arch = model.arch
+    if attention_impl is not None:
+        arch = type(arch)({**arch, "attention_impl": attention_impl})
+    work = build(arch, vocab_size=model.vocab_size).eval()
     load_plain_state(work, plain_state_dict(model))
     apply_bits(work, {**allocation_of(model), **allocation})  # validates names and widths
     mods = quantizable(work)
@@ -371,6 +419,7 @@ def export_lowbit(
         if b != 32
     }
     forms = _rewrite(graph, weights, kernels)
+    _fold_bias(graph.graph)
     for n, b in full.items():
         if b == 32:
             forms[n] = LayerForm(32, 32, "float", "float32")

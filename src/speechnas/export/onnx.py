@@ -336,13 +336,19 @@ def export_checkpoint(
     int8: bool = False,
     check: bool = True,
     example_seconds: float = 4.0,
+    attention_impl: str | None = None,
 ) -> ExportResult:
     """Loads a checkpoint folder (``speechnas.train.checkpoint``) and exports its model with
-    its tokenizer and feature config."""
+    its tokenizer and feature config; with ``attention_impl``, under that attention
+    implementation (the same weights and outputs, another graph)."""
+    from speechnas.nn.build import with_attention_impl
     from speechnas.train.checkpoint import load_model
 
     loaded = load_model(checkpoint)
+    model = loaded.model
+    if attention_impl is not None:
+        model = with_attention_impl(model, attention_impl)
     return export_model(
-        loaded.model, out_dir, tokenizer=loaded.tokenizer, features=loaded.features,
+        model, out_dir, tokenizer=loaded.tokenizer, features=loaded.features,
         example_seconds=example_seconds, check=check, int8=int8,
     )  # fmt: skip

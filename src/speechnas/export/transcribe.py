@@ -235,8 +235,8 @@ class Transcriber:
 def score_manifest(
     transcriber: Transcriber, manifest: str | Path, *, limit: int | None = None
 ) -> dict[str, Any]:
-    """WER/CER (texts normalised as in training), pooled RTF and the hypotheses of a corpus
-    (JSONL manifest or Kaldi data dir)."""
+    """WER/CER (texts normalised as in training), pooled RTF, and the normalised references
+    and hypotheses of a corpus (JSONL manifest or Kaldi data dir)."""
     from speechnas.data.manifest import load_corpus
     from speechnas.data.synth.text import normalize_text
     from speechnas.evaluate.metrics import error_rates
@@ -254,6 +254,7 @@ def score_manifest(
         **rates.to_dict(),
         "rtf": compute / max(audio, 1e-9),
         "audio_seconds": audio,
+        "references": refs,
         "hypotheses": [r.text for r in results],
         "ids": [u.id for u in utts],
     }

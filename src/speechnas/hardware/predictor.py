@@ -47,7 +47,7 @@ from speechnas.space import Arch, SearchSpace
 
 __all__ = ["LatencyPredictor", "cache_file", "default_cache_dir"]
 
-FORMAT = 1
+FORMAT = 2  # 2: depthwise convolutions export as 2-D convolutions (other timings)
 
 
 def _cpu_name() -> str:

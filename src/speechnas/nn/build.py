@@ -37,7 +37,14 @@ from speechnas.nn.decoders import make_decoder
 from speechnas.nn.spec import FRONTENDS, LEARNABLE_FILTERS, ArchSpec, StreamGeometry, decode
 from speechnas.space.arch import Arch
 
-__all__ = ["FRONTENDS", "LEARNABLE_FILTERS", "SpeechModel", "build", "feature_config"]
+__all__ = [
+    "FRONTENDS",
+    "LEARNABLE_FILTERS",
+    "SpeechModel",
+    "build",
+    "feature_config",
+    "with_attention_impl",
+]
 
 
 def feature_config(arch: Mapping[str, Any]) -> FeatureConfig:
@@ -248,3 +255,14 @@ class SpeechModel(nn.Module):
 def build(arch: Mapping[str, Any], *, vocab_size: int, dropout: float = 0.1) -> SpeechModel:
     """A fresh, randomly initialised model for ``arch`` (an :class:`Arch` or a mapping)."""
     return SpeechModel(decode(arch).arch, vocab_size=vocab_size, dropout=dropout)
+
+
+def with_attention_impl(model: SpeechModel, impl: str) -> SpeechModel:
+    """``model``'s weights under another attention implementation
+    (:mod:`speechnas.nn.blocks.attention_impl`): the same parameters and outputs, another
+    graph for a runtime to execute. Eval mode, no dropout, sharing nothing with ``model``."""
+    out = build(
+        {**model.arch, "attention_impl": impl}, vocab_size=model.vocab_size, dropout=0.0
+    ).eval()
+    out.load_state_dict(model.state_dict())
+    return out

@@ -8,6 +8,7 @@ uninterrupted run would have.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -32,7 +33,7 @@ from speechnas.nn.quant import load_plain_state, plain_state_dict
 from speechnas.nn.supernet import Supernet, largest, supernet_space
 from speechnas.space import Arch, load_space
 from speechnas.train.checkpoint import load_state, save_checkpoint
-from speechnas.train.config import DynamicChunkConfig, TrainConfig
+from speechnas.train.config import DynamicChunkConfig, TrainConfig, config_from_dict
 from speechnas.train.dmao import Dmao, carry_optimizer
 from speechnas.train.dmao_plots import plot_allocation
 from speechnas.train.plots import plot_training
@@ -91,7 +92,11 @@ def _cmvn(dataset: SpeechDataset, limit: int = 400) -> tuple[torch.Tensor, torch
 
 def _resumable(config: dict[str, Any]) -> dict[str, Any]:
     """What must match for a run to resume: everything but the budget and the output folder,
-    so a finished run can be continued with a larger budget (the search promotes trials so)."""
+    so a finished run can be continued with a larger budget (the search promotes trials so).
+    The config is read back first, so a run stored before a field existed compares with that
+    field's default rather than as a different config."""
+    with contextlib.suppress(TypeError, ValueError):  # else compared as stored
+        config = config_from_dict(config).to_dict()
     d = json.loads(json.dumps(config, default=str))
     d.pop("budget", None)
     d.pop("output_dir", None)

@@ -101,11 +101,26 @@ class DepthwiseConv1d(nn.Module):
         self.right = span - self.left
         self.conv = nn.Conv1d(channels, channels, kernel, dilation=dilation, groups=channels)
 
+    def _conv(self, y: torch.Tensor, padding: int = 0) -> torch.Tensor:
+        """(B, C, T) → (B, C, T'): ``self.conv`` with ``padding`` zeros on each side, computed
+        as a 2-D convolution over (B, C, 1, T) with the same weights, so the same sums. Why:
+        ONNX Runtime runs the 2-D depthwise form with its blocked (NCHWc) kernel and the 1-D
+        one as a generic grouped convolution, about 3x slower (measured 22 vs 64 us per call,
+        144 channels, kernel 15, 124 frames, one thread); the padding inside the Conv also
+        saves a Pad node."""
+        c = self.conv
+        y = F.conv2d(
+            y.unsqueeze(2), c.weight.unsqueeze(2), c.bias, padding=(0, padding),
+            dilation=(1, c.dilation[0]), groups=c.groups,
+        )  # fmt: skip
+        return y.squeeze(2)
+
     def forward(self, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
         """x (B, T, C), pad (B, T) → (B, T, C)."""
         y = zero_padding(x, pad).transpose(1, 2)  # (B, C, T)
-        y = F.pad(y, (self.left, self.right))
-        return self.conv(y).transpose(1, 2)
+        if self.left == self.right:
+            return self._conv(y, self.left).transpose(1, 2)
+        return self._conv(F.pad(y, (self.left, self.right))).transpose(1, 2)
 
     def init_cache(self, batch: int) -> torch.Tensor:
         """The streaming cache before the first frame: (B, left, C) zeros, as the causal padding."""
@@ -119,7 +134,7 @@ class DepthwiseConv1d(nn.Module):
         if self.right:
             raise ValueError("DepthwiseConv1d.step: only a causal conv can run chunk by chunk")
         full = torch.cat([cache, zero_padding(x, pad)], dim=1)  # (B, left + C, ch)
-        y = self.conv(full.transpose(1, 2)).transpose(1, 2)
+        y = self._conv(full.transpose(1, 2)).transpose(1, 2)
         return y, full[:, full.shape[1] - self.left :]
 
 
