@@ -1,0 +1,226 @@
+"""The speech NAS benchmark table: architectures trained with step budgets, every metric kept.
+
+Architectures of ``bench/tabular/speech-ctc.yaml`` (Conformer, Transformer, LSTM and CNN
+encoders with CTC) are drawn per encoder family in turn (each family's draw uniform over its
+own architectures; a draw over the whole space would be almost all Conformers, which have the
+most combinations), and each is trained exactly as a trial of the default search
+(``speechnas.search.trial.run_trial``, the search's recipe and built-in corpus, one thread) to
+every fidelity of ``--steps`` in turn, each continuing the previous one. At every fidelity the
+row keeps dev WER, WER and CER on every test set, steps, training minutes; per architecture its
+parameters and MACs. Every ``--seed-every``-th architecture is also trained with a second seed,
+which measures the WER noise between seeds (differences smaller than it are not findings).
+
+Step budgets make the table the same on any machine; wall time only says what it cost here.
+The file is rewritten (atomically) after every finished fidelity and the scratch folder of an
+unfinished architecture is kept, so the build can be stopped at any point and resumed with the
+same command (it takes several sittings: about 5 minutes of one core per architecture here).
+
+    .venv/bin/python bench/speech_table.py --archs 160 --workers 2        # build or resume
+    .venv/bin/python bench/speech_table.py --summary                      # what is in it
+
+The JSON (``bench/tabular/speech-ctc.json``) is checked in; ``--summary`` prints the table's
+size, cost and between-seed noise as JSON and a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import random
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from speechnas.search.config import default_search_path, load_search_config
+from speechnas.search.runner import prepare_base, retrain_base
+from speechnas.search.trial import Fidelity, run_trial
+from speechnas.space import Arch, load_space
+from speechnas.train.config import TrainConfig
+from speechnas.train.trainer import Diverged
+from speechnas.versions import versions
+
+HERE = Path(__file__).resolve().parent
+SPACE = HERE / "tabular" / "speech-ctc.yaml"
+TABLE = HERE / "tabular" / "speech-ctc.json"
+FAMILIES = ("conformer", "transformer", "lstm", "cnn")
+DRAW_SEED = 0
+
+
+def recipe(space: Path) -> TrainConfig:
+    """The default search's training recipe on its built-in corpus, scoring every test set,
+    validating architectures by the table's ``space``."""
+    cfg = load_search_config(default_search_path())
+    base = prepare_base(cfg)
+    return retrain_base(cfg, base).replace(threads=1, space=str(space))
+
+
+def draw(space_path: Path, n: int) -> list[Arch]:
+    """``n`` distinct architectures, the families in turn, each family's draw uniform over its
+    own architectures (a family with fewer than its share gives all it has)."""
+    space = load_space(space_path)
+    rng = random.Random(DRAW_SEED)
+    out: list[Arch] = []
+    seen: set[str] = set()
+    misses = dict.fromkeys(FAMILIES, 0)
+    while len(out) < n and any(m < 200 for m in misses.values()):
+        for fam in FAMILIES:
+            if len(out) >= n or misses[fam] >= 200:
+                continue
+            arch = space.repair({"encoder": fam}, rng)
+            if arch.key() in seen:
+                misses[fam] += 1
+                continue
+            seen.add(arch.key())
+            out.append(arch)
+    return out
+
+
+def _save(path: Path, table: dict[str, Any]) -> None:
+    """Write via a temporary file and a rename, so an interrupted write leaves the old table."""
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(table, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _train(job: dict[str, Any]) -> dict[str, Any]:
+    """One architecture and seed at every fidelity (in a worker process); returns the row."""
+    import torch
+
+    torch.set_num_threads(1)
+    arch, seed, base = Arch.from_json(job["arch"]), job["seed"], job["base"]
+    folder = Path(job["folder"])
+    # A training stopped mid-way restarts: resumed, its first fidelity would be scored on the
+    # steps it had already made beyond it.
+    shutil.rmtree(folder, ignore_errors=True)
+    row: dict[str, Any] = {"arch": job["arch"], "key": arch.key(), "hash": arch.hash(),
+                           "family": arch["encoder"], "seed": seed, "fidelities": {},
+                           "error": None}  # fmt: skip
+    start = time.perf_counter()
+    for steps in job["steps"]:
+        # Minutes far beyond any step budget, so the steps decide where every fidelity ends.
+        fidelity = Fidelity(minutes=600.0, fraction=1.0, steps=steps)
+        try:
+            m = run_trial(arch, base=base, fidelity=fidelity, output_dir=folder, seed=seed)
+        except Diverged as e:
+            row["error"] = f"diverged before {steps} steps: {e}"
+            break
+        row["params"], row["macs"] = m["params"], m["macs"]
+        row["fidelities"][str(steps)] = {
+            k: v for k, v in m.items() if k not in ("params", "macs") and not k.startswith("rtf:")
+        }
+    row["wall_seconds"] = round(time.perf_counter() - start, 1)
+    row["versions"] = versions()
+    shutil.rmtree(folder, ignore_errors=True)
+    return row
+
+
+def build(args: argparse.Namespace) -> None:
+    out = Path(args.out)
+    base = recipe(Path(args.space))
+    base_json = json.loads(json.dumps(base.to_dict()))
+    steps = [int(s) for s in args.steps.split(",")]
+    space = load_space(args.space)
+    header = {"space": space.to_dict(), "steps": steps, "base_config": base_json,
+              "draw_seed": DRAW_SEED, "seed_every": args.seed_every}  # fmt: skip
+    table = json.loads(out.read_text()) if out.is_file() else {**header, "rows": []}
+    for k, v in header.items():
+        if table.get(k) != v:
+            sys.exit(
+                f"{out}: its {k!r} differs from this build's; build into another --out, or move "
+                "the file away to start afresh"
+            )
+    done = {(r["key"], r["seed"]) for r in table["rows"]}
+    archs = draw(Path(args.space), args.archs)
+    jobs = []
+    for i, arch in enumerate(archs):
+        for seed in (0, 1) if i % args.seed_every == 0 else (0,):
+            if (arch.key(), seed) not in done:
+                folder = Path(args.scratch) / f"{arch.hash()}-s{seed}"
+                jobs.append({"arch": arch.to_json(), "seed": seed, "base": base, "steps": steps,
+                             "folder": str(folder)})  # fmt: skip
+    print(f"{len(table['rows'])} rows in {out}; {len(jobs)} trainings to go "
+          f"({len(archs)} architectures, seeds 0 and 1 for every {args.seed_every}th)",
+          flush=True)  # fmt: skip
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(args.workers, maxtasksperchild=1) as pool:
+        for n, row in enumerate(pool.imap_unordered(_train, jobs), 1):
+            table["rows"].append(row)
+            _save(out, table)
+            top = row["fidelities"].get(str(steps[-1]), {})
+            wer = top.get("wer:test")
+            print(f"[{n}/{len(jobs)}] {row['family']:11s} {row['hash']} seed {row['seed']}: "
+                  f"{row['params'] / 1e6 if 'params' in row else float('nan'):.2f} M, test WER "
+                  f"{'-' if wer is None else f'{100 * wer:.2f}%'} after {steps[-1]} steps, "
+                  f"{row['wall_seconds'] / 60:.1f} min", flush=True)  # fmt: skip
+
+
+def summary(path: Path) -> dict[str, Any]:
+    """Size, cost and between-seed noise of a table."""
+    table = json.loads(path.read_text())
+    rows = table["rows"]
+    steps = [str(s) for s in table["steps"]]
+    top = steps[-1]
+    complete = [r for r in rows if top in r["fidelities"]]
+    by_family: dict[str, int] = {}
+    for r in complete:
+        if r["seed"] == 0:
+            by_family[r["family"]] = by_family.get(r["family"], 0) + 1
+    pairs: dict[str, list[float]] = {}
+    seeds: dict[str, dict[int, dict[str, Any]]] = {}
+    for r in complete:
+        seeds.setdefault(r["key"], {})[r["seed"]] = r["fidelities"][top]
+    tests = sorted({k for r in complete for k in r["fidelities"][top] if k.startswith("wer:")})
+    for two in (s for s in seeds.values() if len(s) == 2):
+        for t in ["dev_wer", *tests]:
+            pairs.setdefault(t, []).append(abs(two[0][t] - two[1][t]))
+    return {
+        "file": str(path),
+        "architectures": sum(by_family.values()),
+        "by_family": by_family,
+        "fidelities_steps": table["steps"],
+        "rows": len(rows),
+        "diverged": sum(1 for r in rows if r["error"]),
+        "two_seed_architectures": len(pairs.get("dev_wer", [])),
+        "build_cpu_hours": round(sum(r.get("wall_seconds", 0) for r in rows) / 3600, 2),
+        # |WER(seed 0) - WER(seed 1)| at the top fidelity: its median and 90th percentile.
+        "seed_noise": {
+            t: {"median": statistics.median(v), "p90": sorted(v)[int(0.9 * (len(v) - 1))]}
+            for t, v in pairs.items()
+        },
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--space", default=str(SPACE))
+    ap.add_argument("--out", default=str(TABLE))
+    ap.add_argument("--archs", type=int, default=160, help="architectures to tabulate")
+    ap.add_argument("--steps", default="150,400,1000", help="fidelities (optimizer steps)")
+    ap.add_argument("--seed-every", type=int, default=5, help="a second seed for every Nth")
+    ap.add_argument("--workers", type=int, default=2, help="trainings at a time, 1 thread each")
+    ap.add_argument("--scratch", default="runs/speech-table-scratch", help="training folders")
+    ap.add_argument("--summary", action="store_true", help="print what the table holds")
+    args = ap.parse_args()
+    if args.summary:
+        s = summary(Path(args.out))
+        print(json.dumps(s, indent=1))
+        t = Table(title=f"{s['file']}: between-seed |ΔWER| at {s['fidelities_steps'][-1]} steps")
+        for col in ("set", "median", "p90"):
+            t.add_column(col, justify="left" if col == "set" else "right")
+        for name, v in s["seed_noise"].items():
+            t.add_row(name, f"{100 * v['median']:.2f}", f"{100 * v['p90']:.2f}")
+        Console().print(t)
+        return
+    build(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+"""How well does the WER predictor rank architectures it has not seen? Measured on the table.
+
+Reads the benchmark table (``bench/speech_table.py``), keeps the architectures trained to its
+top fidelity (seed 0), and predicts their top-fidelity WER (``--target``: ``dev_wer``, a test
+set's ``wer:NAME``, or ``mean`` over the test sets) by K-fold cross-validation over
+architectures (``--folds``, repeated ``--repeats`` times with other splits): every architecture
+is predicted by a model that never saw it. Rows compared:
+
+* the predictor from the architecture alone (what the search can use before any training);
+* the predictor with the learning curve so far (WER at the lower fidelities);
+* each lower fidelity's own WER as the prediction (what successive halving uses), and the
+  parameter count alone (bigger is better), as baselines.
+
+Prints JSON and a table: Kendall tau, Spearman, MAE and the interval's coverage per row
+(mean and sd over the repeats).
+
+    .venv/bin/python bench/wer_predictor.py
+    .venv/bin/python bench/wer_predictor.py --target mean --folds 5 --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from speechnas.search.wer_predictor import Prediction, WerPredictor, encode, rank_quality
+from speechnas.space import SearchSpace, load_space
+from speechnas.versions import versions
+
+HERE = Path(__file__).resolve().parent
+TABLE = HERE / "tabular" / "speech-ctc.json"
+
+
+def target_of(fid: dict[str, Any], target: str) -> float:
+    if target == "mean":
+        return float(np.mean([v for k, v in fid.items() if k.startswith("wer:")]))
+    return float(fid[target])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--table", default=str(TABLE))
+    ap.add_argument("--space", default=str(HERE / "tabular" / "speech-ctc.yaml"))
+    ap.add_argument("--target", default="dev_wer", help="dev_wer, wer:NAME or mean")
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--confidence", type=float, default=0.8)
+    ap.add_argument("--vocab", type=int, default=64, help="the table recipe's vocabulary")
+    args = ap.parse_args()
+
+    table = json.loads(Path(args.table).read_text())
+    space: SearchSpace = load_space(args.space)
+    steps = [str(s) for s in table["steps"]]
+    top, lower = steps[-1], steps[:-1]
+    rows = [r for r in table["rows"] if r["seed"] == 0 and top in r["fidelities"]]
+    if len(rows) < 2 * args.folds:
+        raise SystemExit(f"{args.table}: {len(rows)} complete architectures; need {2 * args.folds}")
+    y = np.array([target_of(r["fidelities"][top], args.target) for r in rows])
+    low_target = "dev_wer" if args.target == "dev_wer" else args.target
+
+    def curve(r: dict[str, Any], upto: list[str]) -> dict[str, float]:
+        return {f: target_of(r["fidelities"][f], low_target) for f in upto if f in r["fidelities"]}
+
+    variants = {"architecture only": [], **{f"with curve to {f} steps": lower[: i + 1]
+                                            for i, f in enumerate(lower)}}  # fmt: skip
+    feats = {
+        name: np.stack([encode(r["arch"], space, vocab_size=args.vocab,
+                               curve=curve(r, upto), fidelities=upto) for r in rows])
+        for name, upto in variants.items()
+    }  # fmt: skip
+    results: dict[str, list[dict[str, float]]] = {n: [] for n in variants}
+    baselines: dict[str, list[dict[str, float]]] = {f"WER at {f} steps": [] for f in lower}
+    baselines["parameters (more is better)"] = []
+    rng = np.random.default_rng(0)
+    for rep in range(args.repeats):
+        order = rng.permutation(len(rows))
+        folds = np.array_split(order, args.folds)
+        preds = {n: {k: np.zeros(len(rows)) for k in ("median", "low", "high")} for n in variants}
+        for held in folds:
+            train = np.setdiff1d(order, held)
+            for name, x in feats.items():
+                p = WerPredictor(confidence=args.confidence, seed=rep).fit(x[train], y[train])
+                got = p.predict(x[held])
+                for k in ("median", "low", "high"):
+                    preds[name][k][held] = getattr(got, k)
+        for name in variants:
+            results[name].append(rank_quality(y, Prediction(**preds[name])))
+        if rep == 0:  # the baselines do not depend on the split
+            for f in lower:
+                baselines[f"WER at {f} steps"].append(
+                    rank_quality(y, [target_of(r["fidelities"][f], low_target) for r in rows])
+                )
+            baselines["parameters (more is better)"].append(
+                rank_quality(y, [-float(r["params"]) for r in rows])
+            )
+
+    def agg(runs: list[dict[str, float]]) -> dict[str, Any]:
+        keys = runs[0].keys()
+        return {k: {"mean": statistics.fmean(r[k] for r in runs),
+                    "sd": statistics.stdev([r[k] for r in runs]) if len(runs) > 1 else 0.0}
+                for k in keys}  # fmt: skip
+
+    report = {
+        "table": args.table, "target": args.target, "top_steps": int(top),
+        "architectures": len(rows),
+        "by_family": {f: sum(r["family"] == f for r in rows)
+                      for f in sorted({r["family"] for r in rows})},
+        "folds": args.folds, "repeats": args.repeats, "confidence": args.confidence,
+        "predictor": {n: agg(v) for n, v in results.items()},
+        "baselines": {n: agg(v) for n, v in baselines.items()},
+        "versions": versions(),
+    }  # fmt: skip
+    print(json.dumps(report, indent=1))
+    t = Table(title=f"{args.target} at {top} steps, {len(rows)} architectures, "
+                    f"{args.folds}-fold x {args.repeats}")  # fmt: skip
+    for col in ("prediction", "Kendall tau", "Spearman", "MAE (points)", "interval coverage"):
+        t.add_column(col, justify="left" if col == "prediction" else "right")
+    for group in ("predictor", "baselines"):
+        for name, a in report[group].items():
+            cov = a.get("coverage")
+            mae = "" if name.startswith("parameters") else f"{100 * a['mae']['mean']:.2f}"
+            t.add_row(name, f"{a['kendall_tau']['mean']:.3f} ± {a['kendall_tau']['sd']:.3f}",
+                      f"{a['spearman']['mean']:.3f}", mae,
+                      "" if cov is None else f"{cov['mean']:.2f}")  # fmt: skip
+    Console().print(t)
+
+
+if __name__ == "__main__":
+    main()
