@@ -9,8 +9,10 @@ and applies them with the other effects):
   response of a microphone, a loudspeaker or a room's coloration; :func:`random_eq` draws one.
 - :func:`overdrive`: hard clipping of a signal driven ``db`` decibels above full scale.
 - :func:`codec`: a real round trip through a lossy codec of libsndfile (Opus in Ogg at a drawn
-  bit rate, GSM 06.10 at 8 kHz, Vorbis), so the artefacts are the codec's own rather than a
-  band-limit imitation.
+  bit rate, GSM 06.10 at 8 kHz, Vorbis, MP3 at a drawn bit rate, G.726 ADPCM at 32 and 24
+  kbit/s at 8 kHz), so the artefacts are the codec's own rather than a band-limit imitation.
+  AMR is not among them: neither libsndfile nor any package installable here without ffmpeg
+  encodes it; narrow-band Opus at its lowest rates (about 9 kbit/s) is the nearest.
 
 Written here rather than taken from ``audiomentations``: its transforms draw their parameters
 from NumPy's global random state, while every effect of a corpus must follow from the
@@ -30,17 +32,24 @@ import soundfile as sf
 import soxr
 from scipy.signal import sosfilt
 
-__all__ = ["CODECS", "codec", "overdrive", "parametric_eq", "random_eq"]
+__all__ = ["CODECS", "DEFAULT_CODECS", "codec", "overdrive", "parametric_eq", "random_eq"]
 
 #: codec name -> (container, subtype, the sample rate it runs at or None for the signal's own,
 #: libsndfile's compression levels at quality 1 and 0 or None for a fixed rate). Opus's range is
 #: the speech range of VoIP, about 43 down to 9 kbit/s on the built-in corpus's speech; Vorbis
-#: spans about 68 to 25 kbit/s; GSM 06.10 is 13 kbit/s.
+#: spans about 68 to 25 kbit/s; GSM 06.10 is 13 kbit/s; MP3 (MPEG-2 layer III at 16 kHz) about
+#: 30 down to 8 kbit/s; G.726 runs at 32 (``g726``) or 24 kbit/s (``g726-24``).
 CODECS: dict[str, tuple[str, str, int | None, tuple[float, float] | None]] = {
     "opus": ("OGG", "OPUS", 16000, (0.85, 0.99)),
     "gsm": ("WAV", "GSM610", 8000, None),
     "vorbis": ("OGG", "VORBIS", None, (0.01, 0.99)),
+    "mp3": ("MP3", "MPEG_LAYER_III", None, (0.5, 0.99)),
+    "g726": ("WAV", "G721_32", 8000, None),
+    "g726-24": ("AU", "G723_24", 8000, None),
 }
+#: The codecs a device draws from unless told otherwise: those of the built-in corpus's
+#: ``test-device`` split (adding one to this tuple would change that split and its digest).
+DEFAULT_CODECS: tuple[str, ...] = ("opus", "gsm", "vorbis")
 
 
 def _peaking(freq: float, gain_db: float, q: float, sample_rate: int) -> np.ndarray:

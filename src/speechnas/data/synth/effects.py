@@ -23,7 +23,14 @@ from typing import Any
 import numpy as np
 import soxr
 
-from speechnas.data.synth.device import CODECS, codec, overdrive, parametric_eq, random_eq
+from speechnas.data.synth.device import (
+    CODECS,
+    DEFAULT_CODECS,
+    codec,
+    overdrive,
+    parametric_eq,
+    random_eq,
+)
 
 __all__ = [
     "NOISE_EXPONENTS",
@@ -493,7 +500,7 @@ class EffectConfig:
     dc_offset: float = 0.05
     level_db: tuple[float, float] = (0.0, 0.0)
     codec_prob: float = 0.0
-    codecs: tuple[str, ...] = tuple(CODECS)
+    codecs: tuple[str, ...] = DEFAULT_CODECS
     codec_quality: tuple[float, float] = (0.0, 1.0)
 
     @property
