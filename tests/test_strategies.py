@@ -25,6 +25,7 @@ CASES: dict[str, Callable[[SearchSpace], dict[str, Any]]] = {
     "nsga2": lambda space: {"population_size": 4},
     "reinforce": lambda space: {},
     "warmstart": _warm_seeds,
+    "predictor": lambda space: {"candidates": 8, "min_history": 4, "ensemble": 2},
 }
 NAMES = sorted(CASES)
 MODEL_BASED = ["evolution", "tpe", "nsga2"]

@@ -8,15 +8,18 @@ gets in a fixed number of steps. Optional ``curve`` columns carry WERs already o
 lower fidelities (NaN where not trained).
 
 :class:`WerPredictor` fits gradient-boosted trees on those vectors (scikit-learn's
-``HistGradientBoostingRegressor``: missing values are native to it, so inactive choices and
-untrained fidelities need no imputation, and it fits a few hundred rows in well under a
-second), predicting the median (absolute-error loss: a few diverged trainings at 100% WER do
-not pull it). Its interval is conformal: the ``confidence`` quantile of the absolute errors of
-cross-fitted predictions (5 folds) on the training rows, added on both sides. Quantile
+``HistGradientBoostingRegressor``, which fits a few hundred rows in well under a second;
+missing values, from inactive choices and untrained fidelities, become a value below every real
+one, which a tree splits off as it would a missing value: its own missing-value support fails
+on a column that is missing in every row of a fit, as in a small fold), predicting the median
+(absolute-error loss: a few diverged trainings at 100% WER do not pull it). Its interval is
+conformal: the ``confidence`` quantile of the absolute errors of cross-fitted predictions
+(``folds``, 5 by default; 0: no interval) on the training rows, added on both sides. Quantile
 regression trees were tried first and their 80% intervals held 30% of unseen values on a test
 set of 20: with few rows, trees fit their training quantiles too closely. Why boosted
 trees rather than a Gaussian process: the encoding mixes categorical and numeric columns with
-missing values, which trees take as they are; a GP needs a kernel designed for that.
+missing values, which trees take as they are; a GP needs a kernel designed for that. With
+``ensemble``, bootstrap copies of the trees give each prediction its own spread.
 
 :func:`rank_quality` scores predictions on held-out architectures (Kendall tau, Spearman, the
 share of true values inside the interval).
@@ -35,6 +38,8 @@ from speechnas.nn.cost import analytic_macs, count_parameters
 from speechnas.space import Arch, SearchSpace
 
 __all__ = ["WerPredictor", "encode", "feature_names", "rank_quality"]
+
+_MISSING = -1.0e6  # below every encoded value (choices, log counts, WERs)
 
 
 def feature_names(space: SearchSpace, curve: Sequence[str] = ()) -> list[str]:
@@ -74,9 +79,12 @@ def encode(
             per = list(value) if c.per_layer and value is not None else [value]
             for v in c.values:  # per-layer categorical: the share of layers with that value
                 row.append(math.nan if value is None else sum(p == v for p in per) / len(per))
-    built = Arch(a)
-    row.append(math.log(count_parameters(built, vocab_size=vocab_size)))
-    row.append(math.log(max(analytic_macs(built, vocab_size=vocab_size).total, 1)))
+    try:
+        built = Arch(a)
+        row.append(math.log(count_parameters(built, vocab_size=vocab_size)))
+        row.append(math.log(max(analytic_macs(built, vocab_size=vocab_size).total, 1)))
+    except (KeyError, ValueError):  # a space of something other than models: no counts
+        row += [math.nan, math.nan]
     for f in fidelities:
         v = (curve or {}).get(f)
         row.append(math.nan if v is None else float(v))
@@ -85,22 +93,34 @@ def encode(
 
 @dataclass
 class Prediction:
-    """Point predictions (median) and the interval of the predictor's confidence, per row."""
+    """Point predictions (median) and the interval of the predictor's confidence, per row;
+    ``spread``: the standard deviation over a bootstrap ensemble (None without one), which,
+    unlike the interval, differs from row to row (larger where the data say less)."""
 
     median: np.ndarray
     low: np.ndarray
     high: np.ndarray
+    spread: np.ndarray | None = None
 
 
 class WerPredictor:
     """A median regressor of WER from :func:`encode` rows, with a conformal interval."""
 
-    def __init__(self, *, confidence: float = 0.8, seed: int = 0) -> None:
+    def __init__(
+        self, *, confidence: float = 0.8, seed: int = 0, ensemble: int = 0, folds: int = 5
+    ) -> None:
         if not 0.0 < confidence < 1.0:
             raise ValueError(f"confidence: expected in (0, 1), got {confidence!r}")
+        if ensemble < 0:
+            raise ValueError(f"ensemble: expected >= 0 bootstrap models, got {ensemble!r}")
+        if folds < 0 or folds == 1:
+            raise ValueError(f"folds: expected 0 (no interval) or >= 2, got {folds!r}")
         self.confidence = confidence
+        self.folds = folds
         self.seed = seed
+        self.ensemble = ensemble
         self._median: Any = None
+        self._bag: list[Any] = []
         self._width = math.nan
 
     def _model(self) -> Any:
@@ -109,33 +129,54 @@ class WerPredictor:
         # Small data: shallow trees, small leaves, shrinkage, no early stopping (it would hold
         # out rows the fit needs).
         return HistGradientBoostingRegressor(
-            loss="absolute_error", max_iter=300, learning_rate=0.05, max_leaf_nodes=8,
+            loss="absolute_error", max_iter=150, learning_rate=0.1, max_leaf_nodes=8,
             min_samples_leaf=3, l2_regularization=1.0, early_stopping=False,
             random_state=self.seed,
         )  # fmt: skip
 
+    @staticmethod
+    def _rows(x: np.ndarray) -> np.ndarray:
+        x = np.atleast_2d(np.asarray(x, dtype=np.float64))
+        return np.where(np.isnan(x), _MISSING, x)
+
     def fit(self, x: np.ndarray, y: Sequence[float]) -> WerPredictor:
         """Fits on rows ``x`` and WERs ``y`` (at least 4 rows)."""
-        x, t = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+        x, t = self._rows(x), np.asarray(y, dtype=np.float64)
         if x.ndim != 2 or len(x) != len(t):
             raise ValueError(f"fit: x {x.shape} and y ({len(t)},) do not match")
         if len(t) < 4:
             raise ValueError(f"fit: needs at least 4 observations, got {len(t)}")
-        folds = np.array_split(np.random.default_rng(self.seed).permutation(len(t)), min(5, len(t)))
-        residuals = np.empty(len(t))
-        for held in folds:
-            rest = np.setdiff1d(np.arange(len(t)), held)
-            residuals[held] = np.abs(self._model().fit(x[rest], t[rest]).predict(x[held]) - t[held])
-        level = min(1.0, self.confidence * (1.0 + 1.0 / len(t)))  # split-conformal correction
-        self._width = float(np.quantile(residuals, level))
-        self._median = self._model().fit(x, t)
+        from threadpoolctl import threadpool_limits
+
+        # One thread: the trees are small, and the search runs this beside training workers
+        # that already use every core (OpenMP threads on a busy machine cost 4x here).
+        with threadpool_limits(1):
+            self._width = math.nan
+            if self.folds:
+                order = np.random.default_rng(self.seed).permutation(len(t))
+                residuals = np.empty(len(t))
+                for held in np.array_split(order, min(self.folds, len(t))):
+                    rest = np.setdiff1d(order, held)
+                    fit = self._model().fit(x[rest], t[rest])
+                    residuals[held] = np.abs(fit.predict(x[held]) - t[held])
+                level = min(1.0, self.confidence * (1.0 + 1.0 / len(t)))  # split-conformal
+                self._width = float(np.quantile(residuals, level))
+            self._median = self._model().fit(x, t)
+            rng = np.random.default_rng(self.seed + 1)
+            draws = [rng.integers(0, len(t), len(t)) for _ in range(self.ensemble)]
+            self._bag = [self._model().fit(x[i], t[i]) for i in draws]
         return self
 
     def predict(self, x: np.ndarray) -> Prediction:
         if self._median is None:
             raise ValueError("predict: the predictor is not fitted")
-        med = self._median.predict(np.atleast_2d(np.asarray(x, dtype=np.float64)))
-        return Prediction(median=med, low=med - self._width, high=med + self._width)
+        from threadpoolctl import threadpool_limits
+
+        x = self._rows(x)
+        with threadpool_limits(1):
+            med = self._median.predict(x)
+            spread = np.std([m.predict(x) for m in self._bag], axis=0) if self._bag else None
+        return Prediction(med, med - self._width, med + self._width, spread)
 
 
 def rank_quality(truth: Sequence[float], pred: Prediction | Sequence[float]) -> dict[str, float]:

@@ -1,8 +1,8 @@
 """Search drivers: the ways a search fills its study with trials, one module each.
 
 - :mod:`~speechnas.search.drivers.pool`: workers that claim slots of the successive-halving
-  plan, each proposed by a strategy (random, evolution, tpe, nsga2, reinforce, warmstart) and
-  trained as its own trial;
+  plan, each proposed by a strategy (random, evolution, tpe, nsga2, reinforce, warmstart,
+  predictor) and trained as its own trial;
 - :mod:`~speechnas.search.drivers.oneshot`: one weight-sharing supernet, searched by inherited
   weights, whose best paths are fine-tuned as the trials.
 

@@ -20,6 +20,7 @@ from speechnas.search.strategies.base import (
 )
 from speechnas.search.strategies.evolution import Evolution
 from speechnas.search.strategies.optuna import NSGA2, TPE
+from speechnas.search.strategies.predictor import PredictorGuided
 from speechnas.search.strategies.random import RandomSearch
 from speechnas.search.strategies.reinforce import Reinforce
 from speechnas.search.strategies.warmstart import WarmStart
@@ -45,6 +46,7 @@ __all__ = [
     "TPE",
     "Evolution",
     "Observation",
+    "PredictorGuided",
     "RandomSearch",
     "Reinforce",
     "Scalarize",
