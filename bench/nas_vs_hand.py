@@ -105,6 +105,22 @@ def _errors(result: dict[str, Any], refs: dict[str, list[str]], test: str) -> np
     return utterance_errors(refs[test], result["hypotheses"][test])[0]
 
 
+def parse_seeds(text: str) -> list[int]:
+    """``0,1,2`` → [0, 1, 2]; ``3x`` → [0, 1, 2]. A bare ``3`` is the one seed 3, so one seed
+    printed in the summary makes a slip visible."""
+    if text.endswith("x"):
+        n = int(text[:-1])
+        if n < 1:
+            raise SystemExit(f"--seeds {text}: a count must be at least 1x")
+        return list(range(n))
+    try:
+        return [int(s) for s in text.split(",")]
+    except ValueError:
+        raise SystemExit(
+            f"--seeds {text!r}: expected a list like 0,1,2 or a count like 3x"
+        ) from None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default=str(default_search_path()),
@@ -117,7 +133,10 @@ def main() -> None:
     ap.add_argument("--hand-units", default="",
                     help="also train each preset with these tokenizer kinds (e.g. char: the "
                     "packaged training recipe's), labelled preset:NAME@KIND")  # fmt: skip
-    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument(
+        "--seeds", default="0,1,2",
+        help="comma-separated seed list (0,1,2), or a count with x (3x = seeds 0, 1, 2)",
+    )  # fmt: skip
     ap.add_argument("--steps", type=int, default=900, help="optimizer steps per training")
     ap.add_argument("--minutes", type=float, default=None, help="minutes instead of steps")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per training")
@@ -134,7 +153,8 @@ def main() -> None:
     for label in args.versus:  # checked before any training
         if label not in models:
             raise SystemExit(f"--versus {label!r}: no such model; labels: {sorted(models)}")
-    seeds = [int(s) for s in args.seeds.split(",")]
+    seeds = parse_seeds(args.seeds)
+    print(f"seeds {seeds}", flush=True)
     steps = None if args.minutes else args.steps
     minutes = args.minutes or 1e6
     out = Path(args.out)
