@@ -17,10 +17,11 @@ from speechnas.compress.allocate import (
 )
 from speechnas.compress.qat import qat
 from speechnas.compress.sensitivity import Sensitivity, kl_sensitivity
-from speechnas.data.dataset import SpeechDataset
+from speechnas.data.dataset import Batch, SpeechDataset
 from speechnas.data.loading import load_utterances
 from speechnas.data.synth.corpus import CorpusInfo
 from speechnas.nn.build import build
+from speechnas.nn.presets import preset
 from speechnas.nn.quant import (
     allocation_of,
     apply_bits,
@@ -29,6 +30,7 @@ from speechnas.nn.quant import (
     quantize_weight,
     weight_bytes,
 )
+from speechnas.space import Arch
 from speechnas.train.checkpoint import load_model
 from speechnas.train.trainer import Trainer
 from tests.conftest import TINY_ARCH, tiny_config
@@ -187,3 +189,43 @@ def test_compress_quantize_command(tiny_corpus: CorpusInfo, tmp_path: Path) -> N
     small = runner.invoke(app, [*common, "--output-dir", str(tmp_path / "s"), "--budget-kib", "1"])
     assert small.exit_code == 2 and "smallest achievable model" in small.output
     assert not (tmp_path / "s" / "best").exists()
+
+
+@pytest.mark.parametrize(
+    "arch",
+    [
+        preset("small", d_model=48, layers=3, heads=2, ffn_dim=96, conv_kernel=7),
+        Arch(encoder="lstm", d_model=48, layers=2, lstm_hidden=32, frontend="fbank80"),
+    ],
+    ids=["conformer", "lstm"],
+)
+def test_sensitivity_replaying_earlier_layers_equals_full_passes(arch: Arch) -> None:
+    """The float pass's outputs of the parts before a sub-module, replayed, give the KL that
+    full forward passes give, for every sub-module (subsampling, layers, output layer)."""
+    from speechnas.compress.sensitivity import _kl, frame_posteriors
+
+    torch.manual_seed(0)
+    model = build(arch, vocab_size=12).eval()
+    g = torch.Generator().manual_seed(1)
+    batches = [
+        Batch(
+            torch.randn(2, 90, 80, generator=g),
+            torch.tensor([90, 61]),
+            torch.zeros(2, 1),
+            torch.ones(2),
+            ["", ""],
+            ["a", "b"],
+            1.0,
+        )
+        for _ in range(2)
+    ]
+    s = kl_sensitivity(model, batches, bits=(2,))
+    with torch.no_grad():
+        refs = [frame_posteriors(model, b) for b in batches]
+        for name in quantizable(model):
+            apply_bits(model, {name: 2})
+            total = sum(_kl(r, frame_posteriors(model, b)[0], m)[0]
+                        for b, (r, m) in zip(batches, refs, strict=True))  # fmt: skip
+            apply_bits(model, {name: 32})
+            assert s.kl[name][2] == pytest.approx(max(total / s.frames, 0), rel=1e-5, abs=1e-9)
+    assert all(not m.__dict__.get("forward") for m in model.modules())  # nothing left replaced
