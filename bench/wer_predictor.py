@@ -7,8 +7,8 @@ architectures (``--folds``, repeated ``--repeats`` times with other splits): eve
 is predicted by a model that never saw it. Rows compared:
 
 * the predictor from the architecture alone (what the search can use before any training);
-* the predictor with the learning curve so far (WER at the lower fidelities);
-* each lower fidelity's own WER as the prediction (what successive halving uses), and the
+* the predictor with the learning curve so far (dev WER at the lower fidelities);
+* each lower fidelity's own dev WER as the prediction (what successive halving uses), and the
   parameter count alone (bigger is better), as baselines.
 
 Prints JSON and a table: Kendall tau, Spearman, MAE and the interval's coverage per row
@@ -63,7 +63,7 @@ def main() -> None:
     if len(rows) < 2 * args.folds:
         raise SystemExit(f"{args.table}: {len(rows)} complete architectures; need {2 * args.folds}")
     y = np.array([target_of(r["fidelities"][top], args.target) for r in rows])
-    low_target = "dev_wer" if args.target == "dev_wer" else args.target
+    low_target = "dev_wer"  # the lower fidelities score dev only
 
     def curve(r: dict[str, Any], upto: list[str]) -> dict[str, float]:
         return {f: target_of(r["fidelities"][f], low_target) for f in upto if f in r["fidelities"]}

@@ -91,15 +91,18 @@ def _cmvn(dataset: SpeechDataset, limit: int = 400) -> tuple[torch.Tensor, torch
 
 
 def _resumable(config: dict[str, Any]) -> dict[str, Any]:
-    """What must match for a run to resume: everything but the budget and the output folder,
-    so a finished run can be continued with a larger budget (the search promotes trials so).
-    The config is read back first, so a run stored before a field existed compares with that
-    field's default rather than as a different config."""
+    """What must match for a run to resume: everything but the budget, the output folder and
+    the test sets (which only score the result), so a finished run can be continued with a
+    larger budget (the search promotes trials so) and scored on other sets. The config is read
+    back first, so a run stored before a field existed compares with that field's default
+    rather than as a different config."""
     with contextlib.suppress(TypeError, ValueError):  # else compared as stored
         config = config_from_dict(config).to_dict()
     d = json.loads(json.dumps(config, default=str))
     d.pop("budget", None)
     d.pop("output_dir", None)
+    if isinstance(d.get("data"), dict):
+        d["data"].pop("test", None)
     return d
 
 
