@@ -113,3 +113,15 @@ def test_int8_export_runs_every_linear_on_int8_kernels(
     assert any(set(np.unique(v)) <= {-2, -1, 0, 1} for v in codes)
     assert r.parity is not None and r.parity < 0.2  # activation rounding only
     assert r.metadata["quantization"] == "lowbit-int8"
+    # The bias Adds and the macaron ½ are inside the int8 nodes: no Add of a bias vector and
+    # no Mul by a constant scalar reads one.
+    dq = {n.output[0] for n in graph.node if n.op_type == "DynamicQuantizeMatMul"}
+    consts = {i.name: i.dims for i in graph.initializer}
+    made = [n for n in graph.node if n.op_type == "Constant"]
+    consts.update({n.output[0]: n.attribute[0].t.dims for n in made})
+    for n in graph.node:
+        if n.op_type in ("Add", "Mul") and any(i in dq for i in n.input):
+            other = [i for i in n.input if i not in dq]
+            dims = [tuple(consts[i]) for i in other if i in consts]
+            assert not dims or (n.op_type == "Add" and len(dims[0]) > 1), (n.name, dims)
+    assert sum(len(n.input) == 5 for n in graph.node if n.op_type == "DynamicQuantizeMatMul")
