@@ -24,6 +24,20 @@ TINY_ARCH = preset(
 )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Latency calibration tables (``$XDG_CACHE_HOME/speechnas``) go to a folder of the test
+    session, shared by its tests and their subprocesses: blocks timed by tests on a busy machine
+    must not end up in the user's table, which later searches read."""
+    before = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+    yield
+    if before is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = before
+
+
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> CorpusInfo:
     root = tmp_path_factory.mktemp("corpora")
