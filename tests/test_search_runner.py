@@ -4,6 +4,7 @@ one SQLite study, and ``kill -9`` followed by ``--resume``."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -273,3 +274,12 @@ def test_a_study_stored_before_a_config_key_existed_resumes(tmp_path: Path) -> N
     _check_resume(cfg, ss, resume=True)
     with pytest.raises(ValueError, match=r"differs in \['judge'\]"):
         _check_resume(cfg.replace(judge="elsewhere"), ss, resume=True)
+    # a key added inside a section (fidelity.rank_by) also takes its default
+    ss = open_study(cfg.storage_url, "nested", len(cfg.objectives))
+    old = cfg.to_dict()
+    del old["fidelity"]["rank_by"]
+    ss.study.set_user_attr("config", old)
+    _check_resume(cfg.replace(study_name="nested"), ss, resume=True)
+    changed = dataclasses.replace(cfg.fidelity, rank_by="predicted")
+    with pytest.raises(ValueError, match=r"differs in \['fidelity'\]"):
+        _check_resume(cfg.replace(study_name="nested", fidelity=changed), ss, resume=True)

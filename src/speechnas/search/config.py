@@ -16,12 +16,14 @@ from typing import Any
 
 import yaml
 
-from speechnas.search.objectives import CONSTRAINT_KEYS, LIMITS, check_objective
+from speechnas.search.objectives import CONSTRAINT_KEYS, LIMITS, check_objective, objective_kind
 from speechnas.search.trial import Fidelity
 from speechnas.space import Arch, SearchSpace
 from speechnas.train.config import TrainConfig, _build, config_from_dict, load_config
 
 PROMOTIONS = ("auto", "pareto", "scalar")
+# predicted: error rates predicted at the top rung replace the observed ones for promotion
+RANK_BY = ("observed", "predicted")
 TASKS = ("asr", "tts")  # what the searched models do: speech to text, or text to speech
 BACKENDS = ("local", "ray")  # where the worker pool's workers run
 
@@ -110,6 +112,9 @@ class FidelityConfig:
     eta: int = 3
     candidates: int = 9
     promotion: str = "auto"  # auto: pareto for several objectives, scalar for one
+    # what promotion ranks: the values observed at the rung, or the error rates predicted at the
+    # top rung from them and the architecture (speechnas.search.promote)
+    rank_by: str = "observed"
     # The search's seeds (e.g. the presets) always reach the top rung: they are the control
     # every candidate is compared with at the same training budget.
     promote_seeds: bool = True
@@ -134,6 +139,8 @@ class FidelityConfig:
             raise ValueError(f"fidelity.eta: expected an integer >= 2, got {self.eta!r}")
         if self.candidates < 1:
             raise ValueError(f"fidelity.candidates: expected >= 1, got {self.candidates!r}")
+        if self.rank_by not in RANK_BY:
+            raise ValueError(f"fidelity.rank_by: {self.rank_by!r} is not one of {list(RANK_BY)}")
         if self.promotion not in PROMOTIONS:
             raise ValueError(
                 f"fidelity.promotion: {self.promotion!r} is not one of {list(PROMOTIONS)}"
@@ -146,6 +153,30 @@ class FidelityConfig:
 
     def fidelities(self) -> list[Fidelity]:
         return [r.fidelity() for r in self.rungs]
+
+
+#: Objectives a screen can judge before training: error rates (predicted from the history) and
+#: what the search predicts for every architecture.
+SCREENABLE = ("latency", "chunk_latency", "algorithmic_latency", "params", "macs", "memory")
+
+
+@dataclass(frozen=True, slots=True)
+class ScreenConfig:
+    """Screening of proposals before training (:mod:`speechnas.search.screen`): a proposal
+    whose optimistic predicted objectives are dominated by a trial already trained at rung 0
+    is recorded as screened and replaced by the strategy's next proposal."""
+
+    confidence: float = 0.9  # of the predicted error rates' interval; its low end is judged
+    min_history: int = 8  # completed rung-0 trials before any proposal is screened
+    max_screened: int = 16  # per proposal; the last one is trained whatever its prediction
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.confidence < 1.0:
+            raise ValueError(f"screen.confidence: expected in (0, 1), got {self.confidence!r}")
+        if self.min_history < 5:
+            raise ValueError(f"screen.min_history: expected >= 5, got {self.min_history!r}")
+        if self.max_screened < 1:
+            raise ValueError(f"screen.max_screened: expected >= 1, got {self.max_screened!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +193,8 @@ class SearchConfig:
     latency_seconds: float = 5.0  # the utterance length latency, MACs and memory refer to
     reference: dict[str, Any] = field(default_factory=dict)  # hypervolume reference point
     fidelity: FidelityConfig = field(default_factory=FidelityConfig)
+    # Screening of proposals by predicted dominance before training; null: every proposal trains
+    screen: ScreenConfig | None = None
     n_trials: int | None = 24
     max_minutes: float | None = None
     workers: int = 1
@@ -215,6 +248,13 @@ class SearchConfig:
             raise ValueError("objectives: at least one objective is needed")
         for o in self.objectives:
             check_objective(o, task=self.task)
+        if self.screen is not None:
+            for o in self.objectives:
+                if objective_kind(o) != "error" and o not in SCREENABLE:
+                    raise ValueError(
+                        f"screen: objective {o!r} is neither an error rate nor known before "
+                        f"training ({', '.join(SCREENABLE)}); drop it or set screen: null"
+                    )
         if len(set(self.objectives)) != len(self.objectives):
             raise ValueError(f"objectives: {list(self.objectives)} names one objective twice")
         for k, v in self.reference.items():
@@ -438,6 +478,7 @@ __all__ = [
     "ConstraintsConfig",
     "FidelityConfig",
     "RungConfig",
+    "ScreenConfig",
     "SearchConfig",
     "StrategyConfig",
     "base_train_config",

@@ -130,19 +130,29 @@ def rank_scalar(scalarize: Callable[[Sequence[float]], float]) -> Ranker:
     return rank
 
 
+#: The vectors to rank candidates by, one per candidate (default: their observed values).
+RankValues = Callable[[Sequence["SlotState"]], Sequence[tuple[float, ...]]]
+
+
 def promotion_order(
-    previous: Sequence[SlotState], rank: Ranker, *, seeds_first: bool = False
+    previous: Sequence[SlotState],
+    rank: Ranker,
+    *,
+    seeds_first: bool = False,
+    rank_values: RankValues | None = None,
 ) -> list[int]:
     """Trial numbers of the rung below in promotion order: only trials with values, each
     architecture once (its first position wins); with ``seeds_first`` the seeded trials lead,
-    so a seed reaches the top rung as the control the candidates are compared with."""
+    so a seed reaches the top rung as the control the candidates are compared with.
+    ``rank_values``: what to rank them by instead of their values (predictions, say)."""
     seen: set[str] = set()
     cands: list[SlotState] = []
     for s in previous:
         if s.values is not None and s.arch_key not in seen:
             seen.add(s.arch_key)
             cands.append(s)
-    order = rank([c.values for c in cands])  # type: ignore[misc]
+    points = rank_values(cands) if rank_values else [c.values for c in cands]
+    order = rank(points)  # type: ignore[arg-type]
     if seeds_first:
         order = [i for i in order if cands[i].seeded] + [i for i in order if not cands[i].seeded]
     return [cands[i].number for i in order]
@@ -163,6 +173,7 @@ def next_job(
     *,
     synchronous: bool = False,
     seeds_first: bool = False,
+    rank_values: RankValues | None = None,
 ) -> Job | Literal["wait", "done"]:
     """The first free slot in plan order whose inputs are known.
 
@@ -170,7 +181,8 @@ def next_job(
     slots are free again). "wait": free slots remain but each waits for running trials;
     "done": every slot of the plan is held. ``synchronous``: a bracket's candidates wait until
     every earlier bracket has finished (its proposals then see the same history whatever the
-    number of workers and their timing). ``seeds_first``: see :func:`promotion_order`.
+    number of workers and their timing). ``seeds_first``, ``rank_values``: see
+    :func:`promotion_order`.
     """
     waiting = False
     earlier_done = True
@@ -192,8 +204,9 @@ def next_job(
                 continue
             i = free[0]
             order = promotion_order(
-                [s for s in below if s is not None], rank, seeds_first=seeds_first
-            )
+                [s for s in below if s is not None], rank, seeds_first=seeds_first,
+                rank_values=rank_values,
+            )  # fmt: skip
             if i < len(order):
                 return Job(slot_id(b.index, r, i), b.index, r, i, promote=order[i])
             note = (
@@ -209,6 +222,7 @@ def next_job(
 __all__ = [
     "Bracket",
     "Job",
+    "RankValues",
     "Ranker",
     "SlotState",
     "next_job",

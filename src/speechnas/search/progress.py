@@ -36,7 +36,7 @@ class Progress:
         for t in ss.trials():
             if t.state.is_finished():
                 self.shown.add(t.number)
-                self.counted += not is_interrupted(t)
+                self.counted += _counts(t)
 
     def update(self, ss: SearchStudy) -> None:
         trials = ss.trials()
@@ -44,7 +44,7 @@ class Progress:
         total = self.total
         for t in done:
             self.shown.add(t.number)
-            self.counted += not is_interrupted(t)
+            self.counted += _counts(t)
             rows = results([x for x in trials if x.number in self.shown])
             fr = front(rows)
             ref = reference_point(
@@ -71,7 +71,7 @@ class Progress:
                 f"front {len(fr)}, HV {hv:.3f}"
             )
             self.console.print(
-                f"[bold]#{t.number}[/] rung {a.get('rung', '?')} {_fidelity_label(a)} "
+                f"[bold]#{t.number}[/] {_where(a)} {_fidelity_label(a)} "
                 f"{a.get('arch_key', '')[:8]}  {what}  | {self.summary}",
                 soft_wrap=True,
                 highlight=False,
@@ -83,6 +83,16 @@ class Progress:
                 if not t.state.is_finished()
             ]
             self.status.update(f"running {', '.join(running) or '-'} | {self.summary}")
+
+
+def _counts(t: Any) -> bool:
+    """Whether a finished trial counts towards ``n_trials``: not an interrupted one, nor a
+    proposal screened before training (it holds no slot)."""
+    return not is_interrupted(t) and "screened" not in t.user_attrs
+
+
+def _where(attrs: dict[str, Any]) -> str:
+    return "screened" if "screened" in attrs else f"rung {attrs.get('rung', '?')}"
 
 
 def _fidelity_label(attrs: dict[str, Any]) -> str:

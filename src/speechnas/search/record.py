@@ -24,6 +24,7 @@ from speechnas.versions import versions
 
 if TYPE_CHECKING:
     from speechnas.search.config import SearchConfig
+    from speechnas.search.screen import Verdict
     from speechnas.search.trial import Fidelity
     from speechnas.space import Arch, SearchSpace
 
@@ -60,23 +61,13 @@ def open_trial(
     training."""
     from optuna.trial import TrialState
 
-    try:
-        params = flatten(arch, space)
-    except ValueError:
-        params = {}
-    dists = distributions(space)
     attrs: dict[str, Any] = {
         "slot": slot,
         "bracket": bracket,
         "rung": rung,
         "position": position,
         "fidelity": fidelity.to_dict(),
-        "seed": cfg.seed,
-        "worker": worker,
-        "strategy": cfg.strategy.name,
-        "arch": arch.to_json(),
-        "arch_key": arch.hash(),
-        "versions": versions(),
+        **_arch_attrs(arch, cfg, worker),
         "status": "running",
         "metrics": {},
         "scalar": None,
@@ -84,13 +75,56 @@ def open_trial(
         "checkpoint": None,
         **extra,
     }
+    return _add(ss, space, arch, TrialState.RUNNING, attrs)
+
+
+def _arch_attrs(arch: Arch, cfg: SearchConfig, worker: str) -> dict[str, Any]:
+    return {
+        "seed": cfg.seed,
+        "worker": worker,
+        "strategy": cfg.strategy.name,
+        "arch": arch.to_json(),
+        "arch_key": arch.hash(),
+        "versions": versions(),
+    }
+
+
+def _add(ss: SearchStudy, space: SearchSpace, arch: Arch, state: Any, attrs: dict[str, Any]) -> int:
+    try:
+        params = flatten(arch, space)
+    except ValueError:
+        params = {}
+    dists = distributions(space)
     return add_trial(
-        ss,
-        state=TrialState.RUNNING,
-        params=params,
-        distributions={k: dists[k] for k in params},
+        ss, state=state, params=params, distributions={k: dists[k] for k in params},
         user_attrs=attrs,
-    )
+    )  # fmt: skip
+
+
+def record_screened(
+    ss: SearchStudy,
+    space: SearchSpace,
+    arch: Arch,
+    *,
+    cfg: SearchConfig,
+    worker: str,
+    proposal: int,
+    verdict: Verdict,
+    metrics: dict[str, Any],
+) -> int:
+    """Records a proposal screened before training (:mod:`speechnas.search.screen`): a PRUNED
+    trial with no slot, its architecture, the predicted metrics and the verdict; returns its
+    number."""
+    from optuna.trial import TrialState
+
+    attrs = {
+        **_arch_attrs(arch, cfg, worker),
+        "proposal": proposal,
+        "screened": verdict.to_dict(),
+        "status": verdict.reason(),
+        "metrics": metrics,
+    }
+    return _add(ss, space, arch, TrialState.PRUNED, attrs)
 
 
 def record_trial(
@@ -172,5 +206,6 @@ __all__ = [
     "guarded",
     "open_trial",
     "record_metrics",
+    "record_screened",
     "record_trial",
 ]

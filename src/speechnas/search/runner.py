@@ -81,7 +81,7 @@ if TYPE_CHECKING:
 RESUME_KEYS = (
     "space", "strategy", "objectives", "latency_lambda", "constraints", "target",
     "latency_seconds", "fidelity", "seed", "corpus", "corpus_sizes", "base", "train",
-    "search_test", "task", "judge",
+    "search_test", "task", "judge", "screen",
 )  # fmt: skip
 
 
@@ -213,6 +213,14 @@ def resolve_constraints(cfg: SearchConfig, vocab: int) -> SearchConfig:
     return cfg.replace(constraints=cfg.constraints.resolve(value_of))
 
 
+def _filled(stored: Any, default: Any) -> Any:
+    """``stored`` with the keys a section gained since it was stored (a nested mapping's
+    missing keys) at their defaults."""
+    if isinstance(stored, dict) and isinstance(default, dict):
+        return {**default, **{k: _filled(v, default.get(k)) for k, v in stored.items()}}
+    return stored
+
+
 def _check_resume(cfg: SearchConfig, ss: SearchStudy, resume: bool, join: bool = False) -> None:
     stored = ss.study.user_attrs.get("config")
     if join and stored is None:
@@ -237,7 +245,7 @@ def _check_resume(cfg: SearchConfig, ss: SearchStudy, resume: bool, join: bool =
     differ = [
         k
         for k in RESUME_KEYS
-        if json.dumps(stored.get(k, defaults[k]), sort_keys=True)
+        if json.dumps(_filled(stored.get(k, defaults[k]), defaults[k]), sort_keys=True)
         != json.dumps(now.get(k), sort_keys=True)
     ]
     if differ:
@@ -572,8 +580,17 @@ def finish(
             "constraints_from_presets": given_presets,
             "versions": versions(),
             "trials": {
-                s: sum(1 for t in trials if t.state.name == s and not is_interrupted(t))
-                for s in ("COMPLETE", "FAIL", "PRUNED")
+                **{
+                    s: sum(
+                        1
+                        for t in trials
+                        if t.state.name == s
+                        and not is_interrupted(t)
+                        and "screened" not in t.user_attrs
+                    )
+                    for s in ("COMPLETE", "FAIL", "PRUNED")
+                },
+                "screened": sum(1 for t in trials if "screened" in t.user_attrs),
             },
             "front": [r.to_dict(objectives) for r in fr],
             "results": [r.to_dict(objectives) for r in rows],

@@ -30,14 +30,31 @@ from speechnas.search.artifacts import resume_source, store_checkpoints, trial_u
 from speechnas.search.backends import run_ray
 from speechnas.search.config import SearchConfig
 from speechnas.search.drivers.base import Driver
-from speechnas.search.fidelity import Job, Ranker, next_job, plan, rank_pareto, rank_scalar
+from speechnas.search.fidelity import (
+    Job,
+    Ranker,
+    SlotState,
+    next_job,
+    plan,
+    rank_pareto,
+    rank_scalar,
+)
 from speechnas.search.objectives import (
     CARRIED_METRICS,
     PREDICTED_METRICS,
     Scalarizer,
     violations,
 )
-from speechnas.search.record import fail_trial, guarded, open_trial, record_metrics, record_trial
+from speechnas.search.promote import predicted_top
+from speechnas.search.record import (
+    fail_trial,
+    guarded,
+    open_trial,
+    record_metrics,
+    record_screened,
+    record_trial,
+)
+from speechnas.search.screen import Screen, Trained
 from speechnas.search.strategies import (
     STRATEGIES,
     Observation,
@@ -201,6 +218,72 @@ def claimed_before(
     return out
 
 
+def screened_before(trials: Sequence[FrozenTrial], proposal: int) -> list[Observation]:
+    """Architectures screened (not trained) for proposals up to ``proposal``, as observations
+    without values: tried, so not proposed again."""
+    out = []
+    for t in trials:
+        arch = arch_of(t)
+        if arch is not None and "screened" in t.user_attrs and t.user_attrs["proposal"] <= proposal:
+            out.append(Observation(arch, None, 0))
+    return out
+
+
+def trained_at_rung0(trials: Sequence[FrozenTrial]) -> list[Trained]:
+    """The completed rung-0 trials with their objective values, for the screen."""
+    from optuna.trial import TrialState
+
+    out = []
+    for t in trials:
+        arch, values = arch_of(t), values_of(t)
+        if t.state == TrialState.COMPLETE and t.user_attrs.get("rung") == 0 and arch and values:
+            out.append(Trained(t.number, arch, tuple(values)))
+    return out
+
+
+def screen_proposal(
+    ctx: Context,
+    ss: SearchStudy,
+    trials: Sequence[FrozenTrial],
+    seen: Sequence[FrozenTrial],
+    history: list[Observation],
+    proposal: int,
+    arch: Arch,
+    worker: str,
+) -> Arch:
+    """``arch``, or the strategy's next proposal after each one the screen skips (recorded
+    as screened trials; see :mod:`speechnas.search.screen`). At most ``max_screened`` per
+    proposal, counting those of an interrupted claim of the same proposal."""
+    cfg = ctx.cfg.screen
+    assert cfg is not None
+    screen = Screen(
+        cfg, objectives=ctx.cfg.objectives, space=ctx.space,
+        vocab_size=getattr(ctx.task, "vocab_size", 64), seed=ctx.cfg.seed + proposal,
+    )  # fmt: skip
+    if not screen.fit(trained_at_rung0(seen)):
+        return arch
+    mine = [t for t in trials if "screened" in t.user_attrs]
+    done = sum(1 for t in mine if t.user_attrs["proposal"] == proposal)
+    skipped = {o.arch.key() for o in screened_before(mine, proposal)}
+    for _ in range(cfg.max_screened - done):
+        if arch.key() in skipped:  # the strategy has nothing else: train it
+            return arch
+        try:
+            pre = ctx.task.predicted(ctx.space.validate(arch))
+        except Exception:  # judged, with its message, when evaluated
+            return arch
+        verdict = screen.judge(arch, pre)
+        if verdict is None:
+            return arch
+        record_screened(ss, ctx.space, arch, cfg=ctx.cfg, worker=worker, proposal=proposal,
+                        verdict=verdict, metrics=pre)  # fmt: skip
+        log.info("proposal %d: %s %s", proposal, arch.hash()[:8], verdict.reason())
+        skipped.add(arch.key())
+        history = [*history, Observation(arch, None, 0)]
+        arch = ctx.strategy.propose(history, proposal)
+    return arch
+
+
 @dataclass(frozen=True, slots=True)
 class Claim:
     number: int
@@ -217,9 +300,22 @@ def claim(ctx: Context, ss: SearchStudy, worker: str) -> Claim | str:
     with claim_lock(ss, ctx.out):
         trials = ss.trials()
         sync = ctx.cfg.fidelity.synchronous
+        decided: list[bool] = []  # whether predictions ranked the promotion
+        rank_values = None
+        if ctx.cfg.fidelity.rank_by == "predicted":
+
+            def rank_values(cands: Sequence[SlotState]) -> Sequence[tuple[float, ...]]:
+                values, predicted = predicted_top(
+                    trials, cands, objectives=ctx.cfg.objectives, space=ctx.space,
+                    vocab_size=getattr(ctx.task, "vocab_size", 64),
+                    top_rung=len(ctx.fidelities) - 1, seed=ctx.cfg.seed,
+                )  # fmt: skip
+                decided.append(predicted)
+                return values
+
         job = next_job(
             ctx.plan(), slot_table(trials), ctx.rank, synchronous=sync,
-            seeds_first=ctx.cfg.fidelity.promote_seeds,
+            seeds_first=ctx.cfg.fidelity.promote_seeds, rank_values=rank_values,
         )  # fmt: skip
         if isinstance(job, str):
             return job
@@ -234,11 +330,17 @@ def claim(ctx: Context, ss: SearchStudy, worker: str) -> Claim | str:
         if job.rung == 0:
             assert job.proposal is not None
             seen = [t for t in trials if not sync or t.user_attrs.get("bracket", -1) < job.bracket]
-            history = observations(seen) + claimed_before(trials, seen, job.proposal)
+            history = [
+                *observations(seen),
+                *claimed_before(trials, seen, job.proposal),
+                *screened_before(trials, job.proposal),
+            ]
             arch = ctx.strategy.propose(history, job.proposal)
             extra: dict[str, Any] = {"proposal": job.proposal}
             if (label := ctx.seed_label(arch)) is not None:
                 extra["seeded"] = label
+            elif ctx.cfg.screen is not None:
+                arch = screen_proposal(ctx, ss, trials, seen, history, job.proposal, arch, worker)
         elif job.promote is None:
             attrs = {**where, "fidelity": fid.to_dict(), "seed": ctx.cfg.seed, "worker": worker}
             add_trial(ss, state=TrialState.PRUNED, user_attrs={**attrs, "status": job.note})
@@ -249,6 +351,8 @@ def claim(ctx: Context, ss: SearchStudy, worker: str) -> Claim | str:
             source = dict(src.user_attrs)
             arch = Arch.from_json(source["arch"])
             extra = {"promoted_from": job.promote}
+            if decided:
+                extra["promotion"] = "predicted" if decided[-1] else "observed"
             if source.get("seeded") is not None:
                 extra["seeded"] = source["seeded"]
         number = open_trial(
