@@ -19,6 +19,16 @@ same command (it takes several sittings: about 5 minutes of one core per archite
 
     .venv/bin/python bench/speech_table.py --archs 160 --workers 2        # build or resume
     .venv/bin/python bench/speech_table.py --summary                      # what is in it
+    .venv/bin/python bench/speech_table.py --latency                      # time them (quiet!)
+
+``--latency`` times every architecture of the table on ``--target`` (``cpu-ort-1t``, a 5-second
+utterance, random weights: a float model's time does not depend on them) beside the ``small``
+preset, in ``--rounds`` interleaved rounds in a shuffled order, and records the median time,
+the median per-round ratio to ``small`` (what carries from one machine to another better than
+milliseconds) and the block predictor's figure. Latency belongs to a machine, unlike the
+trained results, so it goes in a file of its own (``speech-ctc-latency.json``), named with the
+CPU it was measured on; it resumes like the build. Run it on a quiet machine, not beside the
+build.
 
 The JSON (``bench/tabular/speech-ctc.json``) is checked in; ``--summary`` prints the table's
 size, cost and between-seed noise as JSON and a table.
@@ -53,6 +63,8 @@ from speechnas.versions import versions
 HERE = Path(__file__).resolve().parent
 SPACE = HERE / "tabular" / "speech-ctc.yaml"
 TABLE = HERE / "tabular" / "speech-ctc.json"
+LATENCY = HERE / "tabular" / "speech-ctc-latency.json"
+REFERENCE = "small"  # the preset every round times beside the table's architectures
 FAMILIES = ("conformer", "transformer", "lstm", "cnn")
 DRAW_SEED = 0
 
@@ -203,6 +215,61 @@ def summary(path: Path) -> dict[str, Any]:
     }
 
 
+def latency(args: argparse.Namespace) -> None:
+    """Times the table's architectures beside ``small`` (see the module's doc)."""
+    import numpy as np
+
+    from speechnas.hardware.evaluation import measure_archs
+    from speechnas.hardware.predictor import _cpu_name
+    from speechnas.nn.presets import preset
+    from speechnas.search.objectives import latency_model
+
+    table = json.loads(Path(args.out).read_text())
+    vocab = int(table["base_config"]["tokenizer"]["vocab_size"])
+    path = Path(args.latency_out)
+    header = {"table": Path(args.out).name, "target": args.target, "seconds": args.seconds,
+              "rounds": args.rounds, "reference": REFERENCE, "vocab_size": vocab,
+              "cpu": _cpu_name()}  # fmt: skip
+    lat = json.loads(path.read_text()) if path.is_file() else {**header, "archs": {}}
+    for k, v in header.items():
+        if lat.get(k) != v:
+            sys.exit(f"{path}: its {k!r} is {lat.get(k)!r}, this run's {v!r}; use another "
+                     "--latency-out or move the file away")  # fmt: skip
+    top = str(table["steps"][-1])
+    todo: dict[str, Arch] = {}
+    for r in table["rows"]:
+        if top in r["fidelities"] and r["hash"] not in lat["archs"]:
+            todo.setdefault(r["hash"], Arch.from_json(r["arch"]))
+    print(f"{len(lat['archs'])} architectures timed in {path}; {len(todo)} to go", flush=True)
+    predictor = latency_model(args.target)
+    ref = preset(REFERENCE)
+    items = list(todo.items())
+    for start in range(0, len(items), args.batch):
+        batch = items[start : start + args.batch]
+        ms: dict[str, list[float]] = {h: [] for h, _ in batch}
+        ratio: dict[str, list[float]] = {h: [] for h, _ in batch}
+        for rnd in range(args.rounds):
+            order = [("reference", ref), *batch]
+            random.Random(rnd).shuffle(order)
+            rows = measure_archs([a for _, a in order], args.target, [args.seconds],
+                                 vocab_size=vocab, seed=rnd)  # fmt: skip
+            got = {h: float(row["measured_ms"]) for (h, _), row in zip(order, rows, strict=True)}
+            for h, _ in batch:
+                ms[h].append(got[h])
+                ratio[h].append(got[h] / got["reference"])
+        for h, arch in batch:
+            lat["archs"][h] = {
+                "measured_ms": float(np.median(ms[h])),
+                "rounds_ms": [round(v, 4) for v in ms[h]],
+                "ratio_to_reference": float(np.median(ratio[h])),
+                "predicted_ms": float(predictor.predict(arch, args.seconds, vocab)),
+            }
+        lat["versions"] = versions()
+        _save(path, lat)
+        shown = ", ".join(f"{h[:8]} {lat['archs'][h]['measured_ms']:.2f} ms" for h, _ in batch)
+        print(f"[{len(lat['archs'])}] {shown}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--space", default=str(SPACE))
@@ -213,7 +280,16 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2, help="trainings at a time, 1 thread each")
     ap.add_argument("--scratch", default="runs/speech-table-scratch", help="training folders")
     ap.add_argument("--summary", action="store_true", help="print what the table holds")
+    ap.add_argument("--latency", action="store_true", help="time the tabulated architectures")
+    ap.add_argument("--latency-out", default=str(LATENCY))
+    ap.add_argument("--target", default="cpu-ort-1t")
+    ap.add_argument("--seconds", type=float, default=5.0, help="utterance length timed")
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
+    ap.add_argument("--batch", type=int, default=8, help="architectures per set of rounds")
     args = ap.parse_args()
+    if args.latency:
+        latency(args)
+        return
     if args.summary:
         s = summary(Path(args.out))
         print(json.dumps(s, indent=1))

@@ -22,6 +22,7 @@ so each one reaches it; the cost to 95% is the steps spent when its hypervolume 
 
     .venv/bin/python bench/table_search.py --seeds 10
     .venv/bin/python bench/table_search.py --objectives dev_wer,params --strategies random,predictor
+    .venv/bin/python bench/table_search.py --objectives dev_wer,latency_ratio   # once timed
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from speechnas.space import Arch, SearchSpace
 
 HERE = Path(__file__).resolve().parent
 TABLE = HERE / "tabular" / "speech-ctc.json"
+LATENCY = HERE / "tabular" / "speech-ctc-latency.json"
 PLOT = HERE / "tabular" / "table-search.png"
 REFERENCE = 1.1
 VOCAB = 64
@@ -57,8 +59,12 @@ DEFAULT_STRATEGIES = "random,evolution,tpe,nsga2,reinforce,predictor"
 class Tabulated:
     """The table's complete seed-0 rows: objective values, predicted metrics, encodings."""
 
-    def __init__(self, path: Path, objectives: list[str]) -> None:
+    def __init__(self, path: Path, objectives: list[str], latency: Path | None = None) -> None:
         table = json.loads(path.read_text(encoding="utf-8"))
+        timed = {}
+        if latency is not None and latency.is_file():
+            timed = json.loads(latency.read_text(encoding="utf-8"))["archs"]
+        self.skipped = 0  # complete rows without every objective (not timed yet, say)
         self.space = SearchSpace.from_dict(table["space"])
         top = str(table["steps"][-1])
         self.steps = int(top)
@@ -70,15 +76,28 @@ class Tabulated:
             if row["seed"] != 0 or row["error"] or fid is None:
                 continue
             metrics = {**fid, "params": row["params"], "macs": row["macs"]}
-            missing = [o for o in objectives if not isinstance(metrics.get(o), int | float)]
-            if missing:
-                have = sorted(k for k, v in metrics.items() if isinstance(v, int | float))
-                raise ValueError(f"objective {missing[0]!r} is not in the table; have {have}")
+            if row["hash"] in timed:
+                t = timed[row["hash"]]
+                metrics |= {"latency": t["measured_ms"], "latency_ratio": t["ratio_to_reference"],
+                            "latency_predicted": t["predicted_ms"]}  # fmt: skip
+            if any(not isinstance(metrics.get(o), int | float) for o in objectives):
+                self.skipped += 1
+                continue
             self.archs.append(self.space.validate(Arch.from_json(row["arch"])))
             self.values.append(tuple(float(metrics[o]) for o in objectives))
-            self.known.append({"params": row["params"], "macs": row["macs"]})
+            # what a search knows before training: size, and latency (the screen's name for
+            # whichever latency metric is an objective here)
+            known = {"params": row["params"], "macs": row["macs"]}
+            for o in objectives:
+                if o.startswith("latency"):
+                    known["latency"] = metrics[o]
+            self.known.append(known)
         if len(self.archs) < 2:
-            raise ValueError(f"{path}: {len(self.archs)} complete rows; at least 2 are needed")
+            raise ValueError(
+                f"{path}: {len(self.archs)} complete rows with {objectives} (metrics: dev_wer, "
+                "wer:TEST, cer:TEST, params, macs; latency, latency_ratio and latency_predicted "
+                "once timed by bench/speech_table.py --latency); at least 2 are needed"
+            )
         self.index = {a.key(): i for i, a in enumerate(self.archs)}
         x = np.stack([self._row(a) for a in self.archs])
         self.mean, self.scale = np.nanmean(x, axis=0), np.nanstd(x, axis=0)
@@ -132,7 +151,8 @@ def search(tab: Tabulated, name: str, seed: int, objectives: list[str],
     while len(tried) < len(tab.archs):
         screen = None
         if screen_cfg is not None:
-            screen = Screen(screen_cfg, objectives=objectives, space=tab.space,
+            names = ["latency" if o.startswith("latency") else o for o in objectives]
+            screen = Screen(screen_cfg, objectives=names, space=tab.space,
                             vocab_size=VOCAB, seed=seed + proposal)  # fmt: skip
             trained = [Trained(i, tab.archs[i], tab.values[i]) for i in evaluated]
             if not screen.fit(trained):
@@ -168,12 +188,12 @@ def search(tab: Tabulated, name: str, seed: int, objectives: list[str],
 _TABLES: dict[tuple[str, tuple[str, ...]], Tabulated] = {}
 
 
-def _one(path: str, objectives: list[str], name: str, seed: int,
+def _one(path: str, latency: str, objectives: list[str], name: str, seed: int,
          screen_cfg: ScreenConfig | None) -> dict[str, Any]:  # fmt: skip
     """One search in a worker process (the table loaded once per process)."""
     key = (path, tuple(objectives))
     if key not in _TABLES:
-        _TABLES[key] = Tabulated(Path(path), objectives)
+        _TABLES[key] = Tabulated(Path(path), objectives, Path(latency))
     return search(_TABLES[key], name, seed, objectives, screen_cfg)
 
 
@@ -205,6 +225,7 @@ def plot(path: Path, runs: dict[str, list[dict[str, Any]]], best: float, title: 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--table", default=str(TABLE))
+    ap.add_argument("--latency", default=str(LATENCY), help="bench/speech_table.py --latency")
     ap.add_argument("--objectives", default="dev_wer,params", help="comma-separated metrics")
     ap.add_argument("--strategies", default=DEFAULT_STRATEGIES)
     ap.add_argument("--seeds", type=int, default=10, help="searches per strategy (0..N-1)")
@@ -224,15 +245,15 @@ def main() -> None:
     if args.seeds < 1:
         sys.exit("--seeds: expected >= 1")
     try:
-        tab = Tabulated(Path(args.table), objectives)
+        tab = Tabulated(Path(args.table), objectives, Path(args.latency))
         screen_cfg = ScreenConfig(confidence=args.confidence, min_history=args.min_history)
     except ValueError as e:
         sys.exit(str(e))
     modes = {"off": [False], "on": [True], "both": [False, True]}[args.screen]
     jobs = [(name, on, seed) for name in names for on in modes for seed in range(args.seeds)]
     with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
-        done = pool.starmap(_one, [(args.table, objectives, n, s, screen_cfg if on else None)
-                                   for n, on, s in jobs])  # fmt: skip
+        done = pool.starmap(_one, [(args.table, args.latency, objectives, n, s,
+                                    screen_cfg if on else None) for n, on, s in jobs])  # fmt: skip
     runs: dict[str, list[dict[str, Any]]] = {}
     for (name, on, _), r in zip(jobs, done, strict=True):
         runs.setdefault(f"{name}+screen" if on else name, []).append(r)
@@ -253,6 +274,7 @@ def main() -> None:
     report = {
         "table": args.table,
         "tabulated": len(tab.archs),
+        "rows_without_an_objective": tab.skipped,
         "steps_per_training": tab.steps,
         "objectives": objectives,
         "best_hv": tab.best,
