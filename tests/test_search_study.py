@@ -213,6 +213,9 @@ def test_other_processes_cpu_use_is_sampled_without_this_ones() -> None:
     import threading
     import time
 
+    idle = other_cpu_load(1.0)
+    if idle is None or idle > 0.5:  # a spinner's core is not told apart on a busy machine
+        pytest.skip(f"other processes already use {idle} cores")
     spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         time.sleep(0.3)
