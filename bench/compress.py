@@ -37,6 +37,7 @@ from speechnas.data.dataset import SpeechDataset
 from speechnas.data.loading import load_utterances
 from speechnas.evaluate.decode import evaluate_dataset, prepare_batches
 from speechnas.evaluate.significance import compare_systems
+from speechnas.hardware.cpu import missing_features
 from speechnas.nn.quant import apply_bits, remove_bits, weight_bytes
 from speechnas.nn.spec import decode
 from speechnas.train.checkpoint import LoadedModel, load_model
@@ -124,6 +125,7 @@ def deploy(
             r = export_lowbit(
                 q.model, q.meta["bits"], out / f"onnx-{kernels}" / "model.onnx",
                 kernels=kernels, tokenizer=q.tokenizer, features=q.features, attention_impl=impl,
+                reduce_range=bool(missing_features("int8-static")),  # this CPU's int8 kernels
             )  # fmt: skip
             name = f"{chosen['label']} ({kernels}{', matmul attention' if impl else ''})"
             files[name] = r.path

@@ -303,6 +303,13 @@ def export_onnx(
             "ONNX Runtime here"
         ),
     ] = None,
+    reduce_range: Annotated[
+        str,
+        typer.Option(
+            help="quantized checkpoints, fast/int8 kernels: 7-bit int8 weights for CPUs without "
+            "VNNI, whose int8 kernels saturate with 8-bit ones: auto (this CPU), on or off"
+        ),
+    ] = "auto",
     fmt: Annotated[
         str,
         typer.Option(
@@ -342,6 +349,8 @@ def export_onnx(
             "--attention-impl: applies to full-utterance --format onnx exports only; drop it "
             "or export with --format onnx"
         )
+    if reduce_range not in ("auto", "on", "off"):
+        raise _fail(f"--reduce-range: {reduce_range!r} is not one of 'auto', 'on', 'off'")
     if streaming:
         try:
             _export_streaming(checkpoint, output, int8, check, chunk, lookahead, fmt)
@@ -357,7 +366,7 @@ def export_onnx(
     try:
         loaded = load_model(checkpoint)
         if loaded.meta.get("bits"):
-            _export_lowbit(loaded, output, kernels, attention_impl)
+            _export_lowbit(loaded, output, kernels, attention_impl, reduce_range)
             return
         result = export_checkpoint(
             checkpoint, output, int8=int8, check=check, attention_impl=attention_impl
@@ -477,12 +486,21 @@ def _export_runtime(
         console.print(f"max |MIL program (numpy) - torch|: {parity}")
 
 
-def _export_lowbit(loaded: Any, output: Path, kernels: str, attention_impl: str | None) -> None:
+def _export_lowbit(
+    loaded: Any, output: Path, kernels: str, attention_impl: str | None, reduce_range: str
+) -> None:
     from speechnas.export.lowbit import export_lowbit
+    from speechnas.hardware.cpu import missing_features
 
+    seven = reduce_range == "on" or (
+        reduce_range == "auto" and bool(missing_features("int8-static"))
+    )
+    if seven and kernels != "exact":
+        console.print("int8 weights in 7 bits (--reduce-range): without VNNI, 8-bit ones saturate")
     res = export_lowbit(
         loaded.model, loaded.meta["bits"], output / "model.onnx", kernels=kernels,
         tokenizer=loaded.tokenizer, features=loaded.features, attention_impl=attention_impl,
+        reduce_range=seven,
     )  # fmt: skip
     table = Table(title=f"{res.path} ({kernels} kernels)")
     for col in ("file KiB", "packed KiB", "stored KiB", "max |ORT - torch|"):

@@ -172,8 +172,16 @@ def _block(k: int, bits: int) -> int:
 _Weight = tuple[torch.Tensor, int, str, tuple[np.ndarray, np.ndarray]]
 
 
+def _seven_bit(codes: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Codes above 7 bits halved (scale doubled), so that no product pair of an int8 kernel
+    without VNNI overflows its 16-bit sum (see ``reduce_range`` of :func:`export_lowbit`)."""
+    if np.abs(codes).max(initial=0) <= 63:
+        return codes, scale
+    return np.clip(np.round(codes / 2.0), -63, 63), (scale * 2).astype(scale.dtype)
+
+
 def _rewrite(
-    model: onnx.ModelProto, weights: Mapping[str, _Weight], kernels: str
+    model: onnx.ModelProto, weights: Mapping[str, _Weight], kernels: str, reduce_range: bool
 ) -> dict[str, LayerForm]:
     """Replaces, in place, the float initializers of ``weights`` (name → baked weight, bits,
     "linear" or "conv", (codes, scales)) by their integer forms; returns each name's form."""
@@ -260,6 +268,8 @@ def _rewrite(
                 bits, store, "MatMulNBits", "int8" if kernels == "fast" else "float32"
             )
         elif dqmm_ok:
+            if reduce_range:
+                codes, scale = _seven_bit(codes, scale)
             b_name, s_name, z_name = (f"{init_name}_q8", f"{init_name}_scale", f"{init_name}_zp")
             graph.initializer.extend(
                 [
@@ -413,6 +423,7 @@ def export_lowbit(
     check: bool = True,
     example_seconds: float = 4.0,
     attention_impl: str | None = None,
+    reduce_range: bool = False,
 ) -> LowbitResult:
     """Writes ``model`` (a CTC or attention/hybrid ``SpeechModel``) with per-sub-module bit
     widths as one ONNX file at ``path``; see the module docstring for the forms.
@@ -424,7 +435,14 @@ def export_lowbit(
     With ``check``, the file is run by ONNX Runtime and compared with the fake-quant PyTorch
     model on two inputs of another length than the traced one. ``attention_impl``: export
     under that attention implementation (``speechnas.nn.blocks.attention_impl``; the same
-    weights, another graph) instead of the architecture's own.
+    weights, another graph) instead of the architecture's own. ``reduce_range``: the weights
+    of ``DynamicQuantizeMatMul`` nodes (``kernels`` "fast" and "int8") in 7 bits: an 8-bit code
+    is halved (its scale doubled). For CPUs without VNNI (AVX2 only), whose int8 kernels add
+    two uint8 × int8 products in 16 bits and saturate with full 8-bit weights: on such a
+    CPU the ``small``-sized test model's log-probabilities were off by 0.35 with 8-bit weights,
+    against 0.02 with 6-bit ones. ONNX Runtime's own quantizer has the same switch. The
+    export's caller decides, since the file may run on another CPU than the one that writes
+    it (``speechnas export --reduce-range auto`` asks this CPU).
     """
     from speechnas.export.onnx import _CTC, _example, _sequence_parity, export_model
 
@@ -474,7 +492,7 @@ def export_lowbit(
         for n, b in full.items()
         if b != 32
     }
-    forms = _rewrite(graph, weights, kernels)
+    forms = _rewrite(graph, weights, kernels, reduce_range and kernels != "exact")
     _fold_bias(graph.graph)
     _fold_scale(graph.graph)
     _drop_unused(graph.graph)
@@ -483,6 +501,8 @@ def export_lowbit(
             forms[n] = LayerForm(32, 32, "float", "float32")
     meta = {p.key: p.value for p in graph.metadata_props}
     meta["quantization"] = f"lowbit-{kernels}"
+    if reduce_range and kernels != "exact":
+        meta["int8_weights"] = "7-bit (reduce_range: for int8 kernels without VNNI)"
     meta["bit_allocation"] = json.dumps(full, sort_keys=True)
     del graph.metadata_props[:]
     for k, v in meta.items():
