@@ -13,7 +13,12 @@ architecture nearest to it that the search has not tried yet: the architectures'
 ``random`` draws uniformly from the untried rows instead (random search over the table itself,
 the baseline of the cost ratio). With ``--screen`` every strategy's proposals also pass the
 search's screen (:mod:`speechnas.search.screen`): a screened proposal costs nothing, is counted
-as tried, and the strategy proposes again.
+as tried, and the strategy proposes again. With ``--halving C,ETA`` the search is successive
+halving over the table's fidelities, as the real search runs: C proposals at the lowest, the
+best 1/ETA of them (by dev WER) continued to each next fidelity, paying only the extra steps;
+``--rank-by predicted`` ranks them by dev WER predicted at the top fidelity instead
+(:mod:`speechnas.search.promote`'s rule: boosted trees over the encoding and the lower dev WER,
+fitted on the rows trained to both, from 5 of them). Then a search may end short of 95%.
 
 The best attainable hypervolume is that of every tabulated architecture (objectives normalised
 by the table's own minimum and maximum, reference 1.1). A search runs until every row is tried,
@@ -23,6 +28,7 @@ so each one reaches it; the cost to 95% is the steps spent when its hypervolume 
     .venv/bin/python bench/table_search.py --seeds 10
     .venv/bin/python bench/table_search.py --objectives dev_wer,params --strategies random,predictor
     .venv/bin/python bench/table_search.py --objectives dev_wer,latency_ratio   # once timed
+    .venv/bin/python bench/table_search.py --halving 9,3 --rank-by both
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import math
 import multiprocessing
 import statistics
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +48,11 @@ from rich.console import Console
 from rich.table import Table
 
 from speechnas.search.config import ScreenConfig
+from speechnas.search.fidelity import rung_sizes
 from speechnas.search.pareto import hypervolume, normalize
 from speechnas.search.screen import Screen, Trained
 from speechnas.search.strategies import STRATEGIES, Observation, make_strategy
-from speechnas.search.wer_predictor import encode
+from speechnas.search.wer_predictor import WerPredictor, encode
 from speechnas.space import Arch, SearchSpace
 
 HERE = Path(__file__).resolve().parent
@@ -68,6 +76,8 @@ class Tabulated:
         self.space = SearchSpace.from_dict(table["space"])
         top = str(table["steps"][-1])
         self.steps = int(top)
+        self.fidelities = [int(f) for f in table["steps"]]
+        self.curves: list[list[float | None]] = []  # dev WER at each fidelity
         self.archs: list[Arch] = []
         self.values: list[tuple[float, ...]] = []
         self.known: list[dict[str, float]] = []
@@ -84,6 +94,9 @@ class Tabulated:
                 self.skipped += 1
                 continue
             self.archs.append(self.space.validate(Arch.from_json(row["arch"])))
+            self.curves.append(
+                [row["fidelities"].get(str(f), {}).get("dev_wer") for f in self.fidelities]
+            )
             self.values.append(tuple(float(metrics[o]) for o in objectives))
             # what a search knows before training: size, and latency (the screen's name for
             # whichever latency metric is an objective here)
@@ -122,6 +135,15 @@ class Tabulated:
         d[list(tried)] = np.inf
         return int(np.argmin(d))
 
+    def at(self, i: int, rung: int) -> tuple[float, ...]:
+        """Row ``i``'s objective values after training to fidelity ``rung``: dev WER from its
+        curve (the only error rate the table has below the top), the rest as at the top."""
+        if rung == len(self.fidelities) - 1:
+            return self.values[i]
+        wer = self.curves[i][rung]
+        assert wer is not None
+        return (wer, *self.values[i][1:])
+
     def hv(self, rows: Any) -> float:
         pts = [self.values[i] for i in rows]
         if not pts:
@@ -130,71 +152,164 @@ class Tabulated:
         return hypervolume(normalize(pts, self.lower, self.upper), [REFERENCE] * m)
 
 
-def search(tab: Tabulated, name: str, seed: int, objectives: list[str],
-           screen_cfg: ScreenConfig | None) -> dict[str, Any]:  # fmt: skip
-    """One search until every row is tried: steps and hypervolume after each evaluation."""
-    import random
+@dataclass
+class Halving:
+    """Successive halving over the table's fidelities: ``candidates`` proposals at the lowest,
+    the best ``1/eta`` promoted to each next one (paying only the extra steps), ranked by dev
+    WER observed at their rung or (``predicted``) by dev WER predicted at the top one."""
 
-    rng = random.Random(seed)
-    m = len(objectives)
-    strategy = None
-    if name != "random":
-        strategy = make_strategy(
-            name, tab.space, seed=seed, n_objectives=m,
-            scalarize=lambda v: v[0] + 0.1 * sum(math.log(max(x, 1e-9)) for x in v[1:]),
-        )  # fmt: skip
-    history: list[Observation] = []
-    tried: set[int] = set()
-    evaluated: list[int] = []
-    steps, curve, screened, proposal = [], [], 0, 0
-    spent = 0
-    while len(tried) < len(tab.archs):
+    candidates: int
+    eta: int
+    rank_by: str = "observed"
+
+
+class Proposer:
+    """A strategy's (or uniform) proposals mapped to untried rows, screened when asked."""
+
+    def __init__(self, tab: Tabulated, name: str, seed: int, objectives: list[str],
+                 screen_cfg: ScreenConfig | None) -> None:  # fmt: skip
+        import random
+
+        self.tab, self.seed, self.screen_cfg = tab, seed, screen_cfg
+        self.rng = random.Random(seed)
+        self.names = ["latency" if o.startswith("latency") else o for o in objectives]
+        self.strategy = None
+        if name != "random":
+            self.strategy = make_strategy(
+                name, tab.space, seed=seed, n_objectives=len(objectives),
+                scalarize=lambda v: v[0] + 0.1 * sum(math.log(max(x, 1e-9)) for x in v[1:]),
+            )  # fmt: skip
+        self.history: list[Observation] = []
+        self.tried: set[int] = set()
+        self.screened = 0
+        self.proposals = 0
+
+    def left(self) -> bool:
+        return len(self.tried) < len(self.tab.archs)
+
+    def next(self, trained: list[Trained]) -> int | None:
+        """The next row to train (None: the table ran out while screening); ``trained``: what
+        the screen learns from."""
+        tab, cfg = self.tab, self.screen_cfg
         screen = None
-        if screen_cfg is not None:
-            names = ["latency" if o.startswith("latency") else o for o in objectives]
-            screen = Screen(screen_cfg, objectives=names, space=tab.space,
-                            vocab_size=VOCAB, seed=seed + proposal)  # fmt: skip
-            trained = [Trained(i, tab.archs[i], tab.values[i]) for i in evaluated]
+        if cfg is not None:
+            screen = Screen(cfg, objectives=self.names, space=tab.space, vocab_size=VOCAB,
+                            seed=self.seed + self.proposals)  # fmt: skip
             if not screen.fit(trained):
                 screen = None
-        for attempt in range(1 + (screen_cfg.max_screened if screen else 0)):
-            if strategy is None:
-                i = rng.choice([k for k in range(len(tab.archs)) if k not in tried])
+        skips = cfg.max_screened if screen is not None and cfg is not None else 0
+        for attempt in range(skips + 1):
+            if self.strategy is None:
+                i = self.rng.choice([k for k in range(len(tab.archs)) if k not in self.tried])
             else:
-                i = tab.nearest(strategy.propose(history, proposal), tried)
-            last = attempt == (screen_cfg.max_screened if screen else 0)
-            verdict = None if screen is None or last else screen.judge(tab.archs[i], tab.known[i])
-            tried.add(i)
-            if verdict is None:
-                break
-            screened += 1
-            history.append(Observation(tab.archs[i], None))
-            if len(tried) == len(tab.archs):
-                break
-        if verdict is not None:  # the table ran out while screening
-            break
-        evaluated.append(i)
-        history.append(Observation(tab.archs[i], tab.values[i]))
-        spent += tab.steps
+                i = tab.nearest(self.strategy.propose(self.history, self.proposals), self.tried)
+            self.tried.add(i)
+            if (
+                screen is None
+                or attempt == skips
+                or screen.judge(tab.archs[i], tab.known[i]) is None
+            ):
+                self.proposals += 1
+                return i
+            self.screened += 1
+            self.history.append(Observation(tab.archs[i], None))
+            if not self.left():
+                return None
+        raise AssertionError("unreachable")
+
+    def tell(self, i: int, values: tuple[float, ...], rung: int) -> None:
+        self.history.append(Observation(self.tab.archs[i], values, rung))
+
+
+def search(
+    tab: Tabulated,
+    name: str,
+    seed: int,
+    objectives: list[str],
+    screen_cfg: ScreenConfig | None,
+    halving: Halving | None = None,
+) -> dict[str, Any]:
+    """One search until every row is tried: steps spent and hypervolume (of the rows trained
+    to the top fidelity) after each top-fidelity result."""
+    prop = Proposer(tab, name, seed, objectives, screen_cfg)
+    top = len(tab.fidelities) - 1
+    done: list[int] = []  # rows trained to the top fidelity
+    steps, curve = [], []
+    spent = 0
+
+    def reached(i: int) -> None:
+        done.append(i)
         steps.append(spent)
-        curve.append(tab.hv(evaluated))
-        proposal += 1
+        curve.append(tab.hv(done))
+
+    if halving is None:
+        while prop.left():
+            i = prop.next([Trained(k, tab.archs[k], tab.values[k]) for k in done])
+            if i is None:
+                break
+            spent += tab.steps
+            prop.tell(i, tab.values[i], top)
+            reached(i)
+    else:
+        sizes = rung_sizes(halving.candidates, halving.eta, len(tab.fidelities))
+        at: list[list[int]] = [[] for _ in tab.fidelities]  # rows trained to each fidelity
+        while prop.left():
+            bracket: list[int] = []
+            while len(bracket) < sizes[0] and prop.left():
+                i = prop.next([Trained(k, tab.archs[k], tab.at(k, 0)) for k in at[0]])
+                if i is None:
+                    break
+                spent += tab.fidelities[0]
+                bracket.append(i)
+                at[0].append(i)
+                prop.tell(i, tab.at(i, 0), 0)
+            for r in range(1, len(sizes)):
+                bracket = _promote(tab, bracket, r, at, halving, seed)[: sizes[r]]
+                for i in bracket:
+                    spent += tab.fidelities[r] - tab.fidelities[r - 1]
+                    at[r].append(i)
+                    prop.tell(i, tab.at(i, r), r)
+                    if r == top:
+                        reached(i)
     target = 0.95 * tab.best
     reach = next((s for s, h in zip(steps, curve, strict=True) if h >= target), None)
-    return {"steps": steps, "hv": curve, "screened": screened, "cost_to_95": reach,
-            "trained_to_95": None if reach is None else reach // tab.steps}  # fmt: skip
+    return {"steps": steps, "hv": curve, "screened": prop.screened, "cost_to_95": reach,
+            "trained_to_95": None if reach is None else sum(1 for s in steps if s <= reach),
+            "total_steps": spent}  # fmt: skip
+
+
+def _promote(tab: Tabulated, rows: list[int], rung: int, at: list[list[int]], halving: Halving,
+             seed: int) -> list[int]:  # fmt: skip
+    """``rows`` (trained to ``rung - 1``) best first, by their dev WER there or, predicted,
+    at the top fidelity: trees fitted on the rows trained to both (architecture encoding and
+    the lower dev WER), once 5 such rows exist."""
+    low = rung - 1
+    observed = [tab.curves[i][low] for i in rows]
+    key = observed
+    top = len(tab.fidelities) - 1
+    pairs = [i for i in at[low] if i in set(at[top])]
+    if halving.rank_by == "predicted" and len(pairs) >= 5 and rows:
+
+        def x(idx: list[int]) -> np.ndarray:
+            enc = np.stack([tab._row(tab.archs[i]) for i in idx])
+            return np.column_stack([enc, [tab.curves[i][low] for i in idx]])
+
+        model = WerPredictor(seed=seed, folds=0).fit(x(pairs), [tab.curves[i][top] for i in pairs])
+        key = list(model.predict(x(rows)).median)
+    order = sorted(range(len(rows)), key=lambda k: (key[k], k))
+    return [rows[k] for k in order]
 
 
 _TABLES: dict[tuple[str, tuple[str, ...]], Tabulated] = {}
 
 
 def _one(path: str, latency: str, objectives: list[str], name: str, seed: int,
-         screen_cfg: ScreenConfig | None) -> dict[str, Any]:  # fmt: skip
+         screen_cfg: ScreenConfig | None, halving: Halving | None) -> dict[str, Any]:  # fmt: skip
     """One search in a worker process (the table loaded once per process)."""
     key = (path, tuple(objectives))
     if key not in _TABLES:
         _TABLES[key] = Tabulated(Path(path), objectives, Path(latency))
-    return search(_TABLES[key], name, seed, objectives, screen_cfg)
+    return search(_TABLES[key], name, seed, objectives, screen_cfg, halving)
 
 
 def plot(path: Path, runs: dict[str, list[dict[str, Any]]], best: float, title: str) -> None:
@@ -205,11 +320,16 @@ def plot(path: Path, runs: dict[str, list[dict[str, Any]]], best: float, title: 
 
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     for name, rs in runs.items():
-        n = min(len(r["hv"]) for r in rs)
-        arr = np.array([r["hv"][:n] for r in rs])
-        x = np.array(rs[0]["steps"][:n]) / 1000
-        ax.plot(x, arr.mean(axis=0), label=name)
-        ax.fill_between(x, arr.min(axis=0), arr.max(axis=0), alpha=0.12)
+        grid = np.array(sorted({x for r in rs for x in r["steps"]}))
+        if not len(grid):
+            continue
+        # each run's hypervolume as a step function of the steps spent, on a common grid
+        arr = np.array([
+            [max((h for x, h in zip(r["steps"], r["hv"], strict=True) if x <= g), default=0.0)
+             for g in grid] for r in rs
+        ])  # fmt: skip
+        ax.plot(grid / 1000, arr.mean(axis=0), label=name)
+        ax.fill_between(grid / 1000, arr.min(axis=0), arr.max(axis=0), alpha=0.12)
     ax.axhline(0.95 * best, color="k", linestyle="--", linewidth=1, label="95% of the table's")
     ax.set_xlabel("thousand optimizer steps trained")
     ax.set_ylabel("hypervolume (normalised)")
@@ -232,6 +352,18 @@ def main() -> None:
     ap.add_argument("--screen", choices=("off", "on", "both"), default="both")
     ap.add_argument("--min-history", type=int, default=8, help="of the screen")
     ap.add_argument("--confidence", type=float, default=0.9, help="of the screen")
+    ap.add_argument(
+        "--halving",
+        default="",
+        help="CANDIDATES,ETA: successive halving over "
+        "the table's fidelities (e.g. 9,3); default: every proposal to the top",
+    )
+    ap.add_argument(
+        "--rank-by",
+        choices=("observed", "predicted", "both"),
+        default="both",
+        help="--halving: promotion by observed or predicted dev WER",
+    )
     ap.add_argument("--workers", type=int, default=2, help="searches at a time")
     ap.add_argument("--plot", default=str(PLOT))
     args = ap.parse_args()
@@ -250,26 +382,58 @@ def main() -> None:
     except ValueError as e:
         sys.exit(str(e))
     modes = {"off": [False], "on": [True], "both": [False, True]}[args.screen]
-    jobs = [(name, on, seed) for name in names for on in modes for seed in range(args.seeds)]
+    halving = None
+    ranks: list[str | None] = [None]
+    if args.halving:
+        try:
+            cand, eta = (int(v) for v in args.halving.split(","))
+        except ValueError:
+            sys.exit(f"--halving: expected CANDIDATES,ETA such as 9,3, got {args.halving!r}")
+        if objectives[0] != "dev_wer" or any(o.startswith(("wer", "cer")) for o in objectives):
+            sys.exit("--halving: the table has only dev_wer below its top fidelity; make it the "
+                     "first objective and the only error rate")  # fmt: skip
+        if len(rung_sizes(cand, eta, len(tab.fidelities))) < len(tab.fidelities):
+            sys.exit(f"--halving: {cand} candidates at eta {eta} do not reach the top fidelity")
+        halving = Halving(cand, eta)
+        ranks = {"observed": ["observed"], "predicted": ["predicted"],
+                 "both": ["observed", "predicted"]}[args.rank_by]  # fmt: skip
+    jobs = [
+        (n, on, rb, sd) for n in names for on in modes for rb in ranks for sd in range(args.seeds)
+    ]
+    work = [
+        (args.table, args.latency, objectives, n, sd, screen_cfg if on else None,
+         None if halving is None else Halving(halving.candidates, halving.eta, rb or "observed"))
+        for n, on, rb, sd in jobs
+    ]  # fmt: skip
     with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
-        done = pool.starmap(_one, [(args.table, args.latency, objectives, n, s,
-                                    screen_cfg if on else None) for n, on, s in jobs])  # fmt: skip
+        done = pool.starmap(_one, work)
     runs: dict[str, list[dict[str, Any]]] = {}
-    for (name, on, _), r in zip(jobs, done, strict=True):
-        runs.setdefault(f"{name}+screen" if on else name, []).append(r)
-    random_cost = (
-        statistics.mean(r["cost_to_95"] for r in runs["random"]) if "random" in runs else None
-    )
+    for (name, on, rb, _), r in zip(jobs, done, strict=True):
+        label = name + ("+screen" if on else "") + ("+predicted-rank" if rb == "predicted" else "")
+        runs.setdefault(label, []).append(r)
+
+    def mean_cost(rs: list[dict[str, Any]]) -> float | None:
+        costs = [r["cost_to_95"] for r in rs if r["cost_to_95"] is not None]
+        return statistics.mean(costs) if costs else None
+
+    random_cost = mean_cost(runs["random"]) if "random" in runs else None
     summary: dict[str, Any] = {}
     for label, rs in runs.items():
-        costs = [r["cost_to_95"] for r in rs]
-        mean = statistics.mean(costs)
+        costs = [r["cost_to_95"] for r in rs if r["cost_to_95"] is not None]
+        mean = mean_cost(rs)
         summary[label] = {
+            "reached_95": f"{len(costs)}/{len(rs)}",
             "cost_to_95_steps_mean": mean,
             "cost_to_95_steps_sd": statistics.stdev(costs) if len(costs) > 1 else 0.0,
-            "trained_to_95_mean": statistics.mean(r["trained_to_95"] for r in rs),
+            "trained_to_top_to_95_mean": statistics.mean(
+                r["trained_to_95"] for r in rs if r["trained_to_95"] is not None
+            )
+            if costs
+            else None,
             "screened_mean": statistics.mean(r["screened"] for r in rs),
-            "ratio_to_random": None if random_cost is None else mean / random_cost,
+            "total_steps_mean": statistics.mean(r["total_steps"] for r in rs),
+            "final_hv_mean": statistics.mean(r["hv"][-1] if r["hv"] else 0.0 for r in rs),
+            "ratio_to_random": None if random_cost is None or mean is None else mean / random_cost,
         }
     report = {
         "table": args.table,
@@ -280,6 +444,13 @@ def main() -> None:
         "best_hv": tab.best,
         "seeds": args.seeds,
         "screen": {"confidence": args.confidence, "min_history": args.min_history},
+        "halving": None
+        if halving is None
+        else {
+            "candidates": halving.candidates,
+            "eta": halving.eta,
+            "fidelities": tab.fidelities,
+        },
         "strategies": summary,
     }
     title = f"{' vs '.join(objectives)}: {len(tab.archs)} tabulated archs, {args.seeds} seeds"
@@ -287,14 +458,17 @@ def main() -> None:
     report["plot"] = args.plot
     print(json.dumps(report, indent=1))
     t = Table(title=f"steps to 95% of the best hypervolume ({len(tab.archs)} architectures)")
-    for c in ("search", "steps to 95% (mean ± sd)", "trainings", "screened", "/ random"):
+    for c in ("search", "reached", "steps to 95% (mean ± sd)", "top trainings", "screened",
+              "final HV", "/ random"):  # fmt: skip
         t.add_column(c, justify="right")
-    for label, s in summary.items():
-        ratio = s["ratio_to_random"]
-        t.add_row(label, f"{s['cost_to_95_steps_mean']:,.0f} ± {s['cost_to_95_steps_sd']:,.0f}",
-                  f"{s['trained_to_95_mean']:.1f}", f"{s['screened_mean']:.1f}",
+    for label, v in summary.items():
+        ratio, cost = v["ratio_to_random"], v["cost_to_95_steps_mean"]
+        t.add_row(label, v["reached_95"],
+                  "-" if cost is None else f"{cost:,.0f} ± {v['cost_to_95_steps_sd']:,.0f}",
+                  "-" if cost is None else f"{v['trained_to_top_to_95_mean']:.1f}",
+                  f"{v['screened_mean']:.1f}", f"{v['final_hv_mean'] / tab.best:.3f}",
                   "-" if ratio is None else f"{ratio:.2f}")  # fmt: skip
-    Console(stderr=True).print(t)
+    Console(stderr=True, width=150).print(t)
 
 
 if __name__ == "__main__":
