@@ -294,7 +294,8 @@ def _promote(tab: Tabulated, rows: list[int], rung: int, at: list[list[int]], ha
             enc = np.stack([tab._row(tab.archs[i]) for i in idx])
             return np.column_stack([enc, [tab.curves[i][low] for i in idx]])
 
-        model = WerPredictor(seed=seed, folds=0).fit(x(pairs), [tab.curves[i][top] for i in pairs])
+        targets = [tab.curves[i][top] for i in pairs]
+        model = WerPredictor(seed=seed, folds=0, baseline=-1).fit(x(pairs), targets)
         key = list(model.predict(x(rows)).median)
     order = sorted(range(len(rows)), key=lambda k: (key[k], k))
     return [rows[k] for k in order]

@@ -7,7 +7,8 @@ architectures (``--folds``, repeated ``--repeats`` times with other splits): eve
 is predicted by a model that never saw it. Rows compared:
 
 * the predictor from the architecture alone (what the search can use before any training);
-* the predictor with the learning curve so far (dev WER at the lower fidelities);
+* the predictor with the learning curve so far (dev WER at the lower fidelities), its trees
+  fitted on the WER itself or on the change from the curve's last value (``baseline``);
 * each lower fidelity's own dev WER as the prediction (what successive halving uses), and the
   parameter count alone (bigger is better), as baselines.
 
@@ -36,6 +37,7 @@ from speechnas.versions import versions
 
 HERE = Path(__file__).resolve().parent
 TABLE = HERE / "tabular" / "speech-ctc.json"
+CHANGE = ", learning the change"  # trees fit target - the curve's last value (``baseline``)
 
 
 def target_of(fid: dict[str, Any], target: str) -> float:
@@ -68,8 +70,10 @@ def main() -> None:
     def curve(r: dict[str, Any], upto: list[str]) -> dict[str, float]:
         return {f: target_of(r["fidelities"][f], low_target) for f in upto if f in r["fidelities"]}
 
-    variants = {"architecture only": [], **{f"with curve to {f} steps": lower[: i + 1]
-                                            for i, f in enumerate(lower)}}  # fmt: skip
+    variants: dict[str, list[str]] = {"architecture only": []}
+    for i, f in enumerate(lower):
+        variants[f"with curve to {f} steps"] = lower[: i + 1]
+        variants[f"with curve to {f} steps{CHANGE}"] = lower[: i + 1]
     feats = {
         name: np.stack([encode(r["arch"], space, vocab_size=args.vocab,
                                curve=curve(r, upto), fidelities=upto) for r in rows])
@@ -86,7 +90,9 @@ def main() -> None:
         for held in folds:
             train = np.setdiff1d(order, held)
             for name, x in feats.items():
-                p = WerPredictor(confidence=args.confidence, seed=rep).fit(x[train], y[train])
+                base = -1 if name.endswith(CHANGE) else None
+                p = WerPredictor(confidence=args.confidence, seed=rep, baseline=base)
+                p.fit(x[train], y[train])
                 got = p.predict(x[held])
                 for k in ("median", "low", "high"):
                     preds[name][k][held] = getattr(got, k)

@@ -82,3 +82,18 @@ def test_bad_use_is_named() -> None:
     assert rank_quality([0.1, 0.2, 0.3], [1.0, 2.0, 3.0])["kendall_tau"] == pytest.approx(1.0)
     p = Prediction(np.array([0.2, 0.3]), np.array([0.1, 0.2]), np.array([0.3, 0.4]))
     assert rank_quality([0.25, 0.45], p)["coverage"] == 0.5
+
+
+def test_a_baseline_column_makes_few_rows_rank_like_the_curve() -> None:
+    rng = np.random.default_rng(0)
+    noise = rng.normal(size=(8, 3))  # columns that say nothing about the target
+    curve = np.linspace(0.9, 0.2, 8)  # the learning curve's last value
+    x = np.column_stack([noise, curve])
+    y = curve - 0.1  # every model improves by the same amount after it
+    test = np.column_stack([rng.normal(size=(5, 3)), [0.85, 0.15, 0.5, 0.3, 0.7]])
+    pred = WerPredictor(seed=0, folds=0, baseline=-1).fit(x, y).predict(test).median
+    assert list(np.argsort(pred)) == [1, 3, 2, 4, 0]  # the curve's order
+    assert pred == pytest.approx(test[:, -1] - 0.1, abs=0.02)
+    x[2, -1] = math.nan
+    with pytest.raises(ValueError, match=r"baseline: column -1 is missing in 1 rows"):
+        WerPredictor(folds=0, baseline=-1).fit(x, y)

@@ -7,7 +7,8 @@ in CTC's all-blank phase at rung 0 may overtake a shallow one that started early
 only, by its prediction at the top rung: boosted trees
 (:class:`speechnas.search.wer_predictor.WerPredictor`) fitted on the architectures of this
 study that completed both the candidate's rung and the top rung, from the architecture's
-encoding plus its value at the lower rung (a learning curve of one point). Other objectives
+encoding plus its value at the lower rung (a learning curve of one point; the trees learn the
+change from that value, so few pairs rank like the observed values). Other objectives
 (latency, size) do not change with training and are kept. The vectors are then ranked as
 ``fidelity.promotion`` ranks observed ones (Pareto order or the scalar).
 
@@ -76,7 +77,7 @@ def predicted_top(
     xc = np.stack([encode(a, space, vocab_size=vocab_size) for a in cand_archs if a])
     out = [list(v) for v in observed]
     for j in errors:
-        model = WerPredictor(seed=seed, folds=0).fit(
+        model = WerPredictor(seed=seed, folds=0, baseline=-1).fit(
             np.column_stack([x, [lo[j] for _, lo, _ in pairs]]), [hi[j] for _, _, hi in pairs]
         )
         pred = model.predict(np.column_stack([xc, [v[j] for v in observed]])).median

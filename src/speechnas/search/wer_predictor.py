@@ -19,7 +19,12 @@ regression trees were tried first and their 80% intervals held 30% of unseen val
 set of 20: with few rows, trees fit their training quantiles too closely. Why boosted
 trees rather than a Gaussian process: the encoding mixes categorical and numeric columns with
 missing values, which trees take as they are; a GP needs a kernel designed for that. With
-``ensemble``, bootstrap copies of the trees give each prediction its own spread.
+``ensemble``, bootstrap copies of the trees give each prediction its own spread. With
+``baseline`` (a column index: the learning curve's last value), the trees learn the change from
+that value to the target rather than the target itself, so that a few rows cannot rank worse
+than the lower fidelity does on its own (the trees start from no change); with 16 rows of the
+benchmark table, trees on the plain target ranked the 1,000-step WER with Kendall tau 0.07 from
+the curve to 400 steps, against 0.68 for the 400-step WER itself.
 
 :func:`rank_quality` scores predictions on held-out architectures (Kendall tau, Spearman, the
 share of true values inside the interval).
@@ -107,7 +112,13 @@ class WerPredictor:
     """A median regressor of WER from :func:`encode` rows, with a conformal interval."""
 
     def __init__(
-        self, *, confidence: float = 0.8, seed: int = 0, ensemble: int = 0, folds: int = 5
+        self,
+        *,
+        confidence: float = 0.8,
+        seed: int = 0,
+        ensemble: int = 0,
+        folds: int = 5,
+        baseline: int | None = None,
     ) -> None:
         if not 0.0 < confidence < 1.0:
             raise ValueError(f"confidence: expected in (0, 1), got {confidence!r}")
@@ -117,6 +128,7 @@ class WerPredictor:
             raise ValueError(f"folds: expected 0 (no interval) or >= 2, got {folds!r}")
         self.confidence = confidence
         self.folds = folds
+        self.baseline = baseline
         self.seed = seed
         self.ensemble = ensemble
         self._median: Any = None
@@ -139,9 +151,22 @@ class WerPredictor:
         x = np.atleast_2d(np.asarray(x, dtype=np.float64))
         return np.where(np.isnan(x), _MISSING, x)
 
+    def _prior(self, x: np.ndarray) -> np.ndarray:
+        """The baseline column of ``x`` (zeros without one); a missing value is an error."""
+        if self.baseline is None:
+            return np.zeros(len(x))
+        col = np.asarray(x, dtype=np.float64)[:, self.baseline]
+        if np.isnan(col).any():
+            raise ValueError(
+                f"baseline: column {self.baseline} is missing in {int(np.isnan(col).sum())} "
+                "rows; the learning curve's last value must be known for every row"
+            )
+        return col
+
     def fit(self, x: np.ndarray, y: Sequence[float]) -> WerPredictor:
         """Fits on rows ``x`` and WERs ``y`` (at least 4 rows)."""
-        x, t = self._rows(x), np.asarray(y, dtype=np.float64)
+        prior = self._prior(np.atleast_2d(np.asarray(x, dtype=np.float64)))
+        x, t = self._rows(x), np.asarray(y, dtype=np.float64) - prior
         if x.ndim != 2 or len(x) != len(t):
             raise ValueError(f"fit: x {x.shape} and y ({len(t)},) do not match")
         if len(t) < 4:
@@ -172,9 +197,10 @@ class WerPredictor:
             raise ValueError("predict: the predictor is not fitted")
         from threadpoolctl import threadpool_limits
 
+        prior = self._prior(np.atleast_2d(np.asarray(x, dtype=np.float64)))
         x = self._rows(x)
         with threadpool_limits(1):
-            med = self._median.predict(x)
+            med = prior + self._median.predict(x)
             spread = np.std([m.predict(x) for m in self._bag], axis=0) if self._bag else None
         return Prediction(med, med - self._width, med + self._width, spread)
 
