@@ -265,5 +265,15 @@ def test_cli_profile_and_latency(tmp_path: Path) -> None:
     out = runner.invoke(app, ["latency", "predict", *common, "--seconds", "2", "--seconds", "4"])
     assert out.exit_code == 0, out.output
     assert tiny().hash() in out.output and "4 s" in out.output
+    # A whole-model correction, saved with the table: later predictions apply it.
+    out = runner.invoke(app, ["latency", "correct", *common, "--seconds", "2", "--repeats", "2"])
+    assert out.exit_code == 0, out.output
+    assert "correction from 1 timings of 1 models" in out.output
+    kept = LatencyPredictor.for_target("cpu-ort-1t", cache_dir=tmp_path / "cache")
+    scale, _ = kept.correction
+    assert scale > 0 and kept.correction_archs == [tiny().hash()]
+    assert kept.predict(tiny(), 2.0, VOCAB) == pytest.approx(
+        scale * kept.raw_ms(tiny(), 2.0, VOCAB)
+    )
     out = runner.invoke(app, ["profile", str(files["model"]), "--target", "nowhere"])
     assert out.exit_code == 2 and "nowhere" in out.output

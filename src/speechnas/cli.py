@@ -1002,6 +1002,60 @@ def latency_calibrate(
     console.print(f"{added} blocks measured, {len(predictor.fits)} in the table {path}")
 
 
+@latency_app.command("correct")
+def latency_correct(
+    target: TargetOption = "cpu-ort-1t",
+    space: Annotated[str, typer.Option(help="a built-in space or a YAML file")] = "speech-all",
+    archs: Annotated[
+        int, typer.Option(help="whole models to time, drawn per encoder family in turn")
+    ] = 12,
+    arch: Annotated[
+        str | None, typer.Option(help="time these architectures instead of drawing them")
+    ] = None,
+    seconds: SecondsOption = [],  # noqa: B006
+    vocab_size: int = 32,
+    seed: int = 1,
+    repeats: Annotated[int | None, typer.Option(help="timed runs per length")] = None,
+    table: TableOption = None,
+    cache: CacheOption = None,
+) -> None:
+    """Times whole models and fits the predictor's correction (``measured ≈ scale · block
+    sum``, with a scale per encoder family that has two models), saved with the calibration
+    table, so that every later prediction, the search's included, applies it."""
+    import random
+
+    import torch
+
+    from speechnas.hardware.evaluation import measure_archs
+
+    torch.set_num_threads(1)
+    try:
+        predictor, path = _predictor_for(target, table, cache)
+        if arch is not None:
+            fitting = _read_archs(arch)
+        else:
+            sp, rng = _load_space(space), random.Random(seed)
+            families = next((c.values for c in sp.choices if c.name == "encoder"), ())
+            fitting = [
+                sp.repair({"encoder": families[i % len(families)]}, rng) if families
+                else sp.sample(rng)
+                for i in range(archs)
+            ]  # fmt: skip
+        lengths = seconds or list(predictor.target.seconds)
+        if predictor.extend(fitting, vocab_size=vocab_size, repeats=repeats, progress=True):
+            predictor.save(path)
+        rows = measure_archs(fitting, predictor.target, lengths, vocab_size=vocab_size,
+                             repeats=repeats, seed=seed, progress=True)  # fmt: skip
+        predictor.fit_correction(rows, vocab_size=vocab_size)
+    except ValueError as e:
+        raise _fail(str(e)) from None
+    predictor.save(path)
+    scale, _ = predictor.correction
+    fams = ", ".join(f"{k} {v:.3f}" for k, v in predictor.family_scales.items()) or "none"
+    console.print(f"correction from {len(rows)} timings of {len(fitting)} models: scale "
+                  f"{scale:.3f}; per family: {fams}; saved in {path}")  # fmt: skip
+
+
 @latency_app.command("predict")
 def latency_predict(
     arch: Annotated[str, typer.Option(help="an architecture (JSON) or a JSON-lines file")],
