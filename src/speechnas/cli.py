@@ -966,6 +966,22 @@ def _predictor_for(
     return predictor, predictor.cache_path
 
 
+def _archs_for(arch: str | None, space: str, n: int, seed: int, *, per_family: bool) -> list[Arch]:
+    """The architectures of ``--arch``, else ``n`` drawn from ``space`` (seeded): uniformly, or
+    with ``per_family`` each encoder family in turn (a uniform draw from speech-all is mostly
+    Conformers, which have the most variants)."""
+    import random
+
+    if arch is not None:
+        return _read_archs(arch)
+    sp, rng = _load_space(space), random.Random(seed)
+    families = next((c.values for c in sp.choices if c.name == "encoder"), ()) if per_family else ()
+    return [
+        sp.repair({"encoder": families[i % len(families)]}, rng) if families else sp.sample(rng)
+        for i in range(n)
+    ]
+
+
 @latency_app.command("calibrate")
 def latency_calibrate(
     target: TargetOption = "cpu-ort-1t",
@@ -982,18 +998,13 @@ def latency_calibrate(
     cache: CacheOption = None,
 ) -> None:
     """Times the building blocks of a space's architectures on a target (reusing the table)."""
-    import random
 
     import torch
 
     torch.set_num_threads(1)
     try:
         predictor, path = _predictor_for(target, table, cache)
-        if arch is not None:
-            archs = _read_archs(arch)
-        else:
-            sp, rng = _load_space(space), random.Random(seed)
-            archs = [sp.sample(rng) for _ in range(samples)]
+        archs = _archs_for(arch, space, samples, seed, per_family=False)
         added = predictor.extend(archs, vocab_size=vocab_size, repeats=repeats, warmup=warmup,
                                  progress=True)  # fmt: skip
     except ValueError as e:
@@ -1022,7 +1033,6 @@ def latency_correct(
     """Times whole models and fits the predictor's correction (``measured ≈ scale · block
     sum``, with a scale per encoder family that has two models), saved with the calibration
     table, so that every later prediction, the search's included, applies it."""
-    import random
 
     import torch
 
@@ -1031,16 +1041,7 @@ def latency_correct(
     torch.set_num_threads(1)
     try:
         predictor, path = _predictor_for(target, table, cache)
-        if arch is not None:
-            fitting = _read_archs(arch)
-        else:
-            sp, rng = _load_space(space), random.Random(seed)
-            families = next((c.values for c in sp.choices if c.name == "encoder"), ())
-            fitting = [
-                sp.repair({"encoder": families[i % len(families)]}, rng) if families
-                else sp.sample(rng)
-                for i in range(archs)
-            ]  # fmt: skip
+        fitting = _archs_for(arch, space, archs, seed, per_family=True)
         lengths = seconds or list(predictor.target.seconds)
         if predictor.extend(fitting, vocab_size=vocab_size, repeats=repeats, progress=True):
             predictor.save(path)
