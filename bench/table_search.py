@@ -287,7 +287,8 @@ def _promote(tab: Tabulated, rows: list[int], rung: int, at: list[list[int]], ha
     observed = [tab.curves[i][low] for i in rows]
     key = observed
     top = len(tab.fidelities) - 1
-    pairs = [i for i in at[low] if i in set(at[top])]
+    reached = set(at[top])
+    pairs = [i for i in at[low] if i in reached]
     if halving.rank_by == "predicted" and len(pairs) >= 5 and rows:
 
         def x(idx: list[int]) -> np.ndarray:
