@@ -13,6 +13,10 @@ precision cost: prints one JSON object.
    again in a fresh process ``--floor-gap`` minutes later; the share of them within ±10% of
    their first measurement is the best any predictor can score against one measurement. The
    predictor is reported against both measurements beside it, overall and per encoder family.
+6. The confidence flag (``confidence``): the share of rows flagged low-confidence (their band,
+   from the correction's leave-one-out errors, wider than ±10%), the predictor's share within
+   ±10% on the others, the bands' coverage, and the share within ±10% when flagged rows are
+   measured (with ``--floor``, by the fresh-process measurement).
 
 Run it by hand on a quiet machine; it takes a while at full size (50 archs: tens of minutes):
 
@@ -123,6 +127,47 @@ def noise_floor(
     }
 
 
+def confidence_report(
+    predictor: LatencyPredictor,
+    rows: list[dict[str, Any]],
+    vocab_size: int,
+    again: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The confidence flag on the evaluated rows: the share flagged low-confidence (sent to a
+    real measurement), the predictor's share within ±10% on the rest, the band's coverage
+    (the share whose error lies inside its own band) and the hybrid's share within ±10% when
+    flagged rows take a measurement: the fresh-process one (``again``) when there is one."""
+    second = {(r["key"], r["seconds"]): r["measured_ms"] for r in again or []}
+    out_rows = []
+    for r in rows:
+        c = predictor.confidence(Arch.from_json(r["arch"]), r["seconds"], vocab_size)
+        err = r["predicted_ms"] / r["measured_ms"] - 1.0
+        hybrid = second.get((r["key"], r["seconds"]), r["measured_ms"]) if c.low else None
+        used = r["predicted_ms"] if hybrid is None else hybrid
+        out_rows.append({"encoder": r["arch"]["encoder"], "band": c.band, "low": c.low,
+                         "error": err, "inside": abs(err) <= c.band,
+                         "hybrid_within": abs(used / r["measured_ms"] - 1.0) <= 0.10})  # fmt: skip
+    low = [x for x in out_rows if x["low"]]
+    kept = [x for x in out_rows if not x["low"]]
+
+    def share(sel: list[dict[str, Any]], key: str) -> float | None:
+        return float(np.mean([bool(x[key]) for x in sel])) if sel else None
+
+    return {
+        "flagged_low": len(low) / max(1, len(out_rows)),
+        "bands": {
+            f: float(np.median([x["band"] for x in out_rows if x["encoder"] == f]))
+            for f in sorted({x["encoder"] for x in out_rows})
+        },
+        "coverage": share(out_rows, "inside"),
+        "unflagged_within_10pct": float(np.mean([abs(x["error"]) <= 0.10 for x in kept]))
+        if kept
+        else None,
+        "hybrid_within_10pct": share(out_rows, "hybrid_within"),
+        "remeasured": again is not None,
+    }
+
+
 def summary(acc: dict[str, Any]) -> dict[str, Any]:
     keys = ("n", "within_10pct", "spearman", "mape", "median_error", "max_abs_error")
     return {
@@ -175,7 +220,7 @@ def main() -> None:
     predictor.correction, predictor.family_scales = (1.0, 0.0), {}
     raw = accuracy(predictor, target=target, rows=measured, vocab_size=args.vocab_size)
     predictor.correction, predictor.family_scales = (scale, offset), families
-    floor = None
+    floor, again = None, None
     if args.floor:
         time.sleep(60 * args.floor_gap)
         job = {"archs": [a.to_json() for a in evaluated], "target": args.target,
@@ -184,6 +229,7 @@ def main() -> None:
         with multiprocessing.get_context("spawn").Pool(1) as pool:
             again = pool.apply(_measure_again, (job,))
         floor = noise_floor(measured, again, corrected["rows"])
+    confidence = confidence_report(predictor, corrected["rows"], args.vocab_size, again)
     result = {
         "target": target.to_dict(),
         "space": args.space,
@@ -200,6 +246,7 @@ def main() -> None:
         "corrected": summary(corrected),
         "raw_block_sum": summary(raw),
         "noise_floor": floor,
+        "confidence": confidence,
         "ratios": ratios(evaluated[: args.ratio_archs], args.seconds, args),
         "minutes": {
             "calibration": (calibrated - started) / 60,

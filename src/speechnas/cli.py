@@ -1053,8 +1053,10 @@ def latency_correct(
     predictor.save(path)
     scale, _ = predictor.correction
     fams = ", ".join(f"{k} {v:.3f}" for k, v in predictor.family_scales.items()) or "none"
+    bands = ", ".join(f"{k} ±{100 * v:.0f}%" for k, v in predictor.bands.items()) or "none"
     console.print(f"correction from {len(rows)} timings of {len(fitting)} models: scale "
-                  f"{scale:.3f}; per family: {fams}; saved in {path}")  # fmt: skip
+                  f"{scale:.3f}; per family: {fams}; leave-one-out bands: {bands}; saved in "
+                  f"{path}")  # fmt: skip
 
 
 @latency_app.command("predict")
@@ -1076,15 +1078,20 @@ def latency_predict(
         if predictor.extend(archs, vocab_size=vocab_size, progress=True):
             predictor.save(path)
         lengths = seconds or list(predictor.target.seconds)
-        rows = [(a.hash(), [predictor.predict(a, s, vocab_size) for s in lengths]) for a in archs]
+        rows = [(a, [predictor.predict(a, s, vocab_size) for s in lengths]) for a in archs]
     except ValueError as e:
         raise _fail(str(e)) from None
     out = Table(title=f"predicted latency (ms) on {predictor.target.name}")
     out.add_column("arch")
     for s in lengths:
         out.add_column(f"{s:g} s", justify="right")
-    for key, values in rows:
-        out.add_row(key, *(f"{v:.2f}" for v in values))
+    out.add_column("band")
+    out.add_column("confidence")
+    for a, values in rows:
+        c = predictor.confidence(a, lengths[0], vocab_size)
+        word = "low: measure it" if c.low else "ok"
+        out.add_row(a.hash(), *(f"{v:.2f}" for v in values), f"±{100 * c.band:.0f}%",
+                    f"{word} ({c.basis})")  # fmt: skip
     console.print(out)
 
 

@@ -27,6 +27,7 @@ import platform
 import random
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +46,37 @@ from speechnas.nn.build import feature_config
 from speechnas.nn.spec import decode
 from speechnas.space import Arch, SearchSpace
 
-__all__ = ["LatencyPredictor", "cache_file", "default_cache_dir"]
+__all__ = ["Confidence", "LatencyPredictor", "cache_file", "default_cache_dir"]
 
 FORMAT = 2  # 2: depthwise convolutions export as 2-D convolutions (other timings)
+
+#: The relative half-width claimed for a prediction without a whole-model correction: the raw
+#: block sum put 42-77% of random architectures within ±10% on fresh machines (MAPE 18%).
+DEFAULT_BAND = 0.20
+#: The narrowest half-width claimed, whatever the fit says: the same models timed in two
+#: processes minutes apart moved by more than 5% in a sizeable share of cases.
+MIN_BAND = 0.05
+#: A prediction whose half-width exceeds this is low-confidence (the ±10% accuracy goal).
+TOLERANCE = 0.10
+
+
+@dataclass(frozen=True, slots=True)
+class Confidence:
+    """A prediction with its relative half-width ``band`` and what that band rests on."""
+
+    ms: float
+    band: float
+    basis: str
+
+    @property
+    def low(self) -> bool:
+        """Wider than :data:`TOLERANCE`: worth a real measurement wherever it decides."""
+        return self.band > TOLERANCE
+
+    def straddles(self, limit: float) -> bool:
+        """Whether ``limit`` lies inside the band, so the prediction cannot tell on which side
+        of it the architecture falls."""
+        return self.ms * (1.0 - self.band) <= limit <= self.ms * (1.0 + self.band)
 
 
 def _cpu_name() -> str:
@@ -132,6 +161,7 @@ class LatencyPredictor:
         correction: tuple[float, float] = (1.0, 0.0),
         correction_archs: Sequence[str] = (),
         family_scales: Mapping[str, float] | None = None,
+        bands: Mapping[str, float] | None = None,
         identity: dict[str, Any] | None = None,
     ) -> None:
         self.target = load_target(target)
@@ -139,6 +169,8 @@ class LatencyPredictor:
         self.correction = (float(correction[0]), float(correction[1]))
         self.correction_archs = list(correction_archs)
         self.family_scales: dict[str, float] = dict(family_scales or {})
+        # relative half-width per encoder family ("*": a family without its own scale)
+        self.bands: dict[str, float] = dict(bands or {})
         self.identity = identity or calibration_identity(self.target)
         self.name = f"predicted:{self.target.name}"
         self.auto_extend = False
@@ -198,6 +230,7 @@ class LatencyPredictor:
                     predictor.correction = loaded.correction
                     predictor.correction_archs = loaded.correction_archs
                     predictor.family_scales = loaded.family_scales
+                    predictor.bands = loaded.bands
         predictor.cache_path = path
         if isinstance(archs_or_space, SearchSpace):
             rng = random.Random(seed)
@@ -393,24 +426,54 @@ class LatencyPredictor:
         those archs should not be used to judge it. The offset is off by default: a constant
         fitted on a few models weighs heavily on the smallest ones. An encoder family with at
         least ``per_family`` distinct fitting models also gets its own scale (0 turns that
-        off)."""
+        off).
+
+        Each fitting model is then predicted by the correction fitted without it (leave one
+        model out); the largest such relative error of a family's models is its ``band``, and
+        that of every model under the shared scale alone is the band of a family without a
+        scale of its own (``"*"``): what :meth:`confidence` reports."""
         raw = np.array(
             [self.raw_ms(Arch.from_json(r["arch"]), r["seconds"], vocab_size) for r in rows]
         )
         measured = np.array([r["measured_ms"] for r in rows])
-        columns = [raw, np.ones_like(raw)] if offset else [raw]
-        coef, _ = nnls(np.stack(columns, axis=1) / measured[:, None], np.ones_like(measured))
-        self.correction = (float(coef[0]), float(coef[1]) if offset else 0.0)
-        self.correction_archs = sorted({str(r["key"]) for r in rows})
-        self.family_scales = {}
         families = np.array([str(r["arch"].get("encoder")) for r in rows])
-        for family in sorted(set(families)) if per_family else ():
-            mine = families == family
-            if len({str(r["key"]) for r, m in zip(rows, mine, strict=True) if m}) < per_family:
-                continue
-            # least squared relative error of scale · raw, given the shared offset
-            x = raw[mine] / (measured[mine] - self.correction[1])
-            self.family_scales[family] = float(np.sum(x) / np.sum(x * x))
+        keys = np.array([str(r["key"]) for r in rows])
+        fit = _Fit(offset=offset, per_family=per_family)
+        self.correction, self.family_scales = fit(raw, measured, families, keys)
+        self.correction_archs = sorted(set(keys.tolist()))
+        bands: dict[str, float] = {}
+        for key in self.correction_archs:
+            out = keys == key
+            (scale, off), scales = fit(raw[~out], measured[~out], families[~out], keys[~out])
+            family = str(families[out][0])
+            own = scales.get(family, scale) * raw[out] + off
+            shared = scale * raw[out] + off
+            own_err = float(np.max(np.abs(own / measured[out] - 1.0)))
+            shared_err = float(np.max(np.abs(shared / measured[out] - 1.0)))
+            if family in self.family_scales:
+                bands[family] = max(bands.get(family, 0.0), own_err)
+            bands["*"] = max(bands.get("*", 0.0), shared_err)
+        self.bands = bands
+
+    def confidence(
+        self, arch: Mapping[str, Any], seconds: float = 5.0, vocab_size: int = 32
+    ) -> Confidence:
+        """The prediction of ``arch`` with its relative half-width (at least :data:`MIN_BAND`):
+        its family's leave-one-out error in the whole-model correction, the shared scale's for
+        a family without a scale of its own, :data:`DEFAULT_BAND` without a correction."""
+        ms = self.predict(arch, seconds, vocab_size)
+        family = decode(arch).encoder
+        if not self.correction_archs:
+            band, basis = DEFAULT_BAND, "no whole-model correction (speechnas latency correct)"
+        elif not self.bands:  # fitted before bands were kept
+            band, basis = DEFAULT_BAND, "no bands: fit the correction again"
+        elif family in self.bands:
+            band = self.bands[family]
+            basis = f"the largest leave-one-out error of the correction's {family} models"
+        else:
+            band = self.bands.get("*", DEFAULT_BAND)
+            basis = f"no {family} model in the correction: the shared scale's error"
+        return Confidence(ms, max(MIN_BAND, band), basis)
 
     # -- persistence -----------------------------------------------------------------------
 
@@ -424,6 +487,7 @@ class LatencyPredictor:
                 "offset_ms": self.correction[1],
                 "archs": self.correction_archs,
                 "family_scales": self.family_scales,
+                "bands": self.bands,
             },
             "blocks": {k: f.to_dict() for k, f in sorted(self.fits.items())},
         }
@@ -448,5 +512,31 @@ class LatencyPredictor:
             correction=(c["scale"], c["offset_ms"]),
             correction_archs=c.get("archs", []),
             family_scales=c.get("family_scales", {}),
+            bands=c.get("bands", {}),
             identity=data["identity"],
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _Fit:
+    """The whole-model correction's least-squares fit (see
+    :meth:`LatencyPredictor.fit_correction`): ``((scale, offset), family scales)``."""
+
+    offset: bool
+    per_family: int
+
+    def __call__(
+        self, raw: np.ndarray, measured: np.ndarray, families: np.ndarray, keys: np.ndarray
+    ) -> tuple[tuple[float, float], dict[str, float]]:
+        columns = [raw, np.ones_like(raw)] if self.offset else [raw]
+        coef, _ = nnls(np.stack(columns, axis=1) / measured[:, None], np.ones_like(measured))
+        shared = (float(coef[0]), float(coef[1]) if self.offset else 0.0)
+        scales: dict[str, float] = {}
+        for family in sorted(set(families.tolist())) if self.per_family else ():
+            mine = families == family
+            if len(set(keys[mine].tolist())) < self.per_family:
+                continue
+            # least squared relative error of scale · raw, given the shared offset
+            x = raw[mine] / (measured[mine] - shared[1])
+            scales[family] = float(np.sum(x) / np.sum(x * x))
+        return shared, scales

@@ -60,6 +60,9 @@ class ConstraintsConfig:
     max_lookahead_ms: float | None = None
     max_algorithmic_latency_ms: float | None = None
     max_emission_delay_ms: float | None = None
+    # Set by :meth:`resolve`, never by a config: constraint → the JSON of the architecture a
+    # preset-named limit came from, so a measurement can be set beside it (verify_latency).
+    sources: tuple[tuple[str, str], ...] = field(default=(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
         from speechnas.nn.presets import preset_names
@@ -76,17 +79,30 @@ class ConstraintsConfig:
                 raise ValueError(f"constraints.{name}: expected > 0 or null, got {v!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {k: getattr(self, k) for k in CONSTRAINT_KEYS}
 
     def presets(self) -> dict[str, str]:
         """The limits given as preset names: constraint → preset."""
         return {k: v for k, v in self.to_dict().items() if isinstance(v, str)}
 
-    def resolve(self, value_of: Callable[[str, str], float]) -> ConstraintsConfig:
+    def resolve(
+        self,
+        value_of: Callable[[str, str], float],
+        source_of: Callable[[str], str] | None = None,
+    ) -> ConstraintsConfig:
         """The same limits with every preset name replaced by ``value_of(metric, preset)``,
-        the preset's value of the metric the constraint limits (``latency``, ``params``...)."""
-        changes = {k: value_of(LIMITS[k][0], v) for k, v in self.presets().items()}
+        the preset's value of the metric the constraint limits (``latency``, ``params``...);
+        ``source_of(preset)``, the JSON of the architecture it stands for, is kept in
+        ``sources``."""
+        named = self.presets()
+        changes: dict[str, Any] = {k: value_of(LIMITS[k][0], v) for k, v in named.items()}
+        if source_of is not None:
+            changes["sources"] = tuple((k, source_of(v)) for k, v in named.items())
         return dataclasses.replace(self, **changes)
+
+    def source(self, key: str) -> str | None:
+        """The architecture (JSON) the resolved limit ``key`` came from, or None."""
+        return dict(self.sources).get(key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +211,10 @@ class SearchConfig:
     fidelity: FidelityConfig = field(default_factory=FidelityConfig)
     # Screening of proposals by predicted dominance before training; null: every proposal trains
     screen: ScreenConfig | None = None
+    # Time a candidate on the target before training when its latency limit lies inside the
+    # predictor's confidence band (beside the preset the limit names, if it names one); the
+    # measured figure then decides and becomes its latency. false: predictions decide alone.
+    verify_latency: bool = False
     n_trials: int | None = 24
     max_minutes: float | None = None
     workers: int = 1
@@ -307,7 +327,9 @@ class SearchConfig:
                 )
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        out["constraints"] = self.constraints.to_dict()
+        return out
 
     def replace(self, **changes: Any) -> SearchConfig:
         return dataclasses.replace(self, **changes)

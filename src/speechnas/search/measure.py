@@ -4,6 +4,7 @@ retrained selection are exported, timed and compared with the predictor's figure
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import numpy as np
 
 from speechnas.search.config import SearchConfig
 from speechnas.search.objectives import latency_model
+from speechnas.space import Arch
 
 
 def measure_on_target(
@@ -93,15 +95,9 @@ def _against_preset(arch: Any, preset_name: str, cfg: SearchConfig, vocab: int) 
     model drift by tens of percent, so the comparison is the median of the per-round ratios,
     ``latency_ratio_to_limit``; ``latency_beside_limit`` is the model's median time in those
     rounds and ``latency_limit_measured`` that over the ratio (the preset as timed beside it)."""
-    from speechnas.hardware.evaluation import measure_archs
     from speechnas.nn.presets import preset
 
-    model, limit = [], []
-    for r in range(PRESET_ROUNDS):
-        a, b = measure_archs([arch, preset(preset_name)], cfg.target, [cfg.latency_seconds],
-                             vocab_size=vocab, seed=r)  # fmt: skip
-        model.append(float(a["measured_ms"]))
-        limit.append(float(b["measured_ms"]))
+    model, limit = _beside(arch, preset(preset_name), cfg, vocab)
     ratio = float(np.median(np.array(model) / np.array(limit)))
     return {
         "latency_ratio_to_limit": ratio,
@@ -112,4 +108,55 @@ def _against_preset(arch: Any, preset_name: str, cfg: SearchConfig, vocab: int) 
     }
 
 
-__all__ = ["PRESET_ROUNDS", "RATIO_TOLERANCE", "measure_on_target"]
+def _beside(
+    arch: Any, reference: Any, cfg: SearchConfig, vocab: int
+) -> tuple[list[float], list[float]]:
+    """Milliseconds of ``arch`` and of ``reference`` (None: ``arch`` alone) on the search's
+    target, timed in turn for :data:`PRESET_ROUNDS` rounds."""
+    from speechnas.hardware.evaluation import measure_archs
+
+    model, ref = [], []
+    for r in range(PRESET_ROUNDS):
+        rows = measure_archs([arch] if reference is None else [arch, reference], cfg.target,
+                             [cfg.latency_seconds], vocab_size=vocab, seed=r)  # fmt: skip
+        model.append(float(rows[0]["measured_ms"]))
+        if reference is not None:
+            ref.append(float(rows[1]["measured_ms"]))
+    return model, ref
+
+
+def verify_latency(arch: Any, cfg: SearchConfig, vocab: int, model: Any) -> dict[str, Any] | None:
+    """A real measurement of ``arch`` where its latency limit lies inside the prediction's
+    confidence band (``model.confidence``, :meth:`LatencyPredictor.confidence`), else None.
+
+    A limit that a preset stands for (``max_latency_ms: small``) is checked as a ratio: the
+    architecture and the preset are timed in turn, and ``latency`` is the median per-round
+    ratio times the limit, in the predictor's units like every other trial's latency. A limit
+    in milliseconds is checked against the architecture's median time itself. Either way
+    ``latency`` replaces the prediction; the rest records what was measured and why."""
+    limit = cfg.constraints.max_latency_ms
+    confidence = getattr(model, "confidence", None)
+    if limit is None or confidence is None:
+        return None
+    c = confidence(arch, cfg.latency_seconds, vocab)
+    if not c.straddles(float(limit)):
+        return None
+    source = cfg.constraints.source("max_latency_ms")
+    reference = None if source is None else Arch.from_json(json.loads(source))
+    times, ref = _beside(arch, reference, cfg, vocab)
+    out = {
+        "predicted": c.ms,
+        "band": c.band,
+        "basis": c.basis,
+        "limit": float(limit),
+        "rounds_ms": times,
+        "measured_ms": float(np.median(times)),
+    }
+    if reference is None:
+        return {**out, "latency": out["measured_ms"]}
+    ratio = float(np.median(np.array(times) / np.array(ref)))
+    return {**out, "reference_rounds_ms": ref, "ratio_to_limit": ratio,
+            "latency": ratio * float(limit)}  # fmt: skip
+
+
+__all__ = ["PRESET_ROUNDS", "RATIO_TOLERANCE", "measure_on_target", "verify_latency"]

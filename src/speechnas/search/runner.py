@@ -210,7 +210,10 @@ def resolve_constraints(cfg: SearchConfig, vocab: int) -> SearchConfig:
                               seconds=cfg.latency_seconds)  # fmt: skip
         return float(m[metric])
 
-    return cfg.replace(constraints=cfg.constraints.resolve(value_of))
+    def source_of(name: str) -> str:
+        return json.dumps(preset(name, **seeded.get(name, {})).to_json(), sort_keys=True)
+
+    return cfg.replace(constraints=cfg.constraints.resolve(value_of, source_of))
 
 
 def _filled(stored: Any, default: Any) -> Any:

@@ -39,6 +39,7 @@ from speechnas.search.fidelity import (
     rank_pareto,
     rank_scalar,
 )
+from speechnas.search.measure import verify_latency
 from speechnas.search.objectives import (
     CARRIED_METRICS,
     PREDICTED_METRICS,
@@ -386,7 +387,21 @@ def _evaluate(ctx: Context, ss: SearchStudy, c: Claim) -> str:
         why = f"invalid: the model does not build: {type(e).__name__}: {e}"
         return fail_trial(ss, c.number, why, train_minutes=0.0)
     pre = ctx.task.predicted(arch)
-    bad = violations(pre, constraints, predicted=True)
+    guessed: bool | list[str] = True
+    check = (c.source or {}).get("latency_check")  # a promotion keeps its rung-0 measurement
+    # a seed is the control: it trains whatever it times
+    wanted = cfg.verify_latency and c.source is None and ctx.seed_label(arch) is None
+    if check is None and wanted and "latency" in pre:
+        check = verify_latency(arch, cfg, getattr(ctx.task, "vocab_size", 64),
+                               getattr(ctx.task, "latency", None))  # fmt: skip
+    if check is not None:
+        pre = {**pre, "latency": check["latency"]}
+        guessed = [m for m in PREDICTED_METRICS if m != "latency"]
+        set_attrs(ss, c.number, {"latency_check": check})
+        log.info("trial %d: latency measured, %.3g ms predicted (±%.0f%%) -> %.3g ms against "
+                 "%.3g ms", c.number, check["predicted"], 100 * check["band"],
+                 check["latency"], check["limit"])  # fmt: skip
+    bad = violations(pre, constraints, predicted=guessed)
     if bad:
         return fail_trial(
             ss, c.number, "rejected: " + "; ".join(bad), metrics=pre, train_minutes=0.0
