@@ -36,7 +36,7 @@ def train_one(job: dict[str, Any]) -> dict[str, Any]:
     from speechnas.train.trainer import Trainer
 
     out = Path(job["out"])
-    done = out / "result.json"
+    done = out / "bench-row.json"  # beside the trainer's own result.json, never over it
     if done.is_file():
         return json.loads(done.read_text())
     torch.set_num_threads(1)
