@@ -1,0 +1,188 @@
+"""Does the supernet rank its paths like stand-alone training does? Step budgets, a noise ceiling.
+
+On the elastic subspace of the default search space (``supernet_space`` of its space; the
+search's recipe and built-in corpus), ``--paths`` paths spread from the smallest to the largest
+by parameters (as in ``bench/oneshot.py``) are:
+
+* trained **stand-alone** for ``--standalone-steps`` optimizer steps, once per ``--seeds``
+  (one thread each, ``--workers`` side by side); the reference is their mean dev WER;
+* scored by **inherited weights** from each supernet variant on the whole dev set.
+
+Every variant (``--variants``: ``name:option=value,...`` with the one-shot options
+``random_subnets`` and ``distill``) trains its supernet for ``--supernet-steps`` steps on
+``--threads`` threads. Step budgets make the figures the same on any machine; the training
+minutes say what each cost here (more paths per step cost more per step).
+
+Reported: Kendall tau and Spearman of each variant's inherited dev WER against the
+reference, and the **ceiling**: the same between the two seeds' stand-alone WERs (a predictor
+of the stand-alone ranking cannot be judged beyond what stand-alone training agrees with itself
+on). Prints JSON and a table. Everything is kept under ``--out``; a rerun reuses the finished
+trainings and resumes the others.
+
+    .venv/bin/python bench/supernet_rank.py                              # about 45 minutes
+    .venv/bin/python bench/supernet_rank.py --variants "sandwich2:random_subnets=2" \
+        "sandwich4:random_subnets=4" --paths 10 --standalone-steps 800 --supernet-steps 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from speechnas.nn.cost import count_parameters
+from speechnas.nn.supernet import supernet_space
+from speechnas.search.config import default_search_path, load_search_config
+from speechnas.search.drivers.oneshot import OneShotOptions, PathScorer, train_supernet
+from speechnas.search.runner import prepare_base, trial_base, vocab_size
+from speechnas.search.trial import Fidelity, run_trial
+from speechnas.space import Arch, load_space
+from speechnas.versions import versions
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from oneshot import spread  # the paths bench/oneshot.py ranks
+
+CONSOLE = Console(stderr=True)
+
+
+def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
+    """``name:key=value,...`` as (name, one-shot options); the options are checked here."""
+    name, _, rest = text.partition(":")
+    options: dict[str, Any] = {}
+    for item in filter(None, rest.split(",")):
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise ValueError(f"--variants {text!r}: {item!r} is not key=value")
+        options[key] = yaml.safe_load(value)
+    if not name:
+        raise ValueError(f"--variants {text!r}: give it a name before the colon")
+    OneShotOptions.from_options(options)  # a bad key or value fails before any training
+    return name, options
+
+
+def _standalone(job: tuple[dict[str, Any], Any, int, str, int]) -> dict[str, Any]:
+    import torch
+
+    arch_json, base, steps, out, seed = job
+    torch.set_num_threads(1)
+    m = run_trial(Arch.from_json(arch_json), base=base.replace(threads=1),
+                  fidelity=Fidelity(minutes=600.0, fraction=1.0, steps=steps),
+                  output_dir=out, seed=seed)  # fmt: skip
+    return {"dev_wer": m["dev_wer"], "steps": m["steps"], "minutes": m["train_minutes"]}
+
+
+def tau(x: list[float], y: list[float]) -> dict[str, float]:
+    from scipy.stats import kendalltau, spearmanr
+
+    return {"kendall_tau": float(kendalltau(x, y).statistic),
+            "spearman": float(spearmanr(x, y).statistic)}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default="runs/bench-supernet-rank")
+    ap.add_argument("--paths", type=int, default=10)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--standalone-steps", type=int, default=800)
+    ap.add_argument("--supernet-steps", type=int, default=1000)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument(
+        "--variants",
+        nargs="+",
+        default=["sandwich2:random_subnets=2", "sandwich4:random_subnets=4"],
+    )
+    args = ap.parse_args(argv)  # fmt: skip
+    if len(args.seeds) < 1 or args.paths < 4:
+        ap.error("--paths: at least 4; --seeds: at least one")
+    variants = dict(parse_variant(v) for v in args.variants)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    default = load_search_config(default_search_path())
+    sub = supernet_space(load_space(default.space))
+    space_file = out / "subspace.yaml"
+    space_file.write_text(yaml.safe_dump(sub.to_dict(), sort_keys=False))
+    cfg = default.replace(space=str(space_file), seed=0)
+    base = prepare_base(cfg)
+    tbase = trial_base(cfg, base)
+    vocab = vocab_size(tbase)
+    paths = spread(sub, args.paths, vocab, 0)
+
+    # stand-alone references, every seed
+    jobs = [(a.to_json(), tbase, args.standalone_steps,
+             str(out / "standalone" / f"{a.hash()[:8]}-s{s}-{args.standalone_steps}"), s)
+            for a in paths for s in args.seeds]  # fmt: skip
+    CONSOLE.print(f"{len(jobs)} stand-alone trainings of {args.standalone_steps} steps")
+    with ProcessPoolExecutor(max_workers=args.workers, mp_context=get_context("spawn")) as pool:
+        alone = list(pool.map(_standalone, jobs))
+    per_seed = {s: [alone[i * len(args.seeds) + k]["dev_wer"] for i in range(len(paths))]
+                for k, s in enumerate(args.seeds)}  # fmt: skip
+    reference = [statistics.fmean(per_seed[s][i] for s in args.seeds) for i in range(len(paths))]
+    ceiling = [
+        {"seeds": [a, b], **tau(per_seed[a], per_seed[b])}
+        for a, b in itertools.combinations(args.seeds, 2)
+    ]
+
+    # one supernet per variant, its paths scored by inherited weights
+    rows = []
+    for name, options in variants.items():
+        opts = OneShotOptions.from_options(
+            {**options, "threads": args.threads, "supernet_steps": args.supernet_steps,
+             "supernet_minutes": 600.0}
+        )  # fmt: skip
+        folder = out / f"supernet-{name}-{args.supernet_steps}"
+        CONSOLE.print(f"supernet {name}: {options}, {args.supernet_steps} steps")
+        t0 = time.perf_counter()
+        trained = train_supernet(tbase, str(space_file), opts, folder, seed=0,
+                                 show_progress=True)  # fmt: skip
+        scorer = PathScorer(folder / "last", tbase.data.dev, utterances=0, seed=0)
+        inherited = [scorer(a)["dev_wer"] for a in paths]
+        rows.append({
+            "variant": name, "options": options, "steps": trained["steps"],
+            "train_minutes": trained["train_seconds"] / 60,
+            "wall_minutes_this_run": (time.perf_counter() - t0) / 60,
+            "inherited_dev_wer": inherited, **tau(inherited, reference),
+            "per_seed": {str(s): tau(inherited, per_seed[s]) for s in args.seeds},
+        })  # fmt: skip
+
+    params = [count_parameters(a, vocab_size=vocab) for a in paths]
+    size = tau([-p for p in params], reference)
+    report = {
+        "versions": versions(), "args": vars(args), "subspace_paths": sub.count(),
+        "paths": [{"arch": a.to_json(), "params": params[i],
+                   "standalone_dev_wer": {str(s): per_seed[s][i] for s in args.seeds},
+                   "reference": reference[i]} for i, a in enumerate(paths)],
+        "ceiling": ceiling, "variants": rows, "parameters_alone": size,
+    }  # fmt: skip
+    (out / "report.json").write_text(json.dumps(report, indent=1))
+    print(json.dumps(report, indent=1))
+    table = Table(title=f"ranking {len(paths)} paths against stand-alone training "
+                        f"({args.standalone_steps} steps, seeds {args.seeds})")  # fmt: skip
+    for col in ("ranker", "steps", "train min", "Kendall tau", "Spearman"):
+        table.add_column(col)
+    for c in ceiling:
+        table.add_row(f"stand-alone seed {c['seeds'][0]} vs {c['seeds'][1]} (ceiling)",
+                      str(args.standalone_steps), "", f"{c['kendall_tau']:.2f}",
+                      f"{c['spearman']:.2f}")  # fmt: skip
+    for r in rows:
+        table.add_row(f"supernet {r['variant']}", str(r["steps"]), f"{r['train_minutes']:.1f}",
+                      f"{r['kendall_tau']:.2f}", f"{r['spearman']:.2f}")  # fmt: skip
+    table.add_row("parameters alone (bigger is better)", "", "", f"{size['kendall_tau']:.2f}",
+                  f"{size['spearman']:.2f}")  # fmt: skip
+    CONSOLE.print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
