@@ -16,10 +16,12 @@ minutes say what each cost here (more paths per step cost more per step).
 Reported: Kendall tau and Spearman of each variant's inherited dev WER against the
 reference, and the **ceiling**: the same between the two seeds' stand-alone WERs (a predictor
 of the stand-alone ranking cannot be judged beyond what stand-alone training agrees with itself
-on). Prints JSON and a table. Everything is kept under ``--out``; a rerun reuses the finished
-trainings and resumes the others.
+on). ``--lr`` sets the peak learning rate of every training (stand-alone and supernet alike;
+the search's recipe otherwise). Prints JSON and a table. Everything is kept under ``--out``;
+a rerun reuses the finished trainings and resumes the others.
 
-    .venv/bin/python bench/supernet_rank.py                              # about 45 minutes
+    .venv/bin/python bench/supernet_rank.py                              # about 1.5 hours
+    .venv/bin/python bench/supernet_rank.py --lr 0.001 --variants sandwich2:random_subnets=2
     .venv/bin/python bench/supernet_rank.py --variants "sandwich2:random_subnets=2" \
         "sandwich4:random_subnets=4" --paths 10 --standalone-steps 800 --supernet-steps 1000
 """
@@ -27,6 +29,7 @@ trainings and resumes the others.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import statistics
@@ -53,7 +56,7 @@ from speechnas.versions import versions
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from oneshot import spread  # the paths bench/oneshot.py ranks
 
-CONSOLE = Console(stderr=True)
+CONSOLE = Console(stderr=True, width=160)
 
 
 def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
@@ -82,11 +85,19 @@ def _standalone(job: tuple[dict[str, Any], Any, int, str, int]) -> dict[str, Any
     return {"dev_wer": m["dev_wer"], "steps": m["steps"], "minutes": m["train_minutes"]}
 
 
-def tau(x: list[float], y: list[float]) -> dict[str, float]:
+def tau(x: list[float], y: list[float]) -> dict[str, float | None]:
+    """Kendall tau and Spearman; None when either side is constant (every path scoring 100%
+    WER, say), where neither is defined."""
     from scipy.stats import kendalltau, spearmanr
 
+    if len(set(x)) < 2 or len(set(y)) < 2:
+        return {"kendall_tau": None, "spearman": None}
     return {"kendall_tau": float(kendalltau(x, y).statistic),
             "spearman": float(spearmanr(x, y).statistic)}  # fmt: skip
+
+
+def show(v: float | None) -> str:
+    return "undefined (a constant side)" if v is None else f"{v:.2f}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,6 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--supernet-steps", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="peak learning rate of every training (default: the search's recipe)",
+    )
     ap.add_argument(
         "--variants",
         nargs="+",
@@ -116,12 +133,15 @@ def main(argv: list[str] | None = None) -> int:
     cfg = default.replace(space=str(space_file), seed=0)
     base = prepare_base(cfg)
     tbase = trial_base(cfg, base)
+    if args.lr is not None:
+        tbase = tbase.replace(optim=dataclasses.replace(tbase.optim, lr=args.lr))
+    tag = f"{args.standalone_steps}" + ("" if args.lr is None else f"-lr{args.lr:g}")
     vocab = vocab_size(tbase)
     paths = spread(sub, args.paths, vocab, 0)
 
     # stand-alone references, every seed
     jobs = [(a.to_json(), tbase, args.standalone_steps,
-             str(out / "standalone" / f"{a.hash()[:8]}-s{s}-{args.standalone_steps}"), s)
+             str(out / "standalone" / f"{a.hash()[:8]}-s{s}-{tag}"), s)
             for a in paths for s in args.seeds]  # fmt: skip
     CONSOLE.print(f"{len(jobs)} stand-alone trainings of {args.standalone_steps} steps")
     with ProcessPoolExecutor(max_workers=args.workers, mp_context=get_context("spawn")) as pool:
@@ -141,7 +161,11 @@ def main(argv: list[str] | None = None) -> int:
             {**options, "threads": args.threads, "supernet_steps": args.supernet_steps,
              "supernet_minutes": 600.0}
         )  # fmt: skip
-        folder = out / f"supernet-{name}-{args.supernet_steps}"
+        folder = (
+            out
+            / f"supernet-{name}-{args.supernet_steps}"
+            / ("" if args.lr is None else f"lr{args.lr:g}")
+        )
         CONSOLE.print(f"supernet {name}: {options}, {args.supernet_steps} steps")
         t0 = time.perf_counter()
         trained = train_supernet(tbase, str(space_file), opts, folder, seed=0,
@@ -165,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
                    "reference": reference[i]} for i, a in enumerate(paths)],
         "ceiling": ceiling, "variants": rows, "parameters_alone": size,
     }  # fmt: skip
-    (out / "report.json").write_text(json.dumps(report, indent=1))
+    (out / f"report-{tag}.json").write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))
     table = Table(title=f"ranking {len(paths)} paths against stand-alone training "
                         f"({args.standalone_steps} steps, seeds {args.seeds})")  # fmt: skip
@@ -173,13 +197,13 @@ def main(argv: list[str] | None = None) -> int:
         table.add_column(col)
     for c in ceiling:
         table.add_row(f"stand-alone seed {c['seeds'][0]} vs {c['seeds'][1]} (ceiling)",
-                      str(args.standalone_steps), "", f"{c['kendall_tau']:.2f}",
-                      f"{c['spearman']:.2f}")  # fmt: skip
+                      str(args.standalone_steps), "", show(c["kendall_tau"]),
+                      show(c["spearman"]))  # fmt: skip
     for r in rows:
         table.add_row(f"supernet {r['variant']}", str(r["steps"]), f"{r['train_minutes']:.1f}",
-                      f"{r['kendall_tau']:.2f}", f"{r['spearman']:.2f}")  # fmt: skip
-    table.add_row("parameters alone (bigger is better)", "", "", f"{size['kendall_tau']:.2f}",
-                  f"{size['spearman']:.2f}")  # fmt: skip
+                      show(r["kendall_tau"]), show(r["spearman"]))  # fmt: skip
+    table.add_row("parameters alone (bigger is better)", "", "", show(size["kendall_tau"]),
+                  show(size["spearman"]))  # fmt: skip
     CONSOLE.print(table)
     return 0
 
