@@ -48,7 +48,7 @@ from rich.console import Console
 
 from speechnas.nn.cost import count_parameters
 from speechnas.nn.supernet import largest, smallest, supernet_space
-from speechnas.search.config import default_search_path, load_search_config
+from speechnas.search.config import SearchConfig, default_search_path, load_search_config
 from speechnas.search.drivers.oneshot import PathScorer
 from speechnas.search.runner import prepare_base, run_search, trial_base, vocab_size
 from speechnas.search.select import front, normalized_hypervolume, results
@@ -75,6 +75,17 @@ def spread(space: SearchSpace, n: int, vocab: int, seed: int) -> list[Arch]:
     ranked = sorted(pool.values(), key=lambda a: (count_parameters(a, vocab_size=vocab), a.key()))
     inner = [ranked[round(i * (len(ranked) - 1) / (n - 3))] for i in range(n - 2)]
     return [smallest(space), *inner, largest(space)]
+
+
+def write_subspace(out: Path) -> tuple[SearchConfig, SearchSpace, Path]:
+    """The default search config, its supernet subspace, and that subspace written to
+    ``out/subspace.yaml`` so every search and training of a benchmark sees the same one."""
+    out.mkdir(parents=True, exist_ok=True)
+    default = load_search_config(default_search_path())
+    sub = supernet_space(load_space(default.space))
+    space_file = out / "subspace.yaml"
+    space_file.write_text(yaml.safe_dump(sub.to_dict(), sort_keys=False))
+    return default, sub, space_file
 
 
 def _standalone(job: tuple[dict[str, Any], Any, float, str, int]) -> dict[str, Any]:
@@ -111,11 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-scratch", action="store_true", help="no from-scratch comparison")
     args = ap.parse_args(argv)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    default = load_search_config(default_search_path())
-    sub = supernet_space(load_space(default.space))
-    space_file = out / "subspace.yaml"
-    space_file.write_text(yaml.safe_dump(sub.to_dict(), sort_keys=False))
+    default, sub, space_file = write_subspace(out)
     common = default.replace(space=str(space_file), retrain_minutes=0, seed=args.seed)
     reference = tuple(float(common.reference[o]) for o in common.objectives)
     report: dict[str, Any] = {"versions": versions(), "args": vars(args), "paths": sub.count()}

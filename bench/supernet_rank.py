@@ -45,16 +45,14 @@ from rich.console import Console
 from rich.table import Table
 
 from speechnas.nn.cost import count_parameters
-from speechnas.nn.supernet import supernet_space
-from speechnas.search.config import default_search_path, load_search_config
 from speechnas.search.drivers.oneshot import OneShotOptions, PathScorer, train_supernet
 from speechnas.search.runner import prepare_base, trial_base, vocab_size
 from speechnas.search.trial import Fidelity, run_trial
-from speechnas.space import Arch, load_space
+from speechnas.space import Arch
 from speechnas.versions import versions
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from oneshot import spread  # the paths bench/oneshot.py ranks
+from oneshot import spread, write_subspace  # the paths bench/oneshot.py ranks
 
 CONSOLE = Console(stderr=True, width=160)
 
@@ -125,11 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--paths: at least 4; --seeds: at least one")
     variants = dict(parse_variant(v) for v in args.variants)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    default = load_search_config(default_search_path())
-    sub = supernet_space(load_space(default.space))
-    space_file = out / "subspace.yaml"
-    space_file.write_text(yaml.safe_dump(sub.to_dict(), sort_keys=False))
+    default, sub, space_file = write_subspace(out)
     cfg = default.replace(space=str(space_file), seed=0)
     base = prepare_base(cfg)
     tbase = trial_base(cfg, base)
