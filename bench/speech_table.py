@@ -20,6 +20,8 @@ same command (it takes several sittings: about 5 minutes of one core per archite
     .venv/bin/python bench/speech_table.py --archs 160 --workers 2        # build or resume
     .venv/bin/python bench/speech_table.py --summary                      # what is in it
     .venv/bin/python bench/speech_table.py --latency                      # time them (quiet!)
+    .venv/bin/python bench/speech_table.py --config other-search.yaml \
+        --out runs/other-table.json --scratch runs/other-table-scratch --archs 8  # another recipe
 
 ``--latency`` times every architecture of the table on ``--target`` (``cpu-ort-1t``, a 5-second
 utterance, random weights: a float model's time does not depend on them) beside the ``small``
@@ -69,10 +71,11 @@ FAMILIES = ("conformer", "transformer", "lstm", "cnn")
 DRAW_SEED = 0
 
 
-def recipe(space: Path) -> TrainConfig:
-    """The default search's training recipe on its built-in corpus, scoring every test set,
-    validating architectures by the table's ``space``."""
-    cfg = load_search_config(default_search_path())
+def recipe(space: Path, config: str | None = None) -> TrainConfig:
+    """The training recipe of the search ``config`` (default: the default search's) on its
+    built-in corpus, scoring every test set, validating architectures by the table's
+    ``space``."""
+    cfg = load_search_config(config or default_search_path())
     base = prepare_base(cfg)
     return retrain_base(cfg, base).replace(threads=1, space=str(space))
 
@@ -141,7 +144,7 @@ def _train(job: dict[str, Any]) -> dict[str, Any]:
 
 def build(args: argparse.Namespace) -> None:
     out = Path(args.out)
-    base = recipe(Path(args.space))
+    base = recipe(Path(args.space), args.config)
     base_json = json.loads(json.dumps(base.to_dict()))
     steps = [int(s) for s in args.steps.split(",")]
     space = load_space(args.space)
@@ -274,6 +277,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--space", default=str(SPACE))
     ap.add_argument("--out", default=str(TABLE))
+    ap.add_argument("--config", default=None,
+                    help="a search config whose training recipe to use (default: the default "
+                    "search's); build into another --out and --scratch")  # fmt: skip
     ap.add_argument("--archs", type=int, default=160, help="architectures to tabulate")
     ap.add_argument("--steps", default="150,400,1000", help="fidelities (optimizer steps)")
     ap.add_argument("--seed-every", type=int, default=5, help="a second seed for every Nth")

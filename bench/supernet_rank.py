@@ -17,11 +17,14 @@ Reported: Kendall tau and Spearman of each variant's inherited dev WER against t
 reference, and the **ceiling**: the same between the two seeds' stand-alone WERs (a predictor
 of the stand-alone ranking cannot be judged beyond what stand-alone training agrees with itself
 on). ``--lr`` sets the peak learning rate of every training (stand-alone and supernet alike;
-the search's recipe otherwise). Prints JSON and a table. Everything is kept under ``--out``;
-a rerun reuses the finished trainings and resumes the others.
+the search's recipe otherwise); ``--lr-scale on`` lowers it for bigger encoders
+(``optim.lr_scale``; a supernet trains at its largest path's rate). Prints JSON and a table.
+Everything is kept under ``--out``; a rerun reuses the finished trainings and resumes the
+others.
 
     .venv/bin/python bench/supernet_rank.py                              # about 1.5 hours
     .venv/bin/python bench/supernet_rank.py --lr 0.001 --variants sandwich2:random_subnets=2
+    .venv/bin/python bench/supernet_rank.py --lr-scale on --variants sandwich2:random_subnets=2
     .venv/bin/python bench/supernet_rank.py --variants "sandwich2:random_subnets=2" \
         "sandwich4:random_subnets=4" --paths 10 --standalone-steps 800 --supernet-steps 1000
 """
@@ -49,6 +52,7 @@ from speechnas.search.drivers.oneshot import OneShotOptions, PathScorer, train_s
 from speechnas.search.runner import prepare_base, trial_base, vocab_size
 from speechnas.search.trial import Fidelity, run_trial
 from speechnas.space import Arch
+from speechnas.train.config import LrScaleConfig, OptimConfig
 from speechnas.versions import versions
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -94,6 +98,15 @@ def tau(x: list[float], y: list[float]) -> dict[str, float | None]:
             "spearman": float(spearmanr(x, y).statistic)}  # fmt: skip
 
 
+def rate_tag(optim: OptimConfig, explicit: bool) -> str:
+    """The folder suffix of a learning-rate recipe: empty for the recipe's own unscaled rate
+    (the first runs' folders), else ``lr<peak>`` and ``scaled<d>x<layers>p<power>``."""
+    parts = [f"lr{optim.lr:g}"] if explicit else []
+    if (s := optim.lr_scale) is not None:
+        parts.append(f"scaled{s.d_model}x{s.layers}p{s.power:g}")
+    return "-".join(parts)
+
+
 def show(v: float | None) -> str:
     return "undefined (a constant side)" if v is None else f"{v:.2f}"
 
@@ -114,6 +127,13 @@ def main(argv: list[str] | None = None) -> int:
         help="peak learning rate of every training (default: the search's recipe)",
     )
     ap.add_argument(
+        "--lr-scale",
+        choices=["recipe", "on", "off"],
+        default="recipe",
+        help="lower the peak rate for bigger encoders (optim.lr_scale at its defaults: "
+        "width x depth over 64 x 2, square root); recipe: as the search's recipe says",
+    )
+    ap.add_argument(
         "--variants",
         nargs="+",
         default=["sandwich2:random_subnets=2", "sandwich4:random_subnets=4"],
@@ -129,7 +149,11 @@ def main(argv: list[str] | None = None) -> int:
     tbase = trial_base(cfg, base)
     if args.lr is not None:
         tbase = tbase.replace(optim=dataclasses.replace(tbase.optim, lr=args.lr))
-    tag = f"{args.standalone_steps}" + ("" if args.lr is None else f"-lr{args.lr:g}")
+    if args.lr_scale != "recipe":
+        scale = LrScaleConfig() if args.lr_scale == "on" else None
+        tbase = tbase.replace(optim=dataclasses.replace(tbase.optim, lr_scale=scale))
+    rate = rate_tag(tbase.optim, args.lr is not None)
+    tag = f"{args.standalone_steps}" + (f"-{rate}" if rate else "")
     vocab = vocab_size(tbase)
     paths = spread(sub, args.paths, vocab, 0)
 
@@ -155,11 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             {**options, "threads": args.threads, "supernet_steps": args.supernet_steps,
              "supernet_minutes": 600.0}
         )  # fmt: skip
-        folder = (
-            out
-            / f"supernet-{name}-{args.supernet_steps}"
-            / ("" if args.lr is None else f"lr{args.lr:g}")
-        )
+        folder = out / f"supernet-{name}-{args.supernet_steps}" / rate
         CONSOLE.print(f"supernet {name}: {options}, {args.supernet_steps} steps")
         t0 = time.perf_counter()
         trained = train_supernet(tbase, str(space_file), opts, folder, seed=0,

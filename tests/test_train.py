@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 
 from speechnas.data.synth.corpus import CorpusInfo
 from speechnas.train.checkpoint import load_model, load_state
+from speechnas.train.config import LrScaleConfig, load_config
 from speechnas.train.trainer import Trainer
 
 
@@ -178,3 +179,32 @@ def test_a_run_stored_before_a_config_field_existed_resumes(
     other = more.replace(seed=cfg.seed + 1)
     with pytest.raises(ValueError, match="different config"):
         Trainer.from_config(other, show_progress=False).fit(resume=True)
+
+
+def test_peak_rate_scales_down_with_encoder_width_and_depth(
+    tiny_corpus: CorpusInfo, tmp_path: Path
+) -> None:
+    """``optim.lr_scale``: the 32-wide, 1-layer encoder trains at lr·sqrt(16/32) against a
+    16 x 1 reference, and the rate it used is recorded; a fixed rate (fine-tuning) drops the
+    scaling; an encoder at or below the reference keeps ``lr``."""
+    cfg = tiny_config(tiny_corpus, tmp_path / "run", max_steps=2)
+    scaled = dataclasses.replace(cfg.optim, lr_scale=LrScaleConfig(d_model=16, layers=1))
+    trainer = Trainer.from_config(cfg.replace(optim=scaled), show_progress=False)
+    assert trainer.peak_lr == pytest.approx(3e-3 * (16 / 32) ** 0.5)
+    assert [g["initial_lr"] for g in trainer.optimizer.param_groups] == [trainer.peak_lr] * 2
+    trainer.fit()
+    saved = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert saved["peak_lr"] == trainer.peak_lr
+    assert saved["config"]["optim"]["lr_scale"] == {"d_model": 16, "layers": 1, "power": 0.5}
+    assert scaled.fixed(1e-4).peak_lr(512, 12) == 1e-4
+    assert scaled.peak_lr(8, 1) == 3e-3 and scaled.peak_lr(32, 2) == pytest.approx(1.5e-3)
+
+
+def test_a_bad_rate_scale_is_named_before_training(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("optim: {lr: 0.003, lr_scale: {d_model: 64, power: -1}}\n")
+    with pytest.raises(ValueError, match=r"optim.lr_scale.power: -1.0 is not in \[0, 2\]"):
+        load_config(cfg)
+    cfg.write_text("optim: {lr_scale: {width: 64}}\n")
+    with pytest.raises(ValueError, match=r"optim.lr_scale: unknown key\(s\) \['width'\]"):
+        load_config(cfg)

@@ -11,7 +11,6 @@ ordinary checkpoint folder whose weights are stored on their grid with their wid
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -62,7 +61,7 @@ def qat(
         output_dir=str(output_dir),
         init_from=str(checkpoint),
         threads=threads if threads is not None else base.threads,
-        optim=dataclasses.replace(base.optim, lr=lr, warmup_steps=warmup_steps),
+        optim=base.optim.fixed(lr, warmup_steps=warmup_steps),
         budget=BudgetConfig(max_steps=steps, patience=None, checkpoint_every_minutes=2.0),
     )
     arch = Arch.from_json(cfg.arch)

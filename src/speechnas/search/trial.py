@@ -87,7 +87,8 @@ def run_trial(
     same data share: training continues from its last checkpoint instead of starting afresh
     (successive halving then costs only the extra minutes). Metrics: ``dev_wer``, ``wer:NAME``,
     ``cer:NAME`` and ``rtf:NAME`` per test set (PyTorch eager, the training threads),
-    ``params``, ``macs`` (one 5-second utterance), ``train_minutes``, ``steps``, ``stop_reason``.
+    ``params``, ``macs`` (one 5-second utterance), ``train_minutes``, ``steps``, ``stop_reason``,
+    ``peak_lr`` (the peak learning rate it trained at, see ``optim.lr_scale``).
     Raises :class:`speechnas.train.trainer.Diverged` when the loss stops being finite.
     """
     out = Path(output_dir)
@@ -110,6 +111,7 @@ def run_trial(
         "train_minutes": result.train_seconds / 60,
         "steps": result.steps,
         "stop_reason": result.stop_reason,
+        "peak_lr": trainer.peak_lr,
     }
     for name, rates in result.test.items():
         metrics[f"wer:{name}"] = rates["wer"]

@@ -42,6 +42,35 @@ class ModelConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class LrScaleConfig:
+    """Scale the peak learning rate down for encoders bigger than a reference size.
+
+    ``optim.lr`` is the peak rate of an encoder of ``d_model`` width and ``layers`` depth or
+    smaller; a bigger one gets ``lr · (d_model · layers / (its width · its depth)) ** power``.
+    The square root follows the Transformer schedule's ``d_model ** -0.5`` and extends it to
+    depth, since a deeper residual stack sums more branches into the same stream. One peak rate
+    does not suit a space of 0.2–2.3 M parameter Conformers: the rate that trains the smallest
+    keeps the biggest in CTC's all-blank phase (``bench/supernet_rank.py``).
+    """
+
+    d_model: int = 64
+    layers: int = 2
+    power: float = 0.5
+
+    def __post_init__(self) -> None:
+        for name in ("d_model", "layers"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"optim.lr_scale.{name}: expected an integer >= 1, got {value!r}")
+        if not 0.0 <= self.power <= 2.0:
+            raise ValueError(f"optim.lr_scale.power: {self.power!r} is not in [0, 2]")
+
+    def factor(self, d_model: int, layers: int) -> float:
+        """The multiplier of the peak rate for an encoder of this width and depth (<= 1)."""
+        return min(1.0, (self.d_model * self.layers / (d_model * layers)) ** self.power)
+
+
+@dataclass(frozen=True, slots=True)
 class OptimConfig:
     lr: float = 2e-3
     weight_decay: float = 1e-3
@@ -49,10 +78,21 @@ class OptimConfig:
     warmup_steps: int = 150
     clip_norm: float = 5.0
     max_batch_seconds: float = 120.0
+    # Lower the peak rate for bigger encoders (None: every model gets `lr`).
+    lr_scale: LrScaleConfig | None = None
 
     def __post_init__(self) -> None:
         if self.lr <= 0 or self.max_batch_seconds <= 0 or self.clip_norm <= 0:
             raise ValueError("optim: lr, clip_norm and max_batch_seconds must be positive")
+
+    def peak_lr(self, d_model: int, layers: int) -> float:
+        """The peak learning rate of an encoder of this width and depth."""
+        return self.lr * (1.0 if self.lr_scale is None else self.lr_scale.factor(d_model, layers))
+
+    def fixed(self, lr: float, **changes: Any) -> OptimConfig:
+        """This recipe at the absolute peak rate ``lr`` (no scaling): for fine-tuning at a
+        rate already chosen for the model."""
+        return dataclasses.replace(self, lr=lr, lr_scale=None, **changes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,6 +350,7 @@ __all__ = [
     "DmaoConfig",
     "DynamicChunkConfig",
     "FeatureConfig",
+    "LrScaleConfig",
     "ModelConfig",
     "OptimConfig",
     "SpecAugmentConfig",

@@ -30,6 +30,7 @@ from speechnas.data.tokenizer import Tokenizer
 from speechnas.evaluate.decode import evaluate_dataset
 from speechnas.nn.build import SpeechModel, build, feature_config
 from speechnas.nn.quant import load_plain_state, plain_state_dict
+from speechnas.nn.spec import decode
 from speechnas.nn.supernet import Supernet, largest, supernet_space
 from speechnas.space import Arch, load_space
 from speechnas.train.checkpoint import load_state, save_checkpoint
@@ -176,6 +177,8 @@ class Trainer:
         self, model: SpeechModel
     ) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
         o = self.cfg.optim
+        spec = decode(model.arch)  # a supernet's: its largest path, whose loss dominates
+        self.peak_lr = o.peak_lr(spec.d_model, spec.layers)
         decay = [p for n, p in model.named_parameters() if p.dim() > 1]
         no_decay = [p for n, p in model.named_parameters() if p.dim() <= 1]
         optimizer = torch.optim.AdamW(
@@ -183,7 +186,7 @@ class Trainer:
                 {"params": decay, "weight_decay": o.weight_decay},
                 {"params": no_decay, "weight_decay": 0},
             ],
-            lr=o.lr,
+            lr=self.peak_lr,
             betas=o.betas,
         )
         return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(o.warmup_steps))
@@ -243,6 +246,7 @@ class Trainer:
             "tokenizer": self.tokenizer.to_dict(),
             "config": self.cfg.to_dict(),
             "seed": self.cfg.seed,
+            "peak_lr": self.peak_lr,
             "versions": versions(),
             "step": self.step,
             "epoch": self.sampler.epoch,
@@ -520,7 +524,8 @@ class Trainer:
             test=tests,
             skipped=self.skipped,
         )
-        payload = {**result.to_dict(), "config": self.cfg.to_dict(), "versions": versions()}
+        payload = {**result.to_dict(), "config": self.cfg.to_dict(), "peak_lr": self.peak_lr,
+                   "versions": versions()}  # fmt: skip
         (self.out / "result.json").write_text(json.dumps(payload, indent=1, default=str))
         if self.history:
             plot_training(self.history, self.marks, self.out / "training.png")

@@ -109,11 +109,12 @@ def tuning_config(base: TrainConfig, opts: DartsOptions) -> TrainConfig:
     steps, without validation against the space (an extracted architecture may lie outside
     it)."""
     recipe = base.optim
+    warmup = min(recipe.warmup_steps, 10)
     return base.replace(
         space=None,
-        optim=dataclasses.replace(
-            recipe, lr=opts.finetune_lr or recipe.lr, warmup_steps=min(recipe.warmup_steps, 10)
-        ),
+        optim=recipe.fixed(opts.finetune_lr, warmup_steps=warmup)
+        if opts.finetune_lr
+        else dataclasses.replace(recipe, warmup_steps=warmup),
     )
 
 

@@ -401,7 +401,7 @@ def run_oneshot(
     history = trained.get("history") or [{}]
     lr = opts.finetune_lr or float(history[-1].get("lr") or base.optim.lr)
     tune_base = base.replace(
-        optim=dataclasses.replace(base.optim, lr=lr, warmup_steps=min(base.optim.warmup_steps, 10))
+        optim=base.optim.fixed(lr, warmup_steps=min(base.optim.warmup_steps, 10))
     )
     fid = Fidelity(opts.finetune_minutes, 1.0, opts.finetune_steps)
     for k, rec in enumerate(finalists):
@@ -536,7 +536,7 @@ class OneShot(Driver):
         if self.summary is None:
             return base
         lr = self.summary["finetune_lr"]
-        return base.replace(optim=dataclasses.replace(base.optim, lr=lr, warmup_steps=10))
+        return base.replace(optim=base.optim.fixed(lr, warmup_steps=10))
 
     def init_from(self, selected: Result) -> str | None:
         """A finalist's retraining continues from its fine-tuned weights."""
