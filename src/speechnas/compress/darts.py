@@ -292,12 +292,7 @@ def finetune_config(
     budget = dataclasses.replace(
         cfg.budget, max_steps=steps, max_minutes=None, patience=None, eval_at_minutes=()
     )
-    warmup = min(cfg.optim.warmup_steps, 10)
-    optim = (
-        cfg.optim.fixed(lr, warmup_steps=warmup)
-        if lr
-        else dataclasses.replace(cfg.optim, warmup_steps=warmup)
-    )
+    optim = cfg.optim.fixed(lr, warmup_steps=min(cfg.optim.warmup_steps, 10))
     return cfg.replace(
         arch=result.arch, space=None, supernet=None, output_dir=str(output_dir), budget=budget,
         optim=optim, init_from=str(Path(result.output_dir) / "model"),

@@ -89,9 +89,11 @@ class OptimConfig:
         """The peak learning rate of an encoder of this width and depth."""
         return self.lr * (1.0 if self.lr_scale is None else self.lr_scale.factor(d_model, layers))
 
-    def fixed(self, lr: float, **changes: Any) -> OptimConfig:
+    def fixed(self, lr: float | None, **changes: Any) -> OptimConfig:
         """This recipe at the absolute peak rate ``lr`` (no scaling): for fine-tuning at a
-        rate already chosen for the model."""
+        rate already chosen for the model; ``lr`` None keeps the recipe's own (scaled) rate."""
+        if lr is None:
+            return dataclasses.replace(self, **changes)
         return dataclasses.replace(self, lr=lr, lr_scale=None, **changes)
 
 

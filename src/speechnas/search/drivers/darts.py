@@ -17,7 +17,6 @@ again only for what is missing (its stage 1 is cheap next to the trainings).
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 from collections.abc import Mapping
@@ -109,12 +108,9 @@ def tuning_config(base: TrainConfig, opts: DartsOptions) -> TrainConfig:
     steps, without validation against the space (an extracted architecture may lie outside
     it)."""
     recipe = base.optim
-    warmup = min(recipe.warmup_steps, 10)
     return base.replace(
         space=None,
-        optim=recipe.fixed(opts.finetune_lr, warmup_steps=warmup)
-        if opts.finetune_lr
-        else dataclasses.replace(recipe, warmup_steps=warmup),
+        optim=recipe.fixed(opts.finetune_lr, warmup_steps=min(recipe.warmup_steps, 10)),
     )
 
 
