@@ -217,8 +217,7 @@ def summary(path: Path) -> dict[str, Any]:
         "build_cpu_hours": round(sum(r.get("wall_seconds", 0) for r in rows) / 3600, 2),
         # |WER(seed 0) - WER(seed 1)| at the top fidelity: its median and 90th percentile.
         "seed_noise": {
-            t: {"median": statistics.median(v), "p90": _p90(v)}
-            for t, v in pairs.items()
+            t: {"median": statistics.median(v), "p90": _p90(v)} for t, v in pairs.items()
         },
     }
 

@@ -174,7 +174,7 @@ def test_forward_backward_shapes_and_grads(case: Case) -> None:
     expected = case.expected_lengths()
     assert out.tolist() == expected
     assert y.shape == (3, max(expected), model.out_dim)
-    assert model.out_dim == (16 if case.kind != "lstm" else 12)
+    assert model.out_dim == 16  # every encoder keeps the subsampling's width (an LSTM: its stream)
     weights = torch.randn(y.shape, generator=torch.Generator().manual_seed(2))
     (y * weights).sum().backward()
     for name, p in model.named_parameters():
@@ -338,7 +338,7 @@ def test_errors_name_the_field_and_allowed_values() -> None:
     with pytest.raises(ValueError, match="heads: 3 does not divide d_model=16"):
         make_encoder("ebranchformer", d_model=D, layer_cfgs=[_ebranch(heads=3)])
     with pytest.raises(ValueError, match="out_dim=24 does not match"):
-        EncoderChain(make_encoder("blstm", in_dim=D, hidden=12, layers=1),
+        EncoderChain(make_encoder("blstm", in_dim=D, hidden=12, layers=1, d_model=24),
                      make_encoder("cnn", d_model=D, layer_cfgs=[_cnn()]))  # fmt: skip
 
 

@@ -20,6 +20,7 @@ from speechnas.nn.blocks import (
     Conv2dSubsampling,
     LearnableFrontend,
     LSTMEncoder,
+    LSTMLayer,
     MultiHeadSelfAttention,
     SeparableConvLayerConfig,
     SeparableConvStack,
@@ -214,8 +215,8 @@ def block_module(block: Block) -> tuple[nn.Module, Inputs]:
         enc = LSTMEncoder(d, p["hidden"], 1, bidirectional=p["bidirectional"], d_model=d)
         return enc.eval(), _seq(d, "x", "lengths")
     if k == "lstm_layer":
-        lstm = nn.LSTM(p["d_in"], p["hidden"], batch_first=True, bidirectional=p["bidirectional"])
-        return _FirstOutput(lstm).eval(), _seq(p["d_in"], "x")
+        layer = LSTMLayer(d, p["hidden"], bidirectional=p["bidirectional"], dropout=0.0)
+        return layer.eval(), _seq(d, "x")
     if k == "ctc":
         return _LogSoftmaxHead(d, p["vocab"]).eval(), _seq(d, "x")
     if k == "predictor":
@@ -235,17 +236,6 @@ def block_module(block: Block) -> tuple[nn.Module, Inputs]:
     if k == "run":
         return _Scale().eval(), _seq(8, "x")
     raise ValueError(f"block kind: {k!r} is unknown")
-
-
-class _FirstOutput(nn.Module):
-    """An ``nn.LSTM`` layer inside a stack: (B, T, d_in) → (B, T, hidden * directions)."""
-
-    def __init__(self, lstm: nn.LSTM) -> None:
-        super().__init__()
-        self.lstm = lstm
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.lstm(x)[0]
 
 
 class _Scale(nn.Module):

@@ -124,9 +124,9 @@ def _encoder(spec: ArchSpec) -> list[Block]:
         return [stack, *_attention_layers(spec)]
     if kind in ("lstm", "blstm"):
         hidden, bidir = spec.lstm_hidden, kind == "blstm"
-        width = 2 * hidden if bidir else hidden
+        # the first layer with the packing and the final norm; the others alone
         first = _block("lstm_first", d=d, hidden=hidden, bidirectional=bidir)
-        rest = _block("lstm_layer", d_in=width, hidden=hidden, bidirectional=bidir)
+        rest = _block("lstm_layer", d=d, hidden=hidden, bidirectional=bidir)
         return [first] + [rest] * (spec.layers - 1)
     layers = [
         _block("sepconv", d=d, kernel=ly.kernel, dilation=spec.cnn_dilation, se=spec.cnn_se,

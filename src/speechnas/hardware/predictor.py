@@ -48,7 +48,9 @@ from speechnas.space import Arch, SearchSpace
 
 __all__ = ["Confidence", "LatencyPredictor", "cache_file", "default_cache_dir"]
 
-FORMAT = 2  # 2: depthwise convolutions export as 2-D convolutions (other timings)
+# 2: depthwise convolutions export as 2-D convolutions; 3: LSTM layers are pre-norm residual
+# (other timings)
+FORMAT = 3
 
 #: The relative half-width claimed for a prediction without a whole-model correction: the raw
 #: block sum put 42-77% of random architectures within ±10% on fresh machines (MAPE 18%).

@@ -178,12 +178,20 @@ def _ebranchformer_layer(t: int, d: int, *, ffn: int, rank: int, kernel: int, me
 
 
 def _lstm(steps: int, d_in: int, hidden: int, layers: int, directions: int) -> int:
-    """Gate products 4·(in + h)·h per step and direction; layer l > 0 reads all directions."""
+    """A plain ``nn.LSTM`` stack: gate products 4·(in + h)·h per step and direction; layer
+    l > 0 reads all directions."""
     macs = 0
     for layer in range(layers):
         width = d_in if layer == 0 else directions * hidden
         macs += directions * steps * 4 * (width + hidden) * hidden
     return macs
+
+
+def _lstm_encoder(steps: int, d: int, hidden: int, layers: int, directions: int) -> int:
+    """Residual LSTM layers on a d-wide stream: each one an LSTM reading d, then the projection
+    of its directions' outputs back to d."""
+    per_layer = _lstm(steps, d, hidden, 1, directions) + _linear(steps, directions * hidden, d)
+    return layers * per_layer
 
 
 def _cnn_layer(t: int, d: int, *, kernel: int, se: bool, reduction: int, causal: bool) -> int:
@@ -202,7 +210,7 @@ def _encoder(spec: ArchSpec, t: int) -> int:
     if kind in ("lstm", "blstm"):
         hidden = spec.lstm_hidden
         directions = 2 if kind == "blstm" else 1
-        return _lstm(t, d, hidden, spec.layers, directions) + _linear(t, directions * hidden, d)
+        return _lstm_encoder(t, d, hidden, spec.layers, directions)
     if kind == "cnn":
         reduction = SeparableConvLayerConfig().se_reduction
         return sum(

@@ -18,7 +18,7 @@ from speechnas.nn.blocks.ebranchformer import (
 from speechnas.nn.blocks.encoder import ENCODERS, EncoderChain, make_encoder
 from speechnas.nn.blocks.feedforward import FeedForward
 from speechnas.nn.blocks.frontend import LearnableFrontend
-from speechnas.nn.blocks.rnn import LSTMEncoder
+from speechnas.nn.blocks.rnn import LSTMEncoder, LSTMLayer
 from speechnas.nn.blocks.subsampling import Conv2dSubsampling, subsampled_lengths
 from speechnas.nn.blocks.transformer import (
     TransformerLayer,
@@ -38,6 +38,7 @@ __all__ = [
     "EncoderChain",
     "FeedForward",
     "LSTMEncoder",
+    "LSTMLayer",
     "LearnableFrontend",
     "MultiHeadSelfAttention",
     "SeparableConvLayerConfig",

@@ -1,4 +1,15 @@
-"""(B)LSTM encoder on packed sequences, so padding never enters the recurrence."""
+"""(B)LSTM encoder: pre-norm residual LSTM layers on packed sequences, so padding never enters
+the recurrence.
+
+Each layer is ``x + dropout(proj(LSTM(LayerNorm(x))))`` and the stack ends in a LayerNorm, the
+Transformer's pre-norm layout with an LSTM as the sequence mixer. A plain stack of ``nn.LSTM``
+layers did not learn within the step budgets the search trains at: PyTorch's initialisation
+leaves every layer's output near 0.03 standard deviation whatever its input, so the input's
+signal fades with depth, and 4- and 6-layer stacks sat at 92% dev WER (LSTM) and 100% (BLSTM)
+after 1,000 steps where Conformers and Transformers of the same table reach 25–35%. The norm
+gives every layer a unit-scale input and the residual carries the input past it, as in
+residual LSTM acoustic models.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +21,48 @@ from speechnas.nn.blocks._common import check_dropout, check_positive, zero_padd
 from speechnas.nn.blocks.masks import padding_mask
 
 
+class LSTMLayer(nn.Module):
+    """(B, T, d) → (B, T, d): ``x + dropout(proj(LSTM(LayerNorm(x))))``."""
+
+    def __init__(self, d: int, hidden: int, *, bidirectional: bool, dropout: float) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(d)
+        self.lstm = nn.LSTM(d, hidden, batch_first=True, bidirectional=bidirectional)
+        self.proj = nn.Linear(2 * hidden if bidirectional else hidden, d)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, T, d), lengths (B,) or None (every row full length) → (B, T, d)."""
+        y, _ = self.recur(self.norm(x), lengths, None)
+        return x + self.dropout(self.proj(y))
+
+    def recur(
+        self,
+        x: torch.Tensor,
+        lengths: torch.Tensor | None,
+        state: tuple[torch.Tensor, torch.Tensor] | None,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """The LSTM alone: packed when ``lengths`` is given, so padding never enters it."""
+        if lengths is None:
+            return self.lstm(x, state)
+        t = x.shape[1]
+        # pack_padded_sequence rejects empty rows; a zero-length row runs one frame whose output
+        # the encoder zeroes with the rest of the padding.
+        packed = pack_padded_sequence(
+            x, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False
+        )
+        y, hc = self.lstm(packed, state)
+        y, _ = pad_packed_sequence(y, batch_first=True, total_length=t)
+        return y, hc
+
+
 class LSTMEncoder(nn.Module):
     """(B, T, in_dim), lengths (B,) → (B, T, out_dim), lengths (B,).
 
-    out_dim is `hidden` (unidirectional, streamable) or 2 * hidden (bidirectional), or `d_model`
-    when given (a linear projection of the LSTM output). `dropout` sits between LSTM layers.
+    ``layers`` pre-norm residual LSTM layers (:class:`LSTMLayer`) of ``hidden`` units per
+    direction on a ``d_model``-wide residual stream (``in_dim`` when not given; a linear layer
+    maps ``in_dim`` to it when they differ); ``out_dim`` is that width. Unidirectional layers
+    stream (``streaming_forward``); bidirectional ones (``bidirectional=True``) read the future.
     """
 
     def __init__(
@@ -34,39 +82,35 @@ class LSTMEncoder(nn.Module):
         if d_model is not None:
             check_positive(owner, "d_model", d_model)
         check_dropout(owner, dropout)
+        d = d_model if d_model is not None else in_dim
         self.in_dim = in_dim
+        self.hidden = hidden
         self.bidirectional = bidirectional
-        self.lstm = nn.LSTM(
-            in_dim,
-            hidden,
-            num_layers=layers,
-            batch_first=True,
-            bidirectional=bidirectional,
-            dropout=dropout if layers > 1 else 0.0,
+        self.inp = nn.Linear(in_dim, d) if d != in_dim else None
+        self.layers = nn.ModuleList(
+            LSTMLayer(d, hidden, bidirectional=bidirectional, dropout=dropout)
+            for _ in range(layers)
         )
-        lstm_dim = 2 * hidden if bidirectional else hidden
-        self.proj = nn.Linear(lstm_dim, d_model) if d_model is not None else None
-        self.out_dim = d_model if d_model is not None else lstm_dim
+        self.norm = nn.LayerNorm(d)
+        self.out_dim = d
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x (B, T, in_dim), lengths (B,) → y (B, T, out_dim), lengths (B,)."""
-        t = x.shape[1]
-        # pack_padded_sequence rejects empty rows; a zero-length row runs one frame whose output
-        # is zeroed below with the rest of the padding.
-        packed = pack_padded_sequence(
-            x, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False
-        )
-        y, _ = self.lstm(packed)
-        y, _ = pad_packed_sequence(y, batch_first=True, total_length=t)  # (B, T, lstm_dim)
-        if self.proj is not None:
-            y = self.proj(y)
-        return zero_padding(y, padding_mask(lengths, t)), lengths
+        pad = padding_mask(lengths, x.shape[1])
+        if self.inp is not None:
+            x = self.inp(x)
+        for layer in self.layers:
+            x = layer(x, lengths)
+        return zero_padding(self.norm(x), pad), lengths
+
+    def _check_streamable(self) -> None:
+        if self.bidirectional:
+            raise ValueError("LSTMEncoder: a bidirectional LSTM cannot stream; use lstm, not blstm")
 
     def init_states(self, batch: int) -> list[torch.Tensor]:
         """Hidden and cell states (layers, B, hidden), zeros: a unidirectional LSTM streams."""
-        if self.bidirectional:
-            raise ValueError("LSTMEncoder: a bidirectional LSTM cannot stream; use lstm, not blstm")
-        shape = (self.lstm.num_layers, batch, self.lstm.hidden_size)
+        self._check_streamable()
+        shape = (len(self.layers), batch, self.hidden)
         return [torch.zeros(shape), torch.zeros(shape)]
 
     def state_names(self) -> list[str]:
@@ -77,9 +121,15 @@ class LSTMEncoder(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         """One chunk x (B, C, in_dim), lengths (B,) → y, lengths, new (h, c); only the last
         chunk of a stream may hold padding."""
-        if self.bidirectional:
-            raise ValueError("LSTMEncoder: a bidirectional LSTM cannot stream; use lstm, not blstm")
-        y, (h, c) = self.lstm(x, (states[0], states[1]))
-        if self.proj is not None:
-            y = self.proj(y)
-        return zero_padding(y, padding_mask(lengths, x.shape[1])), lengths, [h, c]
+        self._check_streamable()
+        if self.inp is not None:
+            x = self.inp(x)
+        hs, cs = [], []
+        for i, layer in enumerate(self.layers):
+            state = (states[0][i : i + 1], states[1][i : i + 1])
+            y, (h, c) = layer.recur(layer.norm(x), None, state)
+            x = x + layer.dropout(layer.proj(y))
+            hs.append(h)
+            cs.append(c)
+        y = zero_padding(self.norm(x), padding_mask(lengths, x.shape[1]))
+        return y, lengths, [torch.cat(hs), torch.cat(cs)]
