@@ -146,6 +146,10 @@ def build(args: argparse.Namespace) -> None:
     out = Path(args.out)
     base = recipe(Path(args.space), args.config)
     base_json = json.loads(json.dumps(base.to_dict()))
+    # the space by its place in the repository, so the checked-in table names no machine's path
+    space_path = Path(args.space).resolve()
+    if space_path.is_relative_to(HERE.parent):
+        base_json["space"] = str(space_path.relative_to(HERE.parent))
     steps = [int(s) for s in args.steps.split(",")]
     space = load_space(args.space)
     header = {"space": space.to_dict(), "steps": steps, "base_config": base_json,
