@@ -140,13 +140,14 @@ def test_a_search_times_the_candidates_its_limit_straddles(
     model = latency_model("cpu-ort-1t")
     vocab = 29  # the tiny corpus's characters; only the output layer depends on it
     predicted = {a.key(): model.predict(a, SECONDS, vocab) for a in space.enumerate()}
-    limit = 1.05 * max(predicted.values())
-    # a correction whose shared scale was off by up to 99% in leave-one-out: nearly every
-    # candidate of the space is then inside the band of a limit just above the slowest
+    # a correction whose shared scale was off by up to 99% in leave-one-out, and a limit just
+    # above the slowest candidate: nearly every candidate is then inside the band. The block
+    # timings move with load, so the limit is lowered where needed to keep 90% of the space
+    # inside it (the slowest may then be over it, and rejected when measured)
+    ranked = sorted(predicted.values())
+    limit = min(1.05 * ranked[-1], (1 + BAND) * ranked[len(ranked) // 10])
     model.correction_archs, model.bands = ["by-hand"], {"*": BAND}
     model.save(model.cache_path)
-    inside = sum(p * (1 + BAND) >= limit for p in predicted.values()) / len(predicted)
-    assert inside > 0.9, f"only {inside:.0%} of the space inside the band"
     d["constraints"] = {"max_latency_ms": limit}
     cfg = search_config_from_dict(d)
     run_search(cfg)
