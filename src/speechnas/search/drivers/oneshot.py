@@ -398,8 +398,9 @@ def run_oneshot(
         if t.state == TrialState.COMPLETE or (t.state == TrialState.FAIL
                                               and t.user_attrs.get("status") != INTERRUPTED)
     }  # fmt: skip
+    # the supernet's last rate; without a history, its peak rate (the recipe's, scaled)
     history = trained.get("history") or [{}]
-    lr = opts.finetune_lr or float(history[-1].get("lr") or base.optim.lr)
+    lr = opts.finetune_lr or float(history[-1].get("lr") or trained.get("peak_lr") or base.optim.lr)
     tune_base = base.replace(
         optim=base.optim.fixed(lr, warmup_steps=min(base.optim.warmup_steps, 10))
     )
