@@ -223,7 +223,21 @@ def summary(path: Path) -> dict[str, Any]:
         "seed_noise": {
             t: {"median": statistics.median(v), "p90": _p90(v)} for t, v in pairs.items()
         },
+        # dev WER at every fidelity by family (seed 0): what each family reaches, and how soon
+        "family_dev_wer": {
+            fam: {
+                steps_: _spread([r["fidelities"][steps_]["dev_wer"] for r in mine])
+                for steps_ in steps
+            }
+            for fam in sorted(by_family)
+            if (mine := [r for r in complete if r["family"] == fam and r["seed"] == 0])
+        },
     }
+
+
+def _spread(v: list[float]) -> dict[str, float]:
+    """Best, median and worst of a list."""
+    return {"best": min(v), "median": statistics.median(v), "worst": max(v)}
 
 
 def latency(args: argparse.Namespace) -> None:
@@ -312,7 +326,20 @@ def main() -> None:
             t.add_column(col, justify="left" if col == "set" else "right")
         for name, v in s["seed_noise"].items():
             t.add_row(name, f"{100 * v['median']:.2f}", f"{100 * v['p90']:.2f}")
-        Console().print(t)
+        console = Console(width=120)
+        console.print(t)
+        f = Table(title="dev WER % by family (seed 0): median (best-worst)")
+        f.add_column("family")
+        f.add_column("architectures", justify="right")
+        for steps_ in s["fidelities_steps"]:
+            f.add_column(f"{steps_} steps", justify="right")
+        for fam, by_steps in s["family_dev_wer"].items():
+            cells = [
+                f"{100 * v['median']:.1f} ({100 * v['best']:.1f}-{100 * v['worst']:.1f})"
+                for v in by_steps.values()
+            ]
+            f.add_row(fam, str(s["by_family"][fam]), *cells)
+        console.print(f)
         return
     build(args)
 
