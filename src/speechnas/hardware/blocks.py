@@ -124,7 +124,7 @@ def _encoder(spec: ArchSpec) -> list[Block]:
         return [stack, *_attention_layers(spec)]
     if kind in ("lstm", "blstm"):
         hidden, bidir = spec.lstm_hidden, kind == "blstm"
-        # the first layer with the packing and the final norm; the others alone
+        # the first layer with the final norm and padding mask; the others alone
         first = _block("lstm_first", d=d, hidden=hidden, bidirectional=bidir)
         rest = _block("lstm_layer", d=d, hidden=hidden, bidirectional=bidir)
         return [first] + [rest] * (spec.layers - 1)

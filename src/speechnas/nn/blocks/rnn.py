@@ -1,24 +1,39 @@
-"""(B)LSTM encoder: pre-norm residual LSTM layers on packed sequences, so padding never enters
-the recurrence.
+"""(B)LSTM encoder: pre-norm residual LSTM layers; padding never reaches a valid frame.
 
 Each layer is ``x + dropout(proj(LSTM(LayerNorm(x))))`` and the stack ends in a LayerNorm, the
 Transformer's pre-norm layout with an LSTM as the sequence mixer. A plain stack of ``nn.LSTM``
 layers did not learn within the step budgets the search trains at: PyTorch's initialisation
 leaves every layer's output near 0.03 standard deviation whatever its input, so the input's
 signal fades with depth, and 4- and 6-layer stacks sat at 92% dev WER (LSTM) and 100% (BLSTM)
-after 1,000 steps where Conformers and Transformers of the same table reach 25–35%. The norm
+after 1,000 steps where Conformers and Transformers of the same table reach 25-35%. The norm
 gives every layer a unit-scale input and the residual carries the input past it, as in
 residual LSTM acoustic models.
+
+Padding sits after each row's frames, and a forward recurrence never reads ahead, so the
+forward direction runs on the padded batch as it is. The backward direction runs forward over
+each row reversed within its own length (padding still last) and is reversed back. Both are
+exact for the valid frames, and on CPU they train about 2.5 times faster than
+``pack_padded_sequence`` (measured: a 4-layer 192/256 stack, forward and backward, one thread).
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from speechnas.nn.blocks._common import check_dropout, check_positive, zero_padding
 from speechnas.nn.blocks.masks import padding_mask
+
+
+def reverse_within(x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+    """x (B, T, D) with every row's first ``lengths[b]`` frames reversed and its padding left in
+    place; its own inverse. ``lengths`` None: every row is full length."""
+    if lengths is None:
+        return x.flip(1)
+    t = torch.arange(x.shape[1], device=x.device)[None, :]  # (1, T)
+    n = lengths.to(x.device)[:, None]  # (B, 1)
+    index = torch.where(t < n, n - 1 - t, t)  # (B, T)
+    return x.gather(1, index[..., None].expand(-1, -1, x.shape[2]))
 
 
 class LSTMLayer(nn.Module):
@@ -27,7 +42,8 @@ class LSTMLayer(nn.Module):
     def __init__(self, d: int, hidden: int, *, bidirectional: bool, dropout: float) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(d)
-        self.lstm = nn.LSTM(d, hidden, batch_first=True, bidirectional=bidirectional)
+        self.lstm = nn.LSTM(d, hidden, batch_first=True)
+        self.lstm_back = nn.LSTM(d, hidden, batch_first=True) if bidirectional else None
         self.proj = nn.Linear(2 * hidden if bidirectional else hidden, d)
         self.dropout = nn.Dropout(dropout)
 
@@ -42,18 +58,13 @@ class LSTMLayer(nn.Module):
         lengths: torch.Tensor | None,
         state: tuple[torch.Tensor, torch.Tensor] | None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        """The LSTM alone: packed when ``lengths`` is given, so padding never enters it."""
-        if lengths is None:
-            return self.lstm(x, state)
-        t = x.shape[1]
-        # pack_padded_sequence rejects empty rows; a zero-length row runs one frame whose output
-        # the encoder zeroes with the rest of the padding.
-        packed = pack_padded_sequence(
-            x, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False
-        )
-        y, hc = self.lstm(packed, state)
-        y, _ = pad_packed_sequence(y, batch_first=True, total_length=t)
-        return y, hc
+        """The recurrence alone: (B, T, d) → (B, T, hidden · directions) and the forward
+        direction's last (h, c) (``state``: where it starts; None: zeros)."""
+        y, hc = self.lstm(x, state)
+        if self.lstm_back is None:
+            return y, hc
+        back, _ = self.lstm_back(reverse_within(x, lengths))
+        return torch.cat([y, reverse_within(back, lengths)], dim=-1), hc
 
 
 class LSTMEncoder(nn.Module):
