@@ -24,6 +24,7 @@ from speechnas.nn.blocks import (
 )
 from speechnas.nn.blocks.attention import rel_shift, relative_positions
 from speechnas.nn.blocks.conformer import ConformerLayerConfig
+from speechnas.nn.blocks.rnn import reverse_within
 
 D = 16  # d_model
 FEAT = 16  # feature dim
@@ -195,6 +196,15 @@ def test_padding_invariance(case: Case) -> None:
             alone, n = model(x[i : i + 1, : lens[i]], lens[i : i + 1])
             assert n.tolist() == [out[i].item()] and alone.shape[1] == n[0]
             torch.testing.assert_close(y[i, : out[i]], alone[0], atol=1e-5, rtol=1e-5)
+
+
+def test_reverse_within_reverses_each_row_in_its_length_and_undoes_itself() -> None:
+    x = torch.arange(2 * 5, dtype=torch.float32).reshape(2, 5, 1)
+    lens = torch.tensor([3, 5])
+    r = reverse_within(x, lens)
+    assert r[..., 0].tolist() == [[2, 1, 0, 3, 4], [9, 8, 7, 6, 5]]  # padding stays last
+    assert torch.equal(reverse_within(r, lens), x)
+    assert torch.equal(reverse_within(x, None), x.flip(1))
 
 
 def _perturbed_after(x: torch.Tensor, frame: int) -> torch.Tensor:
