@@ -195,15 +195,28 @@ def test_peak_rate_scales_down_with_encoder_width_and_depth(
     trainer.fit()
     saved = json.loads((tmp_path / "run" / "result.json").read_text())
     assert saved["peak_lr"] == trainer.peak_lr
-    assert saved["config"]["optim"]["lr_scale"] == {"d_model": 16, "layers": 1, "power": 0.5}
+    assert saved["config"]["optim"]["lr_scale"] == {
+        "d_model": 16,
+        "layers": 1,
+        "power": 0.5,
+        "encoders": None,
+    }
     assert scaled.fixed(1e-4).peak_lr(512, 12) == 1e-4
     assert scaled.peak_lr(8, 1) == 3e-3 and scaled.peak_lr(32, 2) == pytest.approx(1.5e-3)
+    # a family outside `encoders` keeps the rate whatever its size
+    some = dataclasses.replace(scaled.lr_scale, encoders=("conformer",))
+    only = dataclasses.replace(scaled, lr_scale=some)
+    assert only.peak_lr(32, 2, "cnn") == 3e-3
+    assert only.peak_lr(32, 2, "conformer") == pytest.approx(1.5e-3)
 
 
 def test_a_bad_rate_scale_is_named_before_training(tmp_path: Path) -> None:
     cfg = tmp_path / "c.yaml"
     cfg.write_text("optim: {lr: 0.003, lr_scale: {d_model: 64, power: -1}}\n")
     with pytest.raises(ValueError, match=r"optim.lr_scale.power: -1.0 is not in \[0, 2\]"):
+        load_config(cfg)
+    cfg.write_text("optim: {lr_scale: {encoders: [conformer, mamba]}}\n")
+    with pytest.raises(ValueError, match=r"optim.lr_scale.encoders: \['mamba'\] are not encoder"):
         load_config(cfg)
     cfg.write_text("optim: {lr_scale: {width: 64}}\n")
     with pytest.raises(ValueError, match=r"optim.lr_scale: unknown key\(s\) \['width'\]"):

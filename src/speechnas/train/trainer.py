@@ -178,7 +178,7 @@ class Trainer:
     ) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
         o = self.cfg.optim
         spec = decode(model.arch)  # a supernet's: its largest path, whose loss dominates
-        self.peak_lr = o.peak_lr(spec.d_model, spec.layers)
+        self.peak_lr = o.peak_lr(spec.d_model, spec.layers, spec.encoder)
         decay = [p for n, p in model.named_parameters() if p.dim() > 1]
         no_decay = [p for n, p in model.named_parameters() if p.dim() <= 1]
         optimizer = torch.optim.AdamW(
