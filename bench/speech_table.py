@@ -108,6 +108,16 @@ def _save(path: Path, table: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def _die_with_parent() -> None:
+    """Ends a worker when the build dies (Linux): a build killed alone otherwise leaves its
+    workers training to the end for results nobody reads."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def _train(job: dict[str, Any]) -> dict[str, Any]:
     """One architecture and seed at every fidelity (in a worker process); returns the row."""
     import torch
@@ -174,7 +184,7 @@ def build(args: argparse.Namespace) -> None:
           f"({len(archs)} architectures, seeds 0 and 1 for every {args.seed_every}th)",
           flush=True)  # fmt: skip
     ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(args.workers, maxtasksperchild=1) as pool:
+    with ctx.Pool(args.workers, maxtasksperchild=1, initializer=_die_with_parent) as pool:
         for n, row in enumerate(pool.imap_unordered(_train, jobs), 1):
             table["rows"].append(row)
             _save(out, table)
