@@ -49,8 +49,18 @@ class LSTMLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, T, d), lengths (B,) or None (every row full length) → (B, T, d)."""
-        y, _ = self.recur(self.norm(x), lengths, None)
-        return x + self.dropout(self.proj(y))
+        return self.step(x, lengths, None)[0]
+
+    def step(
+        self,
+        x: torch.Tensor,
+        lengths: torch.Tensor | None,
+        state: tuple[torch.Tensor, torch.Tensor] | None,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """The layer from ``state`` (None: zeros) → its output and the forward direction's
+        last (h, c)."""
+        y, hc = self.recur(self.norm(x), lengths, state)
+        return x + self.dropout(self.proj(y)), hc
 
     def recur(
         self,
@@ -137,9 +147,7 @@ class LSTMEncoder(nn.Module):
             x = self.inp(x)
         hs, cs = [], []
         for i, layer in enumerate(self.layers):
-            state = (states[0][i : i + 1], states[1][i : i + 1])
-            y, (h, c) = layer.recur(layer.norm(x), None, state)
-            x = x + layer.dropout(layer.proj(y))
+            x, (h, c) = layer.step(x, None, (states[0][i : i + 1], states[1][i : i + 1]))
             hs.append(h)
             cs.append(c)
         y = zero_padding(self.norm(x), padding_mask(lengths, x.shape[1]))
