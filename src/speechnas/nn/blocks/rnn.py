@@ -57,24 +57,14 @@ class LSTMLayer(nn.Module):
         lengths: torch.Tensor | None,
         state: tuple[torch.Tensor, torch.Tensor] | None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        """The layer from ``state`` (None: zeros) → its output and the forward direction's
-        last (h, c)."""
-        y, hc = self.recur(self.norm(x), lengths, state)
+        """The layer with its forward direction started from ``state`` (None: zeros) → its
+        output and the forward direction's last (h, c)."""
+        n = self.norm(x)
+        y, hc = self.lstm(n, state)
+        if self.lstm_back is not None:
+            back, _ = self.lstm_back(reverse_within(n, lengths))
+            y = torch.cat([y, reverse_within(back, lengths)], dim=-1)
         return x + self.dropout(self.proj(y)), hc
-
-    def recur(
-        self,
-        x: torch.Tensor,
-        lengths: torch.Tensor | None,
-        state: tuple[torch.Tensor, torch.Tensor] | None,
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        """The recurrence alone: (B, T, d) → (B, T, hidden · directions) and the forward
-        direction's last (h, c) (``state``: where it starts; None: zeros)."""
-        y, hc = self.lstm(x, state)
-        if self.lstm_back is None:
-            return y, hc
-        back, _ = self.lstm_back(reverse_within(x, lengths))
-        return torch.cat([y, reverse_within(back, lengths)], dim=-1), hc
 
 
 class LSTMEncoder(nn.Module):
