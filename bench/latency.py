@@ -17,6 +17,8 @@ precision cost: prints one JSON object.
    from the correction's leave-one-out errors, wider than ±10%), the predictor's share within
    ±10% on the others, the bands' coverage, and the share within ±10% when flagged rows are
    measured (with ``--floor``, by the fresh-process measurement).
+7. ``steal``: the share of the machine's CPU time the hypervisor gave to other guests while
+   the models were measured (each time), which is noise no care inside the machine removes.
 
 Run it by hand on a quiet machine; it takes a while at full size (50 archs: tens of minutes):
 
@@ -38,6 +40,7 @@ import numpy as np
 import torch
 
 from speechnas.hardware import load_target, profile
+from speechnas.hardware.cpu import cpu_ticks, steal_share
 from speechnas.hardware.evaluation import accuracy, measure_archs
 from speechnas.hardware.predictor import LatencyPredictor
 from speechnas.nn.build import build
@@ -213,7 +216,9 @@ def main() -> None:
     if fitting:
         rows = measure_archs(fitting, target, args.seconds, seed=args.seed + 10_000, **measure)
         predictor.fit_correction(rows, vocab_size=args.vocab_size)
+    ticks = cpu_ticks()
     measured = measure_archs(evaluated, target, args.seconds, seed=args.seed, **measure)
+    steal = {"measured": steal_share(ticks, cpu_ticks())}
     corrected = accuracy(predictor, target=target, rows=measured, vocab_size=args.vocab_size)
     scale, offset = predictor.correction
     families = predictor.family_scales
@@ -226,8 +231,10 @@ def main() -> None:
         job = {"archs": [a.to_json() for a in evaluated], "target": args.target,
                "seconds": args.seconds, "seed": args.seed, "vocab_size": args.vocab_size,
                "repeats": args.repeats}  # fmt: skip
+        ticks = cpu_ticks()
         with multiprocessing.get_context("spawn").Pool(1) as pool:
             again = pool.apply(_measure_again, (job,))
+        steal["measured_again"] = steal_share(ticks, cpu_ticks())
         floor = noise_floor(measured, again, corrected["rows"])
     confidence = confidence_report(predictor, corrected["rows"], args.vocab_size, again)
     result = {
@@ -246,6 +253,7 @@ def main() -> None:
         "corrected": summary(corrected),
         "raw_block_sum": summary(raw),
         "noise_floor": floor,
+        "steal": steal,
         "confidence": confidence,
         "ratios": ratios(evaluated[: args.ratio_archs], args.seconds, args),
         "minutes": {
@@ -255,7 +263,8 @@ def main() -> None:
         "rows": [
             {k: r[k] for k in ("key", "seconds", "measured_ms", "predicted_ms")}
             | {"encoder": r["arch"]["encoder"]}
-            for r in corrected["rows"]
+            | ({"measured_again_ms": again[i]["measured_ms"]} if again else {})
+            for i, r in enumerate(corrected["rows"])
         ],
     }
     print(json.dumps(result, indent=1))

@@ -22,7 +22,9 @@ __all__ = [
     "check_precision",
     "cpu_features",
     "cpu_report",
+    "cpu_ticks",
     "missing_features",
+    "steal_share",
 ]
 
 #: The /proc/cpuinfo flags that matter for low-precision matmuls.
@@ -97,3 +99,32 @@ def cpu_report() -> dict[str, str]:
     except (ImportError, AttributeError):  # pragma: no cover - torch is a dependency
         out["torch_cpu_capability"] = "unknown"
     return out
+
+
+def cpu_ticks(stat: str | None = None) -> tuple[int, ...] | None:
+    """The machine's cumulative CPU time counters (the ``cpu`` line of /proc/stat: user, nice,
+    system, idle, iowait, irq, softirq, steal, ...), or None where they cannot be read.
+    ``stat``: the text of a /proc/stat to read instead of this machine's (tests)."""
+    if stat is None:
+        try:
+            stat = Path("/proc/stat").read_text(encoding="ascii", errors="replace")
+        except OSError:
+            return None
+    for line in stat.splitlines():
+        fields = line.split()
+        if fields and fields[0] == "cpu":
+            try:
+                return tuple(int(f) for f in fields[1:])
+            except ValueError:
+                return None
+    return None
+
+
+def steal_share(before: tuple[int, ...] | None, after: tuple[int, ...] | None) -> float | None:
+    """The share of the CPU time between two :func:`cpu_ticks` readings that the hypervisor
+    gave to other guests (``steal``): on a virtual machine, the part of a timing's noise that
+    no care inside the machine removes. None without both readings or a steal counter."""
+    if before is None or after is None or min(len(before), len(after)) < 8:
+        return None
+    spent = sum(after[:8]) - sum(before[:8])  # guest time is already inside user
+    return (after[7] - before[7]) / spent if spent > 0 else None
