@@ -9,7 +9,7 @@ import pytest
 
 from speechnas.data.manifest import load_manifest
 from speechnas.data.synth import engines
-from speechnas.data.synth.corpus import CorpusConfig
+from speechnas.data.synth.corpus import SPLITS, CorpusConfig
 from speechnas.data.synth.engines import EngineUnavailable, FestivalEngine, FliteEngine, get_engine
 from speechnas.data.synth.voice import Voice
 
@@ -112,10 +112,10 @@ def test_synth_command_takes_engines(tmp_path: Path) -> None:
 
     from speechnas.cli import app
 
-    sizes = ["--size", "train=4", "--size", "dev=0", "--size", "test=2"]
-    for s in ("test-noisy", "test-tel", "test-unseen-engine"):
-        sizes += ["--size", f"{s}=0"]
-    args = ["data", "synth", "--out", str(tmp_path), *sizes]
+    sizes = []  # 4 training and 2 test utterances, no other split
+    for s in SPLITS:
+        sizes += ["--size", f"{s}={dict(train=4, test=2).get(s, 0)}"]
+    args = ["data", "synth", "--out", str(tmp_path), "--workers", "1", "--babble-pool", "4", *sizes]
     res = CliRunner().invoke(app, [*args, "--engines", "flite", "--unseen-engine", "none"])
     assert res.exit_code == 0, res.output
     assert "engines: {'flite': 1.0}; unseen engine: none" in res.output
@@ -125,3 +125,5 @@ def test_synth_command_takes_engines(tmp_path: Path) -> None:
     assert bad.exit_code == 2 and "expected auto or ENGINE[=SHARE]" in bad.output
     bad = CliRunner().invoke(app, [*args, "--unseen-engine", "espeak"])
     assert bad.exit_code == 2 and "unseen_engine: 'espeak' is also in engines" in bad.output
+    bad = CliRunner().invoke(app, [*args, "--babble-pool", "0"])
+    assert bad.exit_code == 2 and "babble_pool: expected at least 1 utterance" in bad.output

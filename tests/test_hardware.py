@@ -22,7 +22,7 @@ from speechnas.hardware import builtin_targets, load_target, profile
 from speechnas.hardware.block_modules import block_module
 from speechnas.hardware.blocks import RUN_BLOCK, decompose
 from speechnas.hardware.calibration import fit_length_model
-from speechnas.hardware.evaluation import accuracy
+from speechnas.hardware.evaluation import accuracy, time_in_turn
 from speechnas.hardware.predictor import LatencyPredictor, cache_file
 from speechnas.nn.build import build, feature_config
 from speechnas.space import Arch, load_space
@@ -162,6 +162,17 @@ def test_profile_torch_module() -> None:
     with pytest.raises(ValueError, match="chunk_ms"):  # one 40 ms chunk is too short
         stream = load_target("cpu-ort-stream-1t").replace(chunk_ms=40, left_context_ms=0)
         profile(tiny_model(tiny()), stream.replace(runtime="torch"), seconds=(1.0,), memory=False)
+
+
+@pytest.mark.parametrize("target", ["cpu-ort-1t", "cpu-torch-1t"])
+def test_models_timed_in_turn_round_by_round(target: str) -> None:
+    small, large = tiny(2), tiny(8)
+    quick = load_target(target).replace(warmup=1, repeats=3)
+    times = time_in_turn([small, large], quick, 1.0, vocab_size=VOCAB, rounds=3)
+    assert len(times) == 2 and all(len(t) == 3 and min(t) > 0 for t in times)
+    # eight layers against two: slower in the median of the per-round ratios
+    ratios = sorted(b / a for a, b in zip(*times, strict=True))
+    assert ratios[1] > 1.3
 
 
 # -- predictor -------------------------------------------------------------------------------

@@ -30,8 +30,8 @@ from speechnas.search.study import (
     stale_running,
 )
 
-# Trials long enough (about a second or two each) that a second process can join in time.
-SIX = {"rungs": [{"minutes": 5, "steps": 60}], "candidates": 6}
+# Trials long enough (about two seconds each) that a second process can join in time.
+SIX = {"rungs": [{"minutes": 5, "steps": 25}], "candidates": 6}
 
 
 def _reader(storage: str) -> Callable[..., list[optuna.trial.FrozenTrial]]:

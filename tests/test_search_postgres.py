@@ -19,7 +19,8 @@ from speechnas.data.synth.corpus import CorpusInfo
 from speechnas.search.study import CLAIM_LOCK_KEY, INTERRUPTED, claim_lock, open_study
 
 SLOTS = 6
-FIDELITY = {"rungs": [{"minutes": 5, "steps": 2}], "candidates": SLOTS}
+# Trials of a second or two, so that a worker killed while its trial runs dies mid-trial.
+FIDELITY = {"rungs": [{"minutes": 5, "steps": 25}], "candidates": SLOTS}
 
 
 def _trials(url: str) -> list[optuna.trial.FrozenTrial]:

@@ -174,7 +174,7 @@ def test_a_dead_worker_is_replaced_and_its_slot_run_again(
     """A worker process killed mid-trial (as the kernel does for memory): its trial is marked
     interrupted, a new worker takes its place and the search finishes every slot without a
     ``--resume``."""
-    rung = {"rungs": [{"minutes": 5, "steps": 60}], "candidates": 4}
+    rung = {"rungs": [{"minutes": 5, "steps": 25}], "candidates": 4}
     config = write_search_yaml(tiny_corpus, tmp_path, n_trials=4, fidelity=rung, workers=2)
     proc = _search(config)
     victim: optuna.trial.FrozenTrial | None = None

@@ -120,6 +120,10 @@ def data_synth(
         float,
         typer.Option(help="share of training utterances also through a recording device (0-1)"),
     ] = 0.0,
+    babble_pool: Annotated[
+        int | None,
+        typer.Option(help="utterances per voice group that babble noise is mixed from [48]"),
+    ] = None,
 ) -> None:
     """Generate (or reuse) the built-in synthetic corpus: FLAC audio and JSONL manifests."""
     from speechnas.data.synth.corpus import CorpusConfig, build_corpus
@@ -135,6 +139,7 @@ def data_synth(
             engines=_parse_engines(engines),
             unseen_engine=None if unseen_engine == "none" else unseen_engine,
             train_devices=train_devices,
+            **({} if babble_pool is None else {"babble_pool": babble_pool}),
         )
         info = build_corpus(cfg, out, workers=workers, force=force)
     except (ValueError, EngineUnavailable) as e:

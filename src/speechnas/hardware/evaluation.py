@@ -15,7 +15,7 @@ from speechnas.space import Arch
 if TYPE_CHECKING:
     from speechnas.hardware.predictor import LatencyPredictor
 
-__all__ = ["accuracy", "measure_archs"]
+__all__ = ["accuracy", "measure_archs", "time_in_turn"]
 
 
 def measure_archs(
@@ -65,6 +65,46 @@ def measure_archs(
                 }
             )
     return rows
+
+
+def time_in_turn(
+    archs: Sequence[Mapping[str, Any]],
+    target: Target | str,
+    seconds: float,
+    *,
+    vocab_size: int,
+    rounds: int,
+) -> list[list[float]]:
+    """Median milliseconds of each of ``archs`` at ``seconds``, the models timed in turn for
+    ``rounds`` rounds: ``out[i][r]``. Each model is built (random weights: they do not change a
+    float model's time) and exported once; every round times it in a new session with other
+    random inputs, so a drift of the machine from round to round hits every model alike."""
+    import tempfile
+    from pathlib import Path
+
+    from speechnas.hardware.profiler import profile
+    from speechnas.nn.build import build
+
+    target = load_target(target)
+    models: list[Any] = []
+    for i, arch in enumerate(archs):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(i)
+            models.append(build(Arch(arch), vocab_size=vocab_size).eval())
+    out: list[list[float]] = [[] for _ in models]
+    with tempfile.TemporaryDirectory() as tmp:
+        if target.runtime == "onnxruntime":  # exported once, not once per round
+            from speechnas.export.onnx import export_model
+
+            int8 = target.precision == "int8"
+            models = [export_model(m, Path(tmp) / f"{i}", check=False, int8=int8)
+                      for i, m in enumerate(models)]  # fmt: skip
+        for r in range(rounds):
+            for i, m in enumerate(models):
+                prof = profile(m, target, memory=False, seconds=[seconds], seed=r,
+                               work_dir=Path(tmp) / f"{i}-{r}")  # fmt: skip
+                out[i].append(prof.lengths[0].median_ms)
+    return out
 
 
 def _stats(measured: np.ndarray, predicted: np.ndarray) -> dict[str, float]:

@@ -113,16 +113,12 @@ def _beside(
 ) -> tuple[list[float], list[float]]:
     """Milliseconds of ``arch`` and of ``reference`` (None: ``arch`` alone) on the search's
     target, timed in turn for :data:`PRESET_ROUNDS` rounds."""
-    from speechnas.hardware.evaluation import measure_archs
+    from speechnas.hardware.evaluation import time_in_turn
 
-    model, ref = [], []
-    for r in range(PRESET_ROUNDS):
-        rows = measure_archs([arch] if reference is None else [arch, reference], cfg.target,
-                             [cfg.latency_seconds], vocab_size=vocab, seed=r)  # fmt: skip
-        model.append(float(rows[0]["measured_ms"]))
-        if reference is not None:
-            ref.append(float(rows[1]["measured_ms"]))
-    return model, ref
+    archs = [arch] if reference is None else [arch, reference]
+    times = time_in_turn(archs, cfg.target, cfg.latency_seconds, vocab_size=vocab,
+                         rounds=PRESET_ROUNDS)  # fmt: skip
+    return times[0], times[1] if reference is not None else []
 
 
 def verify_latency(arch: Any, cfg: SearchConfig, vocab: int, model: Any) -> dict[str, Any] | None:

@@ -386,7 +386,8 @@ def run_search(
         f"objectives {list(cfg.objectives)}, " + (f"{how}, " if how else "")
         + f"storage {shown_url(cfg.storage_url)}"
     )  # fmt: skip
-    if busy := busy_cpu_warning(cfg.workers * cfg.train.get("threads", 1)):
+    threads = cfg.workers * cfg.train.get("threads", 1)
+    if driver.budgets_in_minutes() and (busy := busy_cpu_warning(threads)):
         console.print(f"[yellow]warning:[/] {busy}")
     status = console.status("starting") if console.is_terminal else contextlib.nullcontext()
     with status as live:
@@ -516,8 +517,7 @@ def finish(
             f"{cfg.retrain_minutes:g} min on all training data"
             + (f", starting from {init}" if init else "")
         )
-        busy = busy_cpu_warning(cfg.retrain_threads or 1)
-        if busy and not cfg.retrain_steps:
+        if not cfg.retrain_steps and (busy := busy_cpu_warning(cfg.retrain_threads or 1)):
             console.print(f"[yellow]warning:[/] {busy}")
         retrained = retrain(
             selected.arch,

@@ -222,9 +222,8 @@ def retrain(
     if threads is not None:
         base = base.replace(threads=threads)
     base = base.replace(data=dataclasses.replace(base.data, fraction=1.0), init_from=init_from)
-    metrics = run_trial(
-        arch, base=base, fidelity=Fidelity(minutes, 1.0, steps), output_dir=output_dir, seed=seed
-    )
+    fid = Fidelity(minutes, 1.0, steps)
+    metrics = run_trial(arch, base=base, fidelity=fid, output_dir=output_dir, seed=seed, plots=True)
     return {**metrics, "checkpoint": str(Path(output_dir) / "best")}
 
 

@@ -80,12 +80,15 @@ def run_trial(
     seed: int,
     resume_from: str | Path | None = None,
     show_progress: bool = False,
+    plots: bool = False,
 ) -> dict[str, Any]:
     """Trains ``arch`` for ``fidelity`` and returns its metrics.
 
     ``resume_from`` is the output folder of the same architecture at a lower fidelity with the
     same data share: training continues from its last checkpoint instead of starting afresh
-    (successive halving then costs only the extra minutes). Metrics: ``dev_wer``, ``wer:NAME``,
+    (successive halving then costs only the extra minutes). ``plots``: draw the training
+    curves (``training.png``); a search's trials skip them, their ``result.json`` has the
+    curves. Metrics: ``dev_wer``, ``wer:NAME``,
     ``cer:NAME`` and ``rtf:NAME`` per test set (PyTorch eager, the training threads),
     ``params``, ``macs`` (one 5-second utterance), ``train_minutes``, ``steps``, ``stop_reason``,
     ``peak_lr`` (the peak learning rate it trained at, see ``optim.lr_scale``).
@@ -100,7 +103,7 @@ def run_trial(
             if (Path(resume_from) / "best").is_dir():
                 shutil.copytree(Path(resume_from) / "best", out / "best")
     cfg = trial_config(arch, base=base, fidelity=fidelity, output_dir=out, seed=seed)
-    trainer = Trainer.from_config(cfg, show_progress=show_progress)
+    trainer = Trainer.from_config(cfg, show_progress=show_progress, plots=plots)
     result = trainer.fit(resume=True)
     vocab = trainer.tokenizer.vocab_size
     final = trainer.arch  # differs from ``arch`` after a DMAO reallocation

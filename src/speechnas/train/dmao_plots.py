@@ -6,14 +6,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
 import numpy as np
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # after choosing the headless backend
 
 from speechnas.nn.spec import decode
 from speechnas.space.arch import Arch
+from speechnas.train.plots import pyplot
 
 
 def _widths(arch_json: str) -> dict[str, list[int]]:
@@ -33,6 +30,7 @@ def plot_allocation(report: Mapping[str, Any], losses: Sequence[float], path: Pa
     """Bars per layer of heads, convolution (or cgMLP) and feed-forward width before and after
     the reallocation, and the training loss of every step with the reallocation step marked."""
     before, after = _widths(report["arch_before"]), _widths(report["arch_after"])
+    plt = pyplot()
     fig, axes = plt.subplots(1, 4, figsize=(15, 3.6), constrained_layout=True)
     for ax, name in zip(axes, before, strict=False):
         layers = np.arange(1, len(before[name]) + 1)

@@ -6,16 +6,23 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # after choosing the headless backend
+def pyplot() -> Any:
+    """matplotlib's pyplot on the headless backend, imported on first use: a process that
+    trains without drawing (a search's trial workers) does not pay its import."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def plot_training(
     history: Sequence[dict[str, Any]], marks: Sequence[dict[str, Any]], path: Path
 ) -> Path:
     """Loss and dev WER per epoch against training minutes, plus test WERs at the marks."""
+    plt = pyplot()
     fig, (ax_loss, ax_wer) = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
     minutes = [h["minutes"] for h in history]
     ax_loss.plot(minutes, [h["loss"] for h in history], marker="o")

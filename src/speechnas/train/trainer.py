@@ -132,9 +132,11 @@ class Trainer:
         data: TrainingData,
         model: SpeechModel,
         show_progress: bool = True,
+        plots: bool = True,
     ) -> None:
         """``data`` and ``model`` as :meth:`from_config` makes them from ``cfg``; the trainer
-        only trains (``cfg`` gives the seed, optimiser, budget and output folder)."""
+        only trains (``cfg`` gives the seed, optimiser, budget and output folder). ``plots``:
+        draw ``training.png`` at the end (``result.json`` has the same curves either way)."""
         if model.features != data.features:
             raise ValueError(
                 f"model: reads {model.features} features but the datasets give {data.features}"
@@ -147,6 +149,7 @@ class Trainer:
         self.cfg = cfg
         self.out = Path(cfg.output_dir)
         self.show_progress = show_progress
+        self.plots = plots
         self.skipped = data.skipped
         self.tokenizer: Tokenizer = data.tokenizer
         self.features = data.features
@@ -192,7 +195,9 @@ class Trainer:
         return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(o.warmup_steps))
 
     @classmethod
-    def from_config(cls, cfg: TrainConfig, *, show_progress: bool = True) -> Trainer:
+    def from_config(
+        cls, cfg: TrainConfig, *, show_progress: bool = True, plots: bool = True
+    ) -> Trainer:
         """The trainer of ``cfg``: its corpora loaded, the tokenizer built on the training
         texts, and its model (or supernet) created, seeded by ``cfg.seed``."""
         shared = None
@@ -227,7 +232,7 @@ class Trainer:
             )
         else:
             model = build(arch, vocab_size=vocab, dropout=cfg.model.dropout)
-        return cls(cfg, data=data, model=model, show_progress=show_progress)
+        return cls(cfg, data=data, model=model, show_progress=show_progress, plots=plots)
 
     # ----------------------------------------------------------------------------- state
     def meta(self) -> dict[str, Any]:
@@ -527,7 +532,7 @@ class Trainer:
         payload = {**result.to_dict(), "config": self.cfg.to_dict(), "peak_lr": self.peak_lr,
                    "versions": versions()}  # fmt: skip
         (self.out / "result.json").write_text(json.dumps(payload, indent=1, default=str))
-        if self.history:
+        if self.history and self.plots:
             plot_training(self.history, self.marks, self.out / "training.png")
         self._plot_dmao()  # again, with the loss of every step to the end
         return result

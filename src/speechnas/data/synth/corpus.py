@@ -213,6 +213,11 @@ class CorpusConfig:
                     f"unseen_engine: {self.unseen_engine!r} is also in engines; the held-out "
                     "engine must be one no training utterance comes from"
                 )
+        if self.babble_pool < 1:
+            raise ValueError(
+                f"babble_pool: expected at least 1 utterance per voice group to mix babble "
+                f"noise from, got {self.babble_pool}"
+            )
         if not 0.0 <= self.train_devices <= 1.0:
             raise ValueError(f"train_devices: expected a share in [0, 1], got {self.train_devices}")
         lo, hi = self.prosody.vocal_tract
@@ -375,7 +380,10 @@ def _plan(cfg: CorpusConfig, folder: Path) -> list[_Job]:
     return jobs
 
 
+# Each process's babble pools (voice group -> speech), spoken on first need for the config in
+# ``_babble_cfg``: a corpus with no babble noise in a group never speaks that group's pool.
 _babble: dict[str, list[np.ndarray]] = {}
+_babble_cfg: list[CorpusConfig] = []
 
 
 def _speak(requests: list[tuple[str, Voice, int, float]], sample_rate: int) -> list[np.ndarray]:
@@ -393,18 +401,25 @@ def _speak(requests: list[tuple[str, Voice, int, float]], sample_rate: int) -> l
 
 
 def _init_worker(cfg: CorpusConfig) -> None:
-    """Each worker speaks the same babble pools (one per voice group) from the seed."""
-    for group, voices in engine_voices(cfg).items():
-        _babble[group] = []
-        if not voices:
-            continue
+    """Each worker speaks the same babble pools (one per voice group) from the seed, when a
+    job first needs one (:func:`_babble_pool`)."""
+    _babble.clear()
+    _babble_cfg[:] = [cfg]
+
+
+def _babble_pool(group: str) -> list[np.ndarray]:
+    """The babble pool of voice ``group`` (the ``test`` group's where it has no voices)."""
+    (cfg,) = _babble_cfg
+    if group not in _babble:
+        voices = engine_voices(cfg)[group]
         requests = []
-        for j in range(cfg.babble_pool):
+        for j in range(cfg.babble_pool if voices else 0):
             rng = np.random.default_rng([cfg.seed, 202, len(group), j])
             text = make_text("phrases" if cfg.lang == "en" else cfg.task, rng, cfg.lang)
             voice, tract = _draw_voice(rng, cfg, voices)
             requests.append((text, voice, int(rng.integers(2**31)), tract))
         _babble[group] = _speak(requests, cfg.sample_rate)
+    return _babble[group] or (_babble_pool("test") if group != "test" else [])
 
 
 def _finish(cfg: CorpusConfig, job: _Job, x: np.ndarray) -> tuple[str, int, float]:
@@ -414,7 +429,8 @@ def _finish(cfg: CorpusConfig, job: _Job, x: np.ndarray) -> tuple[str, int, floa
             f"{job.voice.engine} produced no audio for {job.text!r} ({job.voice.name})"
         )
     rng = np.random.default_rng([cfg.seed, _split_id(job.split), job.index, 1])
-    babble = _babble[_VOICE_GROUP[job.split]] or _babble["test"]
+    noisy = job.effects.get("noise") == "babble"
+    babble = _babble_pool(_VOICE_GROUP[job.split]) if noisy else None
     x = apply_effects(x, cfg.sample_rate, job.effects, rng, babble)
     peak = float(np.max(np.abs(x))) or 1.0
     x = (x * (job.gain / peak)).astype(np.float32)

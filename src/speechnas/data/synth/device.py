@@ -30,7 +30,6 @@ from collections.abc import Sequence
 import numpy as np
 import soundfile as sf
 import soxr
-from scipy.signal import sosfilt
 
 __all__ = ["CODECS", "DEFAULT_CODECS", "codec", "overdrive", "parametric_eq", "random_eq"]
 
@@ -80,6 +79,8 @@ def parametric_eq(x: np.ndarray, sample_rate: int, bands: Sequence[Sequence[floa
                 "finite gain dB, Q > 0)"
             )
         sos.append(_peaking(freq, gain, q, sample_rate))
+    from scipy.signal import sosfilt  # on first use: scipy.signal is slow to import
+
     return sosfilt(np.stack(sos), a)
 
 

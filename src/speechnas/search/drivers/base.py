@@ -100,6 +100,11 @@ class Driver(ABC):
     def header(self) -> str:
         return ""
 
+    def budgets_in_minutes(self) -> bool:
+        """Whether some training of this search stops on the clock (a rung without ``steps``),
+        so that other processes on the CPU change what it trains."""
+        return any(r.steps is None for r in self.cfg.fidelity.rungs)
+
     def retrain_config(self, base: TrainConfig) -> TrainConfig:
         return base
 

@@ -270,6 +270,9 @@ class Darts(Driver):
     def trial_budget(self) -> int | None:
         return 1 + len(DartsOptions.from_options(self.cfg.strategy.options).etas)
 
+    def budgets_in_minutes(self) -> bool:
+        return True  # its own trainings (the options') may stop on the clock
+
     def header(self) -> str:
         etas = DartsOptions.from_options(self.cfg.strategy.options).etas
         return f"differentiable FFN compression of the seed, η {[f'{e:g}' for e in etas]}"

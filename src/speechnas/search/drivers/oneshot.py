@@ -516,6 +516,9 @@ class OneShot(Driver):
     def trial_budget(self) -> int | None:
         return None  # its trials are the finalists, not n_trials
 
+    def budgets_in_minutes(self) -> bool:
+        return True  # its own trainings (the options') may stop on the clock
+
     def header(self) -> str:
         # Seeds need their own training; the supernet scores only its own paths.
         return "seeds not used by the one-shot search" if self.cfg.seeds else ""
