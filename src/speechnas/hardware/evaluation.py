@@ -77,8 +77,8 @@ def time_in_turn(
 ) -> list[list[float]]:
     """Median milliseconds of each of ``archs`` at ``seconds``, the models timed in turn for
     ``rounds`` rounds: ``out[i][r]``. Each model is built (random weights: they do not change a
-    float model's time) and exported once; every round times it in a new session with other
-    random inputs, so a drift of the machine from round to round hits every model alike."""
+    float model's time) and exported once; every round times it in a new runtime session with
+    other random inputs, so a drift of the machine from round to round hits every model alike."""
     import tempfile
     from pathlib import Path
 
