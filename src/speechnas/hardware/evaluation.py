@@ -32,7 +32,6 @@ def measure_archs(
     """Measured latency of whole models (random weights, seeded): one row per arch and length
     with ``key``, ``arch`` (JSON), ``seconds`` and ``measured_ms``."""
     from speechnas.hardware.profiler import profile
-    from speechnas.nn.build import build
 
     archs = list(archs)
     rows: list[dict[str, Any]] = []
@@ -43,9 +42,7 @@ def measure_archs(
         iterator = tqdm(archs, desc="measuring whole models", leave=False)
     for i, arch in enumerate(iterator):
         arch = Arch(arch)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed + i)
-            model = build(arch, vocab_size=vocab_size).eval()
+        model = _random_model(arch, vocab_size, seed + i)
         prof = profile(
             model,
             target,
@@ -67,6 +64,15 @@ def measure_archs(
     return rows
 
 
+def _random_model(arch: Arch, vocab_size: int, seed: int) -> torch.nn.Module:
+    """``arch`` built with random weights from ``seed`` (the global RNG left as it was)."""
+    from speechnas.nn.build import build
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build(arch, vocab_size=vocab_size).eval()
+
+
 def time_in_turn(
     archs: Sequence[Mapping[str, Any]],
     target: Target | str,
@@ -83,14 +89,9 @@ def time_in_turn(
     from pathlib import Path
 
     from speechnas.hardware.profiler import profile
-    from speechnas.nn.build import build
 
     target = load_target(target)
-    models: list[Any] = []
-    for i, arch in enumerate(archs):
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(i)
-            models.append(build(Arch(arch), vocab_size=vocab_size).eval())
+    models: list[Any] = [_random_model(Arch(a), vocab_size, i) for i, a in enumerate(archs)]
     out: list[list[float]] = [[] for _ in models]
     with tempfile.TemporaryDirectory() as tmp:
         if target.runtime == "onnxruntime":  # exported once, not once per round
