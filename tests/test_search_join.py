@@ -61,7 +61,39 @@ def _wait_for(read: Callable[..., list[Any]], ready: Callable[[list[Any]], bool]
             if ready(trials):
                 return trials
         time.sleep(0.1)
-    raise AssertionError("the search ended (or timed out) before the condition held")
+    if proc.poll() is None:
+        raise AssertionError(f"the condition did not hold within {timeout} s")
+    output, _ = proc.communicate()
+    raise AssertionError(
+        f"the search ended ({proc.returncode}) before the condition held:\n{output}"
+    )
+
+
+def _open_and_report(url: str, answers: Any) -> None:
+    try:
+        open_study(url, "search", 2)
+        answers.put("ok")
+    except Exception as e:  # the test reports whatever a process met
+        answers.put(f"{type(e).__name__}: {e}")
+
+
+def test_processes_opening_one_new_database_at_once_all_get_it(tmp_path: Path) -> None:
+    """A search and a worker joining it (or a reader of its progress) may create the same new
+    database at the same moment; each must get the study, not a collision on its tables."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")  # quick to start: optuna is already imported
+    answers = ctx.Queue()
+    for round_ in range(10):
+        url = f"sqlite:///{tmp_path / f'{round_}.db'}"
+        procs = [ctx.Process(target=_open_and_report, args=(url, answers)) for _ in range(3)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(timeout=120)
+        got = [answers.get(timeout=10) for _ in procs]
+        assert got == ["ok"] * 3, (round_, got)
+        assert len(study_trials(tmp_path / f"{round_}.db")) == 0  # one study, no trials
 
 
 def test_heartbeats_tell_live_trials_from_dead_workers(tmp_path: Path) -> None:

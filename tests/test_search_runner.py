@@ -93,7 +93,11 @@ def test_kill_then_resume_keeps_finished_trials(tiny_corpus: CorpusInfo, tmp_pat
         with contextlib.suppress(*no_study):
             before = [t for t in _trials(folder, poll=True) if t.state.name == "COMPLETE"]
         time.sleep(0.2)
-    assert proc.poll() is None, "the search ended before it could be killed"
+    if proc.poll() is not None:
+        output, _ = proc.communicate()
+        raise AssertionError(
+            f"the search ended ({proc.returncode}) before it could be killed:\n{output}"
+        )
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     killed = _trials(folder)
