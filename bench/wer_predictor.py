@@ -31,6 +31,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from speechnas.search.promote import fit_top_predictor
 from speechnas.search.wer_predictor import Prediction, WerPredictor, encode, rank_quality
 from speechnas.space import SearchSpace, load_space
 from speechnas.versions import versions
@@ -46,6 +47,36 @@ def target_of(fid: dict[str, Any], target: str) -> float:
     return float(fid[target])
 
 
+def by_training_size(x: np.ndarray, lows: np.ndarray, y: np.ndarray, sizes: list[int],
+                     repeats: int, forms: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    """Kendall tau on the architectures left out when ``n`` of them (drawn at random,
+    ``repeats`` times) train the predictor: what promotion in a search sees, whose study holds
+    a few to a few dozen architectures with values at both rungs. ``forms`` maps a name to a
+    function (x_train, y_train, x_test, seed) -> predictions; the lower rung's own WER
+    (``lows``) is the baseline successive halving uses."""
+    from scipy.stats import kendalltau
+
+    def tau(truth: np.ndarray, pred: np.ndarray) -> float:
+        got = float(kendalltau(truth, pred).statistic)
+        return 0.0 if np.isnan(got) else got  # a constant prediction ranks nothing
+
+    out: dict[str, Any] = {}
+    for n in sizes:
+        if n >= len(y) - 5:
+            continue
+        taus: dict[str, list[float]] = {name: [] for name in ("observed", *forms)}
+        rng = np.random.default_rng(n)
+        for rep in range(repeats):
+            order = rng.permutation(len(y))
+            train, test = order[:n], order[n:]
+            taus["observed"].append(tau(y[test], lows[test]))
+            for name, form in forms.items():
+                taus[name].append(tau(y[test], form(x[train], y[train], x[test], rep)))
+        out[str(n)] = {name: {"mean": statistics.fmean(v), "sd": statistics.stdev(v)}
+                       for name, v in taus.items()}  # fmt: skip
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--table", default=str(TABLE))
@@ -55,6 +86,14 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--confidence", type=float, default=0.8)
     ap.add_argument("--vocab", type=int, default=64, help="the table recipe's vocabulary")
+    ap.add_argument(
+        "--sizes",
+        type=int,
+        nargs="*",
+        default=[],
+        help="also score promotion's forms trained on this many architectures",
+    )
+    ap.add_argument("--size-repeats", type=int, default=20)
     args = ap.parse_args()
 
     table = json.loads(Path(args.table).read_text())
@@ -123,6 +162,26 @@ def main() -> None:
         "baselines": {n: agg(v) for n, v in baselines.items()},
         "versions": versions(),
     }  # fmt: skip
+    if args.sizes:
+
+        def form(baseline: int | None) -> Any:
+            def fit_predict(xt: np.ndarray, yt: np.ndarray, xs: np.ndarray, seed: int) -> Any:
+                model = WerPredictor(seed=seed, folds=0, baseline=baseline).fit(xt, yt)
+                return model.predict(xs).median
+
+            return fit_predict
+
+        def chosen(xt: np.ndarray, yt: np.ndarray, xs: np.ndarray, seed: int) -> Any:
+            return fit_top_predictor(xt, yt, seed=seed)[0].predict(xs).median
+
+        forms = {"WER itself": form(None), "the change": form(-1), "chosen": chosen}
+        report["by_training_size"] = {
+            f: by_training_size(feats[f"with curve to {f} steps"],
+                                np.array([target_of(r["fidelities"][f], low_target)
+                                          for r in rows]),
+                                y, args.sizes, args.size_repeats, forms)
+            for f in lower
+        }  # fmt: skip
     print(json.dumps(report, indent=1))
     t = Table(title=f"{args.target} at {top} steps, {len(rows)} architectures, "
                     f"{args.folds}-fold x {args.repeats}")  # fmt: skip
@@ -136,6 +195,16 @@ def main() -> None:
                       f"{a['spearman']['mean']:.3f}", mae,
                       "" if cov is None else f"{cov['mean']:.2f}")  # fmt: skip
     Console().print(t)
+    for f, by_n in report.get("by_training_size", {}).items():
+        t = Table(title=f"Kendall tau of promotion from {f} steps, by architectures trained on "
+                        f"({args.size_repeats} draws each)")  # fmt: skip
+        names = list(next(iter(by_n.values())))
+        t.add_column("trained on", justify="right")
+        for name in names:
+            t.add_column(name, justify="right")
+        for n, row in by_n.items():
+            t.add_row(n, *(f"{row[k]['mean']:.3f} ± {row[k]['sd']:.3f}" for k in names))
+        Console().print(t)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from speechnas.data.synth.corpus import CorpusInfo
 from speechnas.search.config import search_config_from_dict
 from speechnas.search.fidelity import SlotState, promotion_order, rank_scalar
 from speechnas.search.objectives import Scalarizer
-from speechnas.search.promote import MIN_PAIRS, predicted_top
+from speechnas.search.promote import MIN_PAIRS, VALUE_FROM, predicted_top
 from speechnas.search.runner import run_search
 from speechnas.space import Arch, load_space
 
@@ -49,7 +49,7 @@ def test_predicted_rank_promotes_the_late_bloomer(tmp_path: Path) -> None:
     trials, slots = _study(pairs, [(narrow[-1], 0.5), (wide[-1], 0.9)])
     kw = {"objectives": OBJECTIVES, "space": space, "vocab_size": 32, "top_rung": 1, "seed": 0}
     values, predicted = predicted_top(trials, slots, **kw)
-    assert predicted
+    assert predicted == "change"  # few pairs: the trees learn the change from the lower rung
     assert values[0][0] == pytest.approx(0.4, abs=0.05) and values[1][0] == pytest.approx(
         0.2, abs=0.05
     )
@@ -64,7 +64,28 @@ def test_predicted_rank_promotes_the_late_bloomer(tmp_path: Path) -> None:
     few = pairs[: MIN_PAIRS - 1]
     trials, slots = _study(few, [(narrow[-1], 0.5), (wide[-1], 0.9)])
     values, predicted = predicted_top(trials, slots, **kw)
-    assert not predicted and values == [(0.5, 3.0), (0.9, 3.0)]
+    assert predicted is None and values == [(0.5, 3.0), (0.9, 3.0)]
+
+
+def test_with_enough_pairs_the_trees_learn_the_top_value_itself(tmp_path: Path) -> None:
+    (tmp_path / "tiny.yaml").write_text(TINY_SPACE)
+    space = load_space(tmp_path / "tiny.yaml")
+    wide = [a for a in space.enumerate() if a["d_model"] == 32]
+    narrow = [a for a in space.enumerate() if a["d_model"] == 16]
+    # The lower rung says nothing (its values alternate whatever the width); the width decides.
+    half = VALUE_FROM // 2 + 1
+    pairs = [(a, (0.5, 0.9)[i % 2], 0.2) for i, a in enumerate(wide[:half])]
+    pairs += [(a, (0.5, 0.9)[i % 2], 0.4) for i, a in enumerate(narrow[:half])]
+    assert len(pairs) >= VALUE_FROM
+    trials, slots = _study(pairs, [(narrow[-1], 0.5), (wide[-1], 0.9)])
+    kw = {"objectives": OBJECTIVES, "space": space, "vocab_size": 32, "top_rung": 1, "seed": 0}
+    values, predicted = predicted_top(trials, slots, **kw)
+    assert predicted == "value"
+    assert values[0][0] == pytest.approx(0.4, abs=0.02) and values[1][0] == pytest.approx(
+        0.2, abs=0.02
+    )
+    trials, slots = _study(pairs[: VALUE_FROM - 1], [(narrow[-1], 0.5), (wide[-1], 0.9)])
+    assert predicted_top(trials, slots, **kw)[1] == "change"
 
 
 def test_rank_by_is_checked(tiny_corpus: CorpusInfo, tmp_path: Path) -> None:
@@ -88,3 +109,5 @@ def test_a_search_promotes_by_prediction_once_it_has_pairs(
     assert len(promoted) == MIN_PAIRS + 1 and all(t.state.name == "COMPLETE" for t in promoted)
     how = [t.user_attrs["promotion"] for t in promoted]
     assert how == ["observed"] * MIN_PAIRS + ["predicted"]
+    assert promoted[-1].user_attrs["promotion_form"] == "change"
+    assert all("promotion_form" not in t.user_attrs for t in promoted[:-1])

@@ -301,7 +301,7 @@ def claim(ctx: Context, ss: SearchStudy, worker: str) -> Claim | str:
     with claim_lock(ss, ctx.out):
         trials = ss.trials()
         sync = ctx.cfg.fidelity.synchronous
-        decided: list[bool] = []  # whether predictions ranked the promotion
+        decided: list[str | None] = []  # the predictor's form if predictions ranked it
         rank_values = None
         if ctx.cfg.fidelity.rank_by == "predicted":
 
@@ -354,6 +354,8 @@ def claim(ctx: Context, ss: SearchStudy, worker: str) -> Claim | str:
             extra = {"promoted_from": job.promote}
             if decided:
                 extra["promotion"] = "predicted" if decided[-1] else "observed"
+                if decided[-1]:
+                    extra["promotion_form"] = decided[-1]
             if source.get("seeded") is not None:
                 extra["seeded"] = source["seeded"]
         number = open_trial(
