@@ -27,12 +27,15 @@ others.
     .venv/bin/python bench/supernet_rank.py --lr-scale on --variants sandwich2:random_subnets=2
     .venv/bin/python bench/supernet_rank.py --variants "sandwich2:random_subnets=2" \
         "sandwich4:random_subnets=4" --paths 10 --standalone-steps 800 --supernet-steps 1000
+    .venv/bin/python bench/supernet_rank.py --variants "by-choice:random_subnets=2" \
+        "by-arch:random_subnets=2,path_draw=architecture"    # how the random paths are drawn
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import itertools
 import json
 import statistics
@@ -179,7 +182,11 @@ def main(argv: list[str] | None = None) -> int:
             {**options, "threads": args.threads, "supernet_steps": args.supernet_steps,
              "supernet_minutes": 600.0}
         )  # fmt: skip
-        folder = out / f"supernet-{name}-{args.supernet_steps}" / rate
+        # The folder names the supernet's settings too, so a rerun never reuses a supernet
+        # trained otherwise under the same variant name (as when a default changes).
+        spec = json.dumps(dataclasses.asdict(opts.supernet_config()), sort_keys=True)
+        digest = hashlib.sha256(spec.encode()).hexdigest()[:8]
+        folder = out / f"supernet-{name}-{args.supernet_steps}-{digest}" / rate
         CONSOLE.print(f"supernet {name}: {options}, {args.supernet_steps} steps")
         t0 = time.perf_counter()
         trained = train_supernet(tbase, str(space_file), opts, folder, seed=0,

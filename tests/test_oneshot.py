@@ -118,6 +118,9 @@ def test_oneshot_options_are_checked_before_any_work(
     with pytest.raises(ValueError, match=r"strategy.options: unknown \['finalist'\] for oneshot"):
         run_search(bad)
     assert not (Path(cfg.output_dir) / "supernet").exists()
+    draw = cfg.replace(strategy=cfg.strategy.__class__("oneshot", {"path_draw": "deepest"}))
+    with pytest.raises(ValueError, match=r"strategy.options.path_draw: 'deepest' is not one of"):
+        run_search(draw)
     lstm = cfg.replace(
         space="speech-all",
         strategy=cfg.strategy.__class__("oneshot", {"fixed": {"encoder": "lstm"}}),

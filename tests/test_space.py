@@ -147,6 +147,42 @@ def test_sampling_is_uniform_over_architectures() -> None:
     assert chi2 < df + 5 * math.sqrt(2 * df)
 
 
+def test_sampling_by_choice_draws_each_choice_uniformly() -> None:
+    space = nested()
+    rng = random.Random(99)
+    draws = 6000
+    freq = Counter(space.sample(rng, by="choice") for _ in range(draws))
+    assert set(freq) == set(space.enumerate())
+
+    def chance(arch: Arch) -> float:  # each active choice (each layer's) uniform over its values
+        p = 1.0
+        for c in space.choices:
+            if c.name in arch:
+                n = len(arch[c.name]) if c.per_layer else 1
+                p /= len(c.values) ** n
+        return p
+
+    assert sum(chance(a) for a in freq) == pytest.approx(1.0)
+    chi2 = sum((n - draws * chance(a)) ** 2 / (draws * chance(a)) for a, n in freq.items())
+    df = space.count() - 1
+    assert chi2 < df + 5 * math.sqrt(2 * df)
+    with pytest.raises(ValueError, match=r"sample by: 'layer' is not one of"):
+        space.sample(rng, by="layer")
+
+
+def test_by_choice_every_encoder_and_depth_of_speech_all_comes_up() -> None:
+    space = load_space("speech-all")
+    rng = random.Random(0)
+    archs = [space.sample(rng, by="choice") for _ in range(600)]
+    for arch in archs:
+        space.validate(arch.to_json())  # the constraints hold as they do for uniform draws
+    for name in ("encoder", "layers"):
+        counts = Counter(a[name] for a in archs)
+        values = next(c.values for c in space.choices if c.name == name)
+        assert set(counts) == set(values)
+        assert min(counts.values()) > 600 / len(values) / 2, (name, counts)
+
+
 def test_sampling_is_reproducible() -> None:
     space = load_space("speech-all")
     a = [space.sample(random.Random(7)) for _ in range(3)]

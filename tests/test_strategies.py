@@ -91,6 +91,19 @@ def test_the_table_covers_every_registered_strategy() -> None:
         make_strategy("evolution", SYNTHETIC, seed=0, population=0)
 
 
+@pytest.mark.parametrize("name", ["random", "evolution", "predictor"])
+def test_draw_choice_spreads_random_proposals_over_the_families(name: str) -> None:
+    space = load_space("speech-all")
+    with pytest.raises(ValueError, match=r"option draw='layer': expected one of"):
+        make_strategy(name, space, seed=0, draw="layer")
+    families = {}
+    for draw in ("architecture", "choice"):
+        s = make_strategy(name, space, seed=0, draw=draw)
+        families[draw] = {s.propose([], i)["encoder"] for i in range(24)}  # all random draws
+    assert families["architecture"] == {"conformer"}  # the family with the most architectures
+    assert len(families["choice"]) >= 4
+
+
 @pytest.mark.parametrize("space_name", ["conformer-ctc", "speech-all"])
 @pytest.mark.parametrize("name", NAMES)
 def test_valid_new_and_resumable(name: str, space_name: str) -> None:

@@ -146,6 +146,7 @@ def test_sandwich_training_resumes_and_loads(tiny_corpus: CorpusInfo, tmp_path: 
         for x, y in zip(fresh.state_dict().values(), a.state_dict().values(), strict=True)
     )
     assert "supernet" in plain.meta and plain.meta["supernet"]["random_subnets"] == 1
+    assert plain.meta["supernet"]["path_draw"] == a.path_draw == "choice"
 
 
 def test_a_sandwich_step_trains_more_than_the_largest_path() -> None:
@@ -166,3 +167,17 @@ def test_a_sandwich_step_trains_more_than_the_largest_path() -> None:
     assert sandwich.item() > alone.item() > 0
     with pytest.raises(ValueError, match=r"supernet\.distill"):
         SupernetConfig(distill=2.0)
+    with pytest.raises(ValueError, match=r"supernet\.path_draw: 'deepest' is not one of"):
+        SupernetConfig(path_draw="deepest")
+
+
+def test_random_paths_drawn_by_choice_train_every_depth() -> None:
+    space = elastic_space()  # 1-3 layers, a feed-forward width and a kernel per layer
+    depths = {}
+    for draw in ("choice", "architecture"):
+        net = Supernet(space, vocab_size=11, random_subnets=2, path_draw=draw)
+        torch.manual_seed(0)
+        drawn = [a["layers"] for _ in range(150) for a in net.sandwich()[1:]]
+        depths[draw] = [drawn.count(n) / len(drawn) for n in (1, 2, 3)]
+    assert min(depths["choice"]) > 0.25  # a third each
+    assert depths["architecture"][2] > 0.85 and depths["architecture"][0] < 0.05

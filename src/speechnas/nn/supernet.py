@@ -32,7 +32,7 @@ from torch import nn
 
 from speechnas.nn.build import SpeechModel
 from speechnas.nn.decoders.ctc import ctc_greedy_search, ctc_losses
-from speechnas.space import Arch, SearchSpace
+from speechnas.space import SAMPLE_BY, Arch, SearchSpace
 
 #: Choices a supernet path may vary; every other choice of its space has one value.
 ELASTIC = ("d_model", "layers", "heads", "ffn_dim", "conv_kernel")
@@ -155,6 +155,7 @@ class Supernet(SpeechModel):
         dropout: float = 0.1,
         random_subnets: int = 2,
         distill: float = 0.5,
+        path_draw: str = "choice",
     ) -> None:
         self.space = supernet_space(space)  # idempotent on an already fixed subspace
         super().__init__(largest(self.space), vocab_size=vocab_size, dropout=dropout)
@@ -162,10 +163,13 @@ class Supernet(SpeechModel):
             raise ValueError(f"supernet random_subnets: expected >= 0, got {random_subnets}")
         if not 0.0 <= distill <= 1.0:
             raise ValueError(f"supernet distill: {distill} is not in [0, 1]")
+        if path_draw not in SAMPLE_BY:
+            raise ValueError(f"supernet path_draw: {path_draw!r} is not one of {list(SAMPLE_BY)}")
         self.largest = self.arch
         self.smallest = smallest(self.space)
         self.random_subnets = random_subnets
         self.distill = distill
+        self.path_draw = path_draw
         self.dropout_p = dropout
         self.active = self.largest
         self._skeletons: dict[Arch, _Head] = {}  # not submodules: no weights of their own
@@ -177,8 +181,8 @@ class Supernet(SpeechModel):
         return self.active
 
     def sample_active(self, rng: random.Random) -> Arch:
-        """Activates a uniformly drawn architecture of the subspace and returns it."""
-        return self.set_active(self.space.sample(rng))
+        """Activates a random path of the subspace (drawn as ``path_draw`` says) and returns it."""
+        return self.set_active(self.space.sample(rng, by=self.path_draw))
 
     def extract(self, arch: Mapping[str, Any] | None = None) -> SpeechModel:
         """A plain model of the active path (or ``arch``) holding copies of its weights."""
@@ -271,11 +275,13 @@ class Supernet(SpeechModel):
         return total
 
     def sandwich(self) -> list[Arch]:
-        """The students of one step: the smallest path and ``random_subnets`` random ones,
-        drawn from torch's generator (which the trainer seeds per step, so resumable)."""
+        """The students of one step: the smallest path and ``random_subnets`` random ones
+        (drawn as ``path_draw`` says), from torch's generator (which the trainer seeds per step,
+        so resumable)."""
         seed = int(torch.randint(0, 2**62, (1,)).item())
         rng = random.Random(seed)
-        return [self.smallest] + [self.space.sample(rng) for _ in range(self.random_subnets)]
+        draws = [self.space.sample(rng, by=self.path_draw) for _ in range(self.random_subnets)]
+        return [self.smallest, *draws]
 
     @torch.no_grad()
     def decode(

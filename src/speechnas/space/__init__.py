@@ -3,9 +3,10 @@
 from speechnas.space.arch import Arch, Scalar, Value
 from speechnas.space.choice import Choice, Constraint
 from speechnas.space.loading import builtin_spaces, load_space, space_from_yaml
-from speechnas.space.space import SearchSpace, describe
+from speechnas.space.space import SAMPLE_BY, SearchSpace, describe
 
 __all__ = [
+    "SAMPLE_BY",
     "Arch",
     "Choice",
     "Constraint",

@@ -3,7 +3,8 @@
 All of them are one walk in declaration order (`rebuild`): a choice that is inactive given the
 values so far is dropped; an active one keeps its preferred value when that is allowed and still
 has valid completions, and otherwise gets a random value. Controlling choices are drawn weighted by
-their number of completions, so a walk with no preferences is a uniform draw over architectures.
+their number of completions, so a walk with no preferences is a uniform draw over architectures;
+with ``per_choice`` every choice is drawn uniformly over its feasible values instead.
 """
 
 from __future__ import annotations
@@ -21,7 +22,13 @@ def _others(c: Choice, v: object) -> list[Scalar]:
 
 
 def _scalar(
-    tree: Tree, i: int, state: State, pref: Value | None, rng: random.Random, change: bool
+    tree: Tree,
+    i: int,
+    state: State,
+    pref: Value | None,
+    rng: random.Random,
+    change: bool,
+    per_choice: bool = False,
 ) -> Scalar:
     c = tree.choices[i]
     kept = pref is not None and tree.allows(i, pref)
@@ -36,7 +43,7 @@ def _scalar(
             return tree.pick(i, state, rng, exclude=pref)
         if w_pref > 0:
             return pref  # type: ignore[return-value]
-    return tree.pick(i, state, rng)
+    return tree.pick(i, state, rng, per_choice=per_choice)
 
 
 def _layers(
@@ -57,9 +64,12 @@ def rebuild(
     rng: random.Random,
     *,
     change: frozenset[str] = frozenset(),
+    per_choice: bool = False,
 ) -> dict[str, Value]:
     """A valid architecture as close to `prefs` as repair allows; choices in `change` get a new
-    value (a new element in one layer for per-layer choices) where one is feasible."""
+    value (a new element in one layer for per-layer choices) where one is feasible. The values
+    drawn at random are uniform over architectures, or with `per_choice` over each choice's
+    feasible values."""
     state: State = {}
     out: dict[str, Value] = {}
     for i, c in enumerate(tree.choices):
@@ -67,7 +77,7 @@ def rebuild(
             continue
         pref = prefs.get(c.name)
         if c.per_layer is None:
-            v = _scalar(tree, i, state, pref, rng, c.name in change)
+            v = _scalar(tree, i, state, pref, rng, c.name in change, per_choice)
             out[c.name] = v
             if tree.controlling[i]:
                 state[c.name] = v

@@ -106,10 +106,21 @@ class Tree:
             self._wmemo[key] = hit
         return list(hit)
 
-    def pick(self, i: int, state: State, rng: random.Random, *, exclude: object = None) -> Scalar:
-        """A value for controlling choice `i`, weighted by completions (uniform over archs)."""
+    def pick(
+        self,
+        i: int,
+        state: State,
+        rng: random.Random,
+        *,
+        exclude: object = None,
+        per_choice: bool = False,
+    ) -> Scalar:
+        """A value for controlling choice `i`, weighted by completions (uniform over archs), or
+        with ``per_choice`` uniform over the values that have any."""
         values = self.choices[i].values
         weights = self.weights(i, state)
+        if per_choice:
+            weights = [min(w, 1) for w in weights]
         if exclude is not None:
             k = vkey(exclude)
             weights = [0 if vkey(v) == k else w for v, w in zip(values, weights, strict=True)]

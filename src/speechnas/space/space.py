@@ -12,6 +12,8 @@ from speechnas.space.arch import Arch, Value
 from speechnas.space.choice import Choice, Constraint, fmt_values, vkey
 
 _SPACE_KEYS = ("name", "doc", "choices", "constraints")
+#: How :meth:`SearchSpace.sample` draws: uniform over architectures, or per choice.
+SAMPLE_BY = ("architecture", "choice")
 _CHOICE_KEYS = ("name", "values", "when", "per_layer", "doc")
 
 
@@ -210,9 +212,18 @@ class SearchSpace:
             yield Arch(d)
 
     # random variation
-    def sample(self, rng: random.Random) -> Arch:
-        """A draw uniform over all valid architectures."""
-        return Arch(_ops.rebuild(self._tree, {}, rng))
+    def sample(self, rng: random.Random, *, by: str = "architecture") -> Arch:
+        """A random valid architecture: ``by="architecture"`` uniform over all of them, ``by=
+        "choice"`` each active choice uniform over its feasible values, in declaration order.
+
+        The two differ wherever per-layer choices multiply: uniform over architectures, a space
+        whose blocks each choose a width is almost all of its deepest models (the default search
+        space: 83% of 2,000 draws at its 6 layers, one at 2; ``speech-all``: all 2,000 12-layer
+        Conformers), while by choice every depth and encoder family comes up about as often.
+        """
+        if by not in SAMPLE_BY:
+            raise ValueError(f"sample by: {by!r} is not one of {list(SAMPLE_BY)}")
+        return Arch(_ops.rebuild(self._tree, {}, rng, per_choice=by == "choice"))
 
     def mutate(
         self, arch: Mapping[str, Any], rng: random.Random, *, p: float | None = None

@@ -112,6 +112,7 @@ def load_supernet(folder: str | Path) -> LoadedModel:
         dropout=float(plain.meta["config"]["model"]["dropout"]),
         random_subnets=int(spec["random_subnets"]),
         distill=float(spec["distill"]),
+        path_draw=str(spec.get("path_draw", "architecture")),  # older supernets: architecture
     )
     net.load_state_dict(plain.model.state_dict())
     net.eval()

@@ -229,6 +229,7 @@ class Trainer:
                 dropout=cfg.model.dropout,
                 random_subnets=cfg.supernet.random_subnets,
                 distill=cfg.supernet.distill,
+                path_draw=cfg.supernet.path_draw,
             )
         else:
             model = build(arch, vocab_size=vocab, dropout=cfg.model.dropout)
@@ -242,6 +243,7 @@ class Trainer:
                 "space": self.model.space.to_dict(),
                 "random_subnets": self.model.random_subnets,
                 "distill": self.model.distill,
+                "path_draw": self.model.path_draw,
             }
         return {
             **extra,

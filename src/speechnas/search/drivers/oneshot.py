@@ -57,7 +57,7 @@ from speechnas.search.strategies import (
 )
 from speechnas.search.study import INTERRUPTED, SearchStudy, set_attrs
 from speechnas.search.trial import Fidelity, run_trial
-from speechnas.space import Arch, SearchSpace, load_space
+from speechnas.space import SAMPLE_BY, Arch, SearchSpace, load_space
 from speechnas.train.config import SupernetConfig, TrainConfig
 
 if TYPE_CHECKING:
@@ -75,6 +75,7 @@ class OneShotOptions:
     supernet_steps: int | None = None  # an optional step cap (tests; reproducible runs)
     threads: int = 2  # torch threads for the supernet, the scoring and the fine-tuning
     random_subnets: int = 2  # sandwich rule: random paths per step besides largest/smallest
+    path_draw: str = "choice"  # how those are drawn: per choice, or uniform over the paths
     distill: float = 0.5  # weight of in-place distillation for the smaller paths
     fixed: dict[str, Any] = field(default_factory=dict)  # values of the non-elastic choices
     inner: str = "nsga2"  # the strategy proposing paths
@@ -104,6 +105,10 @@ class OneShotOptions:
                 raise ValueError(f"strategy.options.{name}: expected >= 0, got {v!r}")
         if self.inner == "oneshot":
             raise ValueError("strategy.options.inner: a strategy other than oneshot")
+        if self.path_draw not in SAMPLE_BY:
+            raise ValueError(
+                f"strategy.options.path_draw: {self.path_draw!r} is not one of {list(SAMPLE_BY)}"
+            )
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> OneShotOptions:
@@ -111,7 +116,10 @@ class OneShotOptions:
 
     def supernet_config(self) -> SupernetConfig:
         return SupernetConfig(
-            random_subnets=self.random_subnets, distill=self.distill, fixed=dict(self.fixed)
+            random_subnets=self.random_subnets,
+            distill=self.distill,
+            fixed=dict(self.fixed),
+            path_draw=self.path_draw,
         )
 
 

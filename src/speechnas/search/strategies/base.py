@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from speechnas.space import Arch, SearchSpace
+from speechnas.space import SAMPLE_BY, Arch, SearchSpace
 
 Scalarize = Callable[[Sequence[float]], float]
 
@@ -82,6 +82,8 @@ class Strategy(ABC):
         self.scalarize: Scalarize = scalarize or first_objective
         self.options: dict[str, Any] = {**self.defaults, **options}
         self.feasible: Callable[[Arch], bool] | None = None
+        if "draw" in self.defaults and self.options["draw"] not in SAMPLE_BY:
+            raise self._bad("draw", f"expected one of {list(SAMPLE_BY)}")
         self.check_options()
 
     def check_options(self) -> None:  # noqa: B027 - optional hook, not abstract
@@ -101,6 +103,13 @@ class Strategy(ABC):
         if not isinstance(v, int | float) or isinstance(v, bool) or not low <= v <= high:
             raise self._bad(key, f"expected a number in [{low:g}, {high:g}]")
         return float(v)
+
+    def draw(self, rng: random.Random) -> Arch:
+        """A fresh random architecture, drawn as option ``draw`` says: "architecture", uniform
+        over the space's architectures, or "choice", each choice uniform over its values
+        (:meth:`SearchSpace.sample`; in a space with per-layer choices the first is almost
+        always its deepest models)."""
+        return self.space.sample(rng, by=self.options.get("draw", "architecture"))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(seed={self.seed}, {self.options})"

@@ -22,7 +22,9 @@ class Evolution(Strategy):
     """
 
     name = "evolution"
-    defaults: ClassVar[dict[str, Any]] = {"population": 8, "sample": 3, "crossover_prob": 0.2}
+    defaults: ClassVar[dict[str, Any]] = {
+        "population": 8, "sample": 3, "crossover_prob": 0.2, "draw": "architecture",
+    }  # fmt: skip
 
     def check_options(self) -> None:
         self.int_option("population")
@@ -34,7 +36,7 @@ class Evolution(Strategy):
         size = self.options["population"]
         population = self.completed(history)[-size:]
         if index < size or not population:
-            return self.fresh(history, lambda _attempt: self.space.sample(rng))
+            return self.fresh(history, lambda _attempt: self.draw(rng))
         scored = [(self.score(obs.values), obs.arch) for obs in population if obs.values]
         return self.fresh(history, lambda _attempt: self._child(scored, rng))
 

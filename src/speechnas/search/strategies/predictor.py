@@ -34,7 +34,8 @@ class PredictorGuided(Strategy):
 
     name = "predictor"
     defaults: ClassVar[dict[str, Any]] = {"candidates": 128, "min_history": 6, "kappa": 1.0,
-                                          "ensemble": 5, "explore": 0.1}  # fmt: skip
+                                          "ensemble": 5, "explore": 0.1,
+                                          "draw": "architecture"}  # fmt: skip
 
     def check_options(self) -> None:
         self.int_option("candidates")
@@ -54,7 +55,7 @@ class PredictorGuided(Strategy):
         rng = self.rng(index)
         done = self.completed(history)
         if len(done) < self.options["min_history"] or rng.random() < self.options["explore"]:
-            return self.fresh(history, lambda _attempt: self.space.sample(rng))
+            return self.fresh(history, lambda _attempt: self.draw(rng))
         x = np.stack([self._row(o.arch, o.fidelity) for o in done])
         y = [self.score(o.values) for o in done if o.values is not None]
         model = WerPredictor(seed=self.int_seed(index) % 2**31, ensemble=self.options["ensemble"],
@@ -64,7 +65,7 @@ class PredictorGuided(Strategy):
         pool: dict[str, Arch] = {}
         for _ in range(self.options["candidates"]):
             arch = self.fresh([*history, *(Observation(a, None) for a in pool.values())],
-                              lambda _attempt: self.space.sample(rng))  # fmt: skip
+                              lambda _attempt: self.draw(rng))  # fmt: skip
             pool.setdefault(arch.key(), arch)
         archs = list(pool.values())
         pred = model.predict(np.stack([self._row(a, top) for a in archs]))
