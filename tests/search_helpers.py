@@ -82,14 +82,16 @@ def search_process(config: Path, *args: str) -> subprocess.Popen[str]:
 
 
 def study_trials(db: Path, *, poll: bool = False) -> list[Any]:
-    """The trials of study "search" in SQLite file ``db``; ``poll``: read only, without
-    creating the database or its tables (a KeyError while the file does not exist)."""
+    """The trials of study "search" in SQLite file ``db``; ``poll``: opened read only, so the
+    poll never writes while the search makes the file (a KeyError while it does not exist, an
+    Optuna or SQLAlchemy error while its tables or schema stamp are not there yet)."""
     import optuna
 
     if poll and not db.is_file():
         raise KeyError(db)
+    url = f"sqlite:///file:{db}?mode=ro&uri=true" if poll else f"sqlite:///{db}"
     storage = optuna.storages.RDBStorage(
-        f"sqlite:///{db}",
+        url,
         engine_kwargs={"connect_args": {"timeout": 60}},
         skip_table_creation=poll,
     )

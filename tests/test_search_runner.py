@@ -82,9 +82,8 @@ def test_kill_then_resume_keeps_finished_trials(tiny_corpus: CorpusInfo, tmp_pat
     proc = _search(config)
     before: list[optuna.trial.FrozenTrial] = []
     while proc.poll() is None and not before:  # kill -9 once a trial has finished
-        # No study yet: no file, no tables (Optuna reports the missing tables as a commit error),
-        # or the tables half made: this reader and the search both stamping the schema version
-        # can collide (an IntegrityError on alembic_version).
+        # No study yet: no file, no tables or schema stamp yet (the read-only reader cannot
+        # add them; Optuna reports that as a commit error), or the tables half made.
         no_study = (
             KeyError,
             sqlalchemy.exc.SQLAlchemyError,
