@@ -11,7 +11,10 @@ The table holds a sample of a large space, so a proposal is mapped to the tabula
 architecture nearest to it that the search has not tried yet: the architectures' encodings
 (:func:`speechnas.search.wer_predictor.encode`), standardized per column, by Euclidean distance.
 ``random`` draws uniformly from the untried rows instead (random search over the table itself,
-the baseline of the cost ratio). With ``--screen`` every strategy's proposals also pass the
+the baseline of the cost ratio). ``--draw choice`` (or ``both``) makes the strategies with a
+``draw`` option (evolution, predictor) draw their fresh proposals choice by choice rather than
+uniformly over the space's architectures (:meth:`speechnas.space.SearchSpace.sample`).
+With ``--screen`` every strategy's proposals also pass the
 search's screen (:mod:`speechnas.search.screen`): a screened proposal costs nothing, is counted
 as tried, and the strategy proposes again. With ``--halving C,ETA`` the search is successive
 halving over the table's fidelities, as the real search runs: C proposals at the lowest, the
@@ -171,7 +174,7 @@ class Proposer:
     """A strategy's (or uniform) proposals mapped to untried rows, screened when asked."""
 
     def __init__(self, tab: Tabulated, name: str, seed: int, objectives: list[str],
-                 screen_cfg: ScreenConfig | None) -> None:  # fmt: skip
+                 screen_cfg: ScreenConfig | None, draw: str = "architecture") -> None:  # fmt: skip
         import random
 
         self.tab, self.seed, self.screen_cfg = tab, seed, screen_cfg
@@ -179,9 +182,11 @@ class Proposer:
         self.names = ["latency" if o.startswith("latency") else o for o in objectives]
         self.strategy = None
         if name != "random":
+            options = {"draw": draw} if "draw" in STRATEGIES[name].defaults else {}
             self.strategy = make_strategy(
                 name, tab.space, seed=seed, n_objectives=len(objectives),
                 scalarize=lambda v: v[0] + 0.1 * sum(math.log(max(x, 1e-9)) for x in v[1:]),
+                **options,
             )  # fmt: skip
         self.history: list[Observation] = []
         self.tried: set[int] = set()
@@ -233,10 +238,11 @@ def search(
     screen_cfg: ScreenConfig | None,
     halving: Halving | None = None,
     share: float = 0.95,
+    draw: str = "architecture",
 ) -> dict[str, Any]:
     """One search until every row is tried: steps spent and hypervolume (of the rows trained
     to the top fidelity) after each top-fidelity result."""
-    prop = Proposer(tab, name, seed, objectives, screen_cfg)
+    prop = Proposer(tab, name, seed, objectives, screen_cfg, draw)
     top = len(tab.fidelities) - 1
     done: list[int] = []  # rows trained to the top fidelity
     steps, curve = [], []
@@ -312,12 +318,12 @@ _TABLES: dict[tuple[str, tuple[str, ...]], Tabulated] = {}
 
 def _one(path: str, latency: str, objectives: list[str], name: str, seed: int,
          screen_cfg: ScreenConfig | None, halving: Halving | None,
-         share: float) -> dict[str, Any]:  # fmt: skip
+         share: float, draw: str) -> dict[str, Any]:  # fmt: skip
     """One search in a worker process (the table loaded once per process)."""
     key = (path, tuple(objectives))
     if key not in _TABLES:
         _TABLES[key] = Tabulated(Path(path), objectives, Path(latency))
-    return search(_TABLES[key], name, seed, objectives, screen_cfg, halving, share)
+    return search(_TABLES[key], name, seed, objectives, screen_cfg, halving, share, draw)
 
 
 def plot(path: Path, runs: dict[str, list[dict[str, Any]]], best: float, title: str,
@@ -376,6 +382,9 @@ def main() -> None:
     )
     ap.add_argument("--share", type=float, default=0.95,
                     help="the share of the best hypervolume whose cost is reported")  # fmt: skip
+    ap.add_argument("--draw", choices=("architecture", "choice", "both"), default="architecture",
+                    help="how the strategies with a draw option (evolution, predictor) draw "
+                    "fresh proposals: uniform over architectures or per choice")  # fmt: skip
     ap.add_argument("--workers", type=int, default=2, help="searches at a time")
     ap.add_argument("--plot", default=str(PLOT))
     args = ap.parse_args()
@@ -411,20 +420,25 @@ def main() -> None:
         halving = Halving(cand, eta)
         ranks = {"observed": ["observed"], "predicted": ["predicted"],
                  "both": ["observed", "predicted"]}[args.rank_by]  # fmt: skip
+    draws = ["architecture", "choice"] if args.draw == "both" else [args.draw]
     jobs = [
-        (n, on, rb, sd) for n in names for on in modes for rb in ranks for sd in range(args.seeds)
-    ]
+        (n, on, rb, dr, sd) for n in names for on in modes for rb in ranks
+        for dr in (draws if n != "random" and "draw" in STRATEGIES[n].defaults else draws[:1])
+        for sd in range(args.seeds)
+    ]  # fmt: skip
     work = [
         (args.table, args.latency, objectives, n, sd, screen_cfg if on else None,
          None if halving is None else Halving(halving.candidates, halving.eta, rb or "observed"),
-         args.share)
-        for n, on, rb, sd in jobs
+         args.share, dr)
+        for n, on, rb, dr, sd in jobs
     ]  # fmt: skip
     with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
         done = pool.starmap(_one, work)
     runs: dict[str, list[dict[str, Any]]] = {}
-    for (name, on, rb, _), r in zip(jobs, done, strict=True):
+    for (name, on, rb, dr, _), r in zip(jobs, done, strict=True):
         label = name + ("+screen" if on else "") + ("+predicted-rank" if rb == "predicted" else "")
+        drawn = name != "random" and "draw" in STRATEGIES[name].defaults  # random: the rows
+        label += "+draw-choice" if dr == "choice" and drawn else ""
         runs.setdefault(label, []).append(r)
 
     def mean_cost(rs: list[dict[str, Any]]) -> float | None:
