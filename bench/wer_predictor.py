@@ -13,10 +13,15 @@ is predicted by a model that never saw it. Rows compared:
   parameter count alone (bigger is better), as baselines.
 
 Prints JSON and a table: Kendall tau, Spearman, MAE and the interval's coverage per row
-(mean and sd over the repeats).
+(mean and sd over the repeats). ``--sizes N ...`` adds what promotion by prediction sees: the
+predictor trained on only N architectures (drawn at random, ``--size-repeats`` times) ranks the
+rest, learning the WER itself, the change from the lower fidelity's WER, or as
+:func:`speechnas.search.promote.fit_top_predictor` chooses ("the rule"), against the lower
+fidelity's own WER.
 
     .venv/bin/python bench/wer_predictor.py
     .venv/bin/python bench/wer_predictor.py --target mean --folds 5 --repeats 5
+    .venv/bin/python bench/wer_predictor.py --sizes 5 10 15 20 30 45 60 90
 """
 
 from __future__ import annotations
@@ -174,7 +179,7 @@ def main() -> None:
         def chosen(xt: np.ndarray, yt: np.ndarray, xs: np.ndarray, seed: int) -> Any:
             return fit_top_predictor(xt, yt, seed=seed)[0].predict(xs).median
 
-        forms = {"WER itself": form(None), "the change": form(-1), "chosen": chosen}
+        forms = {"WER itself": form(None), "the change": form(-1), "the rule": chosen}
         report["by_training_size"] = {
             f: by_training_size(feats[f"with curve to {f} steps"],
                                 np.array([target_of(r["fidelities"][f], low_target)

@@ -73,7 +73,7 @@ def test_with_enough_pairs_the_trees_learn_the_top_value_itself(tmp_path: Path) 
     wide = [a for a in space.enumerate() if a["d_model"] == 32]
     narrow = [a for a in space.enumerate() if a["d_model"] == 16]
     # The lower rung says nothing (its values alternate whatever the width); the width decides.
-    half = VALUE_FROM // 2 + 1
+    half = (VALUE_FROM + 1) // 2  # the tiny space has 16 of each width; two are candidates
     pairs = [(a, (0.5, 0.9)[i % 2], 0.2) for i, a in enumerate(wide[:half])]
     pairs += [(a, (0.5, 0.9)[i % 2], 0.4) for i, a in enumerate(narrow[:half])]
     assert len(pairs) >= VALUE_FROM
