@@ -13,9 +13,9 @@ and the top-rung value itself from ``VALUE_FROM`` pairs on. Measured on the benc
 150 architectures (``bench/wer_predictor.py --sizes``, 20 random training sets per size),
 promoting from 400 to 1,000 steps, Kendall tau on the held-out architectures: trained on 15,
 the change 0.43 and the value 0.37; on 30, 0.47 and 0.48; on 60, 0.52 and 0.56; on 90, 0.53
-and 0.58. (At 103 architectures the value already led from 15 on: a threshold fitted to one
+and 0.58. (At about 100 architectures the value already led from 15 on: a threshold fitted to one
 state of the table moves, so it sits where the value form never did worse in either.) The
-lower rung's own WER ranked at 0.46 at every size, better than either form below 30 pairs;
+lower rung's own WER ranked at 0.44-0.48 at every size, better than either form below 30 pairs;
 from 150 steps, still in CTC's blank phase, it ranked at -0.10 and the predictions at 0.17
 (10 pairs) to 0.56 (90). Other objectives
 (latency, size) do not change with training and are kept. The vectors are then ranked as
