@@ -13,10 +13,10 @@ architecture nearest to it that the search has not tried yet: the architectures'
 ``random`` draws uniformly from the untried rows instead (random search over the table itself,
 the baseline of the cost ratio). ``--draw choice`` (or ``both``) makes the strategies with a
 ``draw`` option (evolution, predictor) draw their fresh proposals choice by choice rather than
-uniformly over the space's architectures (:meth:`speechnas.space.SearchSpace.sample`).
-With ``--screen`` every strategy's proposals also pass the
-search's screen (:mod:`speechnas.search.screen`): a screened proposal costs nothing, is counted
-as tried, and the strategy proposes again. With ``--halving C,ETA`` the search is successive
+uniformly over the space's architectures (:meth:`speechnas.space.SearchSpace.sample`). With
+``--screen`` every strategy's proposals also pass the search's screen
+(:mod:`speechnas.search.screen`): a screened proposal costs nothing, is counted as tried, and
+the strategy proposes again. With ``--halving C,ETA`` the search is successive
 halving over the table's fidelities, as the real search runs: C proposals at the lowest, the
 best 1/ETA of them (by dev WER) continued to each next fidelity, paying only the extra steps;
 ``--rank-by predicted`` ranks them by dev WER predicted at the top fidelity instead
