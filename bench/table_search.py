@@ -421,10 +421,13 @@ def main() -> None:
         ranks = {"observed": ["observed"], "predicted": ["predicted"],
                  "both": ["observed", "predicted"]}[args.rank_by]  # fmt: skip
     draws = ["architecture", "choice"] if args.draw == "both" else [args.draw]
+
+    def drawn(n: str) -> bool:  # whether --draw applies (random here draws the table's rows)
+        return n != "random" and "draw" in STRATEGIES[n].defaults
+
     jobs = [
         (n, on, rb, dr, sd) for n in names for on in modes for rb in ranks
-        for dr in (draws if n != "random" and "draw" in STRATEGIES[n].defaults else draws[:1])
-        for sd in range(args.seeds)
+        for dr in (draws if drawn(n) else draws[:1]) for sd in range(args.seeds)
     ]  # fmt: skip
     work = [
         (args.table, args.latency, objectives, n, sd, screen_cfg if on else None,
@@ -437,8 +440,7 @@ def main() -> None:
     runs: dict[str, list[dict[str, Any]]] = {}
     for (name, on, rb, dr, _), r in zip(jobs, done, strict=True):
         label = name + ("+screen" if on else "") + ("+predicted-rank" if rb == "predicted" else "")
-        drawn = name != "random" and "draw" in STRATEGIES[name].defaults  # random: the rows
-        label += "+draw-choice" if dr == "choice" and drawn else ""
+        label += "+draw-choice" if dr == "choice" and drawn(name) else ""
         runs.setdefault(label, []).append(r)
 
     def mean_cost(rs: list[dict[str, Any]]) -> float | None:
