@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from _jobs import map_jobs
+
 from speechnas.search.select import retrain
 from speechnas.space import Arch
 from speechnas.train.config import TrainConfig
@@ -71,8 +73,6 @@ def train_on_corpora(
 ) -> dict[str, list[dict[str, Any]]]:
     """``arch`` trained once per seed on each corpus (name -> its split manifests), scored on
     ``tests``; cached under ``out/<name>-<arch key>/seed<N>``. Name -> results in seed order."""
-    import multiprocessing
-
     jobs = [
         {"config": config, "arch": arch.to_json(), "seed": seed, "steps": steps,
          "threads": threads, "tests": dict(tests), "label": name,
@@ -80,8 +80,7 @@ def train_on_corpora(
          "out": str(out / f"{name}-{arch.hash()[:8]}" / f"seed{seed}")}
         for name, splits in manifests.items() for seed in seeds
     ]  # fmt: skip
-    with multiprocessing.get_context("spawn").Pool(workers) as pool:
-        done = pool.map(train_job, jobs, chunksize=1)
+    done = map_jobs(train_job, jobs, workers)
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in manifests}
     for job, res in zip(jobs, done, strict=True):
         runs[job["label"]].append(res)

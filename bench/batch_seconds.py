@@ -18,12 +18,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import multiprocessing
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _jobs import map_jobs
 
 
 def train_one(job: dict[str, Any]) -> dict[str, Any]:
@@ -83,8 +83,7 @@ def main() -> None:
          "out": str(Path(args.out) / f"b{b:g}-m{args.minutes:g}" / f"seed{s}")}
         for s in args.seeds for b in args.batch_seconds
     ]  # fmt: skip
-    with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
-        rows = pool.map(train_one, jobs, chunksize=1)
+    rows = map_jobs(train_one, jobs, args.workers)
     summary = []
     for b in args.batch_seconds:
         mine = [r for r in rows if r["batch_seconds"] == b]

@@ -18,13 +18,13 @@ import argparse
 import dataclasses
 import json
 import logging
-import multiprocessing
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _jobs import map_jobs
 
 from speechnas.cli import default_config_path
 from speechnas.data.loading import load_utterances
@@ -203,9 +203,7 @@ def main() -> None:
     )
     jobs = _jobs(args, base)
     start = time.perf_counter()
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(args.workers) as pool:
-        runs = pool.map(_run, jobs, chunksize=1)
+    runs = map_jobs(_run, jobs, args.workers)
     # the test sets every run scored (runs cached before a split was added lack it)
     scored = set.intersection(*(set(r["wer"]) for r in runs))
     refs = {

@@ -21,7 +21,6 @@ import argparse
 import dataclasses
 import json
 import logging
-import multiprocessing
 import random
 import sys
 import time
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _jobs import map_jobs
 from scipy.stats import kendalltau, spearmanr
 
 from speechnas.search.config import default_search_path, load_search_config
@@ -103,10 +103,9 @@ def main() -> None:
         for key, a in archs.items()
     ]  # fmt: skip
     start = time.perf_counter()
-    with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
-        rung_rows = pool.map(_rungs, jobs, chunksize=1)
-        rung_minutes = (time.perf_counter() - start) / 60
-        finals = pool.map(_final, jobs, chunksize=1)
+    rung_rows = map_jobs(_rungs, jobs, args.workers)
+    rung_minutes = (time.perf_counter() - start) / 60
+    finals = map_jobs(_final, jobs, args.workers)
     tests = sorted(k.removeprefix("wer:") for k in finals[0] if k.startswith("wer:"))
     table = []
     for key, rr, fin in zip(archs, rung_rows, finals, strict=True):
