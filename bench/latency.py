@@ -2,11 +2,14 @@
 precision cost: prints one JSON object.
 
 1. Calibrates the building blocks of every architecture below on ``--target`` (isolated
-   blocks only; no whole model is timed for this).
+   blocks only; no whole model is timed for this), in ``--passes`` passes over all blocks
+   (each block's least median over them).
 2. Fits the whole-model correction on ``--correction`` architectures drawn with another seed.
 3. Measures ``--archs`` architectures drawn from ``--space`` (seeded) at each of ``--seconds``
    and compares with the predictions, raw (block sum) and corrected: share within ±10 %,
    Spearman's rho, MAPE, overall and per length. None of these archs fit the correction.
+   Every whole model is timed in ``--rounds`` rounds, the models in turn, and its latency is
+   the least of its per-round medians (``rounds_ms`` in the rows keeps them all).
 4. For ``--ratio-archs`` of them: ONNX Runtime float32, ONNX Runtime int8 and PyTorch eager
    latency, measured one after the other in this run, as ratios to float32.
 5. With ``--floor``: the measurement's own noise floor. The same architectures are measured
@@ -40,8 +43,9 @@ import numpy as np
 import torch
 
 from speechnas.hardware import load_target, profile
+from speechnas.hardware.calibration import PASSES
 from speechnas.hardware.cpu import cpu_ticks, steal_share
-from speechnas.hardware.evaluation import accuracy, measure_archs
+from speechnas.hardware.evaluation import ROUNDS, accuracy, measure_archs
 from speechnas.hardware.predictor import LatencyPredictor
 from speechnas.nn.build import build
 from speechnas.space import Arch, load_space
@@ -91,7 +95,8 @@ def _measure_again(job: dict[str, Any]) -> list[dict[str, Any]]:
     torch.set_num_threads(1)
     archs = [Arch.from_json(a) for a in job["archs"]]
     return measure_archs(archs, job["target"], job["seconds"], seed=job["seed"],
-                         vocab_size=job["vocab_size"], repeats=job["repeats"])  # fmt: skip
+                         vocab_size=job["vocab_size"], repeats=job["repeats"],
+                         rounds=job["rounds"])  # fmt: skip
 
 
 def _within(a: np.ndarray, b: np.ndarray) -> float:
@@ -197,6 +202,10 @@ def main() -> None:
     ap.add_argument("--per-encoder", action="store_true", help="draw encoder families in turn")
     ap.add_argument("--vocab-size", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=None, help="default: the target's")
+    ap.add_argument("--passes", type=int, default=PASSES, help="calibration passes")
+    ap.add_argument("--rounds", type=int, default=ROUNDS,
+                    help="rounds every whole model is timed in, the models in turn; its "
+                    "latency is the least of its per-round medians")  # fmt: skip
     ap.add_argument("--cache", default=None, help="calibration cache folder (default: none)")
     ap.add_argument("--floor", action="store_true", help="measure again in a fresh process")
     ap.add_argument("--floor-gap", type=float, default=2.0, help="minutes before that")
@@ -209,10 +218,11 @@ def main() -> None:
     fitting = draw(args.space, args.correction, args.seed + 10_000, args.per_encoder)
     predictor = LatencyPredictor.calibrate(
         target, [*evaluated, *fitting], vocab_size=args.vocab_size, cache=args.cache,
-        repeats=args.repeats, progress=True,
+        repeats=args.repeats, passes=args.passes, progress=True,
     )  # fmt: skip
     calibrated = time.perf_counter()
-    measure = {"vocab_size": args.vocab_size, "repeats": args.repeats, "progress": True}
+    measure = {"vocab_size": args.vocab_size, "repeats": args.repeats, "rounds": args.rounds,
+               "progress": True}  # fmt: skip
     if fitting:
         rows = measure_archs(fitting, target, args.seconds, seed=args.seed + 10_000, **measure)
         predictor.fit_correction(rows, vocab_size=args.vocab_size)
@@ -230,7 +240,7 @@ def main() -> None:
         time.sleep(60 * args.floor_gap)
         job = {"archs": [a.to_json() for a in evaluated], "target": args.target,
                "seconds": args.seconds, "seed": args.seed, "vocab_size": args.vocab_size,
-               "repeats": args.repeats}  # fmt: skip
+               "repeats": args.repeats, "rounds": args.rounds}  # fmt: skip
         ticks = cpu_ticks()
         with multiprocessing.get_context("spawn").Pool(1) as pool:
             again = pool.apply(_measure_again, (job,))
@@ -243,6 +253,8 @@ def main() -> None:
         "seed": args.seed,
         "archs": len(evaluated),
         "seconds": args.seconds,
+        "rounds": args.rounds,
+        "passes": args.passes,
         "blocks": len(predictor.fits),
         "correction": {
             "scale": scale,
@@ -261,9 +273,16 @@ def main() -> None:
             "total": (time.perf_counter() - started) / 60,
         },
         "rows": [
-            {k: r[k] for k in ("key", "seconds", "measured_ms", "predicted_ms")}
+            {k: r[k] for k in ("key", "seconds", "measured_ms", "rounds_ms", "predicted_ms")}
             | {"encoder": r["arch"]["encoder"]}
-            | ({"measured_again_ms": again[i]["measured_ms"]} if again else {})
+            | (
+                {
+                    "measured_again_ms": again[i]["measured_ms"],
+                    "again_rounds_ms": again[i]["rounds_ms"],
+                }
+                if again
+                else {}
+            )
             for i, r in enumerate(corrected["rows"])
         ],
     }

@@ -32,13 +32,13 @@ import argparse
 import dataclasses
 import json
 import logging
-import multiprocessing
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _jobs import map_jobs
 from _retrain import trained
 
 from speechnas.data.loading import load_utterances
@@ -96,7 +96,7 @@ def _latency_rounds(
     for r in range(rounds):
         for label, arch in models.items():
             (row,) = measure_archs([arch], cfg.target, [cfg.latency_seconds],
-                                   vocab_size=vocab[label], seed=r)  # fmt: skip
+                                   vocab_size=vocab[label], seed=r, rounds=1)  # fmt: skip
             out[label].append(float(row["measured_ms"]))
     return out
 
@@ -167,8 +167,7 @@ def main() -> None:
         for label, arch in models.items() for seed in seeds
     ]  # fmt: skip
     start = time.perf_counter()
-    with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
-        done = pool.map(_train, jobs, chunksize=1)
+    done = map_jobs(_train, jobs, args.workers)
     train_minutes = (time.perf_counter() - start) / 60
     runs: dict[str, list[dict[str, Any]]] = {label: [] for label in models}
     for job, res in zip(jobs, done, strict=True):

@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import multiprocessing
 import os
 import random
 import shutil
@@ -51,6 +50,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _jobs import jobs_as_done
 from rich.console import Console
 from rich.table import Table
 
@@ -106,16 +106,6 @@ def _save(path: Path, table: dict[str, Any]) -> None:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(table, indent=1) + "\n", encoding="utf-8")
     os.replace(tmp, path)
-
-
-def _die_with_parent() -> None:
-    """Ends a worker when the build dies (Linux): a build killed alone otherwise leaves its
-    workers training to the end for results nobody reads."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
-
-        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _train(job: dict[str, Any]) -> dict[str, Any]:
@@ -183,17 +173,15 @@ def build(args: argparse.Namespace) -> None:
     print(f"{len(table['rows'])} rows in {out}; {len(jobs)} trainings to go "
           f"({len(archs)} architectures, seeds 0 and 1 for every {args.seed_every}th)",
           flush=True)  # fmt: skip
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(args.workers, maxtasksperchild=1, initializer=_die_with_parent) as pool:
-        for n, row in enumerate(pool.imap_unordered(_train, jobs), 1):
-            table["rows"].append(row)
-            _save(out, table)
-            top = row["fidelities"].get(str(steps[-1]), {})
-            wer = top.get("wer:test")
-            print(f"[{n}/{len(jobs)}] {row['family']:11s} {row['hash']} seed {row['seed']}: "
-                  f"{row['params'] / 1e6 if 'params' in row else float('nan'):.2f} M, test WER "
-                  f"{'-' if wer is None else f'{100 * wer:.2f}%'} after {steps[-1]} steps, "
-                  f"{row['wall_seconds'] / 60:.1f} min", flush=True)  # fmt: skip
+    for n, (_, row) in enumerate(jobs_as_done(_train, jobs, args.workers, one_each=True), 1):
+        table["rows"].append(row)
+        _save(out, table)
+        top = row["fidelities"].get(str(steps[-1]), {})
+        wer = top.get("wer:test")
+        print(f"[{n}/{len(jobs)}] {row['family']:11s} {row['hash']} seed {row['seed']}: "
+              f"{row['params'] / 1e6 if 'params' in row else float('nan'):.2f} M, test WER "
+              f"{'-' if wer is None else f'{100 * wer:.2f}%'} after {steps[-1]} steps, "
+              f"{row['wall_seconds'] / 60:.1f} min", flush=True)  # fmt: skip
 
 
 def _p90(v: list[float]) -> float:
@@ -287,7 +275,7 @@ def latency(args: argparse.Namespace) -> None:
             order = [("reference", ref), *batch]
             random.Random(rnd).shuffle(order)
             rows = measure_archs([a for _, a in order], args.target, [args.seconds],
-                                 vocab_size=vocab, seed=rnd)  # fmt: skip
+                                 vocab_size=vocab, seed=rnd, rounds=1)  # fmt: skip
             got = {h: float(row["measured_ms"]) for (h, _), row in zip(order, rows, strict=True)}
             for h, _ in batch:
                 ms[h].append(got[h])

@@ -19,10 +19,11 @@ from typer.testing import CliRunner
 from speechnas.cli import app
 from speechnas.export.onnx import export_model
 from speechnas.hardware import builtin_targets, load_target, profile
+from speechnas.hardware.backends import backend_for_target
 from speechnas.hardware.block_modules import block_module
 from speechnas.hardware.blocks import RUN_BLOCK, decompose
-from speechnas.hardware.calibration import fit_length_model
-from speechnas.hardware.evaluation import accuracy, time_in_turn
+from speechnas.hardware.calibration import _least, fit_length_model, measure_blocks
+from speechnas.hardware.evaluation import accuracy, measure_archs, time_in_turn
 from speechnas.hardware.predictor import LatencyPredictor, cache_file
 from speechnas.nn.build import build, feature_config
 from speechnas.space import Arch, load_space
@@ -175,6 +176,45 @@ def test_models_timed_in_turn_round_by_round(target: str) -> None:
     assert ratios[1] > 1.3
 
 
+def test_measured_latency_is_the_least_of_its_rounds() -> None:
+    quick = load_target("cpu-ort-1t").replace(warmup=1, repeats=2)
+    rows = measure_archs([tiny(2), tiny(6)], quick, (1.0, 2.0), vocab_size=VOCAB, rounds=3)
+    assert [(r["key"], r["seconds"]) for r in rows] == [
+        (a.hash(), s) for a in (tiny(2), tiny(6)) for s in (1.0, 2.0)
+    ]
+    for r in rows:
+        assert len(r["rounds_ms"]) == 3 and min(r["rounds_ms"]) > 0
+        assert r["measured_ms"] == min(r["rounds_ms"])
+    (once,) = measure_archs([tiny(2)], quick, (1.0,), vocab_size=VOCAB, rounds=1)
+    assert once["rounds_ms"] == [once["measured_ms"]]
+    with pytest.raises(ValueError, match="rounds: 0"):
+        measure_archs([tiny(2)], quick, (1.0,), vocab_size=VOCAB, rounds=0)
+
+
+def test_calibration_times_every_block_once_per_pass(tmp_path: Path) -> None:
+    target = load_target("cpu-ort-1t")
+    blocks = sorted({u.block for u in decompose(tiny(2), vocab_size=VOCAB)}, key=str)[:3]
+    seen: list[str] = []
+    fits = measure_blocks(blocks, target, backend_for_target(target), tmp_path, warmup=0,
+                          repeats=2, passes=2, progress=lambda b: seen.append(b.key))  # fmt: skip
+    assert seen == [b.key for b in blocks] * 2  # a pass over all blocks, then another
+    assert set(fits) == {b.key for b in blocks}
+    assert all(min(f.ms) > 0 and min(f.warm_ms) > 0 for f in fits.values())
+    with pytest.raises(ValueError, match="passes: 0"):
+        measure_blocks(blocks, target, backend_for_target(target), tmp_path, warmup=0,
+                       repeats=1, passes=0)  # fmt: skip
+
+
+def test_of_two_passes_each_length_keeps_the_runs_of_the_faster_one() -> None:
+    import numpy as np
+
+    a = np.array([[1.0, 5.0, 9.0], [1.2, 5.2, 9.4]])  # (repeats, lengths)
+    b = np.array([[2.0, 4.0, 9.1], [2.2, 4.2, 9.3]])  # faster at the second length only
+    got = _least(a, b)
+    assert got[:, 0].tolist() == [1.0, 1.2] and got[:, 1].tolist() == [4.0, 4.2]
+    assert got[:, 2].tolist() == [9.0, 9.4]  # equal medians: the first pass's runs
+
+
 # -- predictor -------------------------------------------------------------------------------
 
 
@@ -229,6 +269,9 @@ def test_predictor_calibrate_save_load_predict(tmp_path: Path) -> None:
     for s in (1.0, 2.0, 8.0):
         p_small = predictor.predict(small, s, VOCAB)
         assert 0 < p_small < predictor.predict(large, s, VOCAB)
+        parts = predictor.raw_parts(large, s, VOCAB)  # the block sum by kind
+        assert {"run", "mhsa", "ffn", "convmod"} <= set(parts) and min(parts.values()) >= 0
+        assert sum(parts.values()) == pytest.approx(predictor.raw_ms(large, s, VOCAB))
     # The table is cached under the target's name and round-trips through JSON.
     path = cache_file(load_target("cpu-ort-1t"), tmp_path)
     assert path.is_file()

@@ -35,13 +35,26 @@ from speechnas.hardware.blocks import Block
 from speechnas.hardware.stream_blocks import CHUNK_AXIS, stream_block_module
 from speechnas.hardware.target import Target
 
-__all__ = ["FLUSH_BYTES", "GRIDS", "BlockFit", "fit_length_model", "lengths_of", "measure_blocks"]
+__all__ = [
+    "FLUSH_BYTES",
+    "GRIDS",
+    "PASSES",
+    "BlockFit",
+    "fit_length_model",
+    "lengths_of",
+    "measure_blocks",
+]
 
 #: Bytes written before every timed block run: a few times the private L2 of current x86 and
 #: Arm cores (1-2 MiB), far below their shared L3.
 FLUSH_BYTES = 4 * 2**20
 #: Largest relative miss of a block's fit before the block is timed again.
 REMEASURE_ERROR = 0.15
+#: Passes over all blocks a calibration makes. A burst of contention on a shared machine slows
+#: every block timed during it by tens of percent, so one pass leaves some blocks inflated;
+#: the least of two passes' medians (each per length and cache state) is the block without the
+#: burst unless both passes met one.
+PASSES = 2
 
 #: Calibration lengths per axis: encoder frames cover 2 s at subsampling 8 (25 frames) to
 #: 25 s at 4 (625); input frames and samples cover 0.6 to 20 s.
@@ -237,28 +250,58 @@ def measure_blocks(
     warmup: int,
     repeats: int,
     flush_bytes: int = FLUSH_BYTES,
+    passes: int = PASSES,
     progress: Callable[[Block], None] | None = None,
 ) -> dict[str, BlockFit]:
     """Times every block at its axis's grid on ``target``, cold and warm, and fits both.
 
-    Decoding steps are only timed warm: the prediction network and the joiner alternate with
-    each other alone, and their weights stay in cache as they do in a greedy search. A block
-    whose fit misses a measurement by more than ``REMEASURE_ERROR`` (a disturbed run on a
-    shared machine) is timed once more, and the median is taken over both rounds' runs.
+    The blocks are timed in ``passes`` passes over all of them, so a block's passes lie apart
+    by the time of the others; its median per length and cache state is the least of its
+    passes' medians (see :data:`PASSES`). Decoding steps are only timed warm: the prediction
+    network and the joiner alternate with each other alone, and their weights stay in cache as
+    they do in a greedy search. A block whose fit then misses a median by more than
+    ``REMEASURE_ERROR`` (a run disturbed inside a pass) is timed once more, and the median is
+    taken over that pass's runs and the best pass's. ``progress`` is called once per block and
+    pass.
     """
-    fits: dict[str, BlockFit] = {}
+    if passes < 1:
+        raise ValueError(f"passes: {passes} must be at least 1")
+    blocks = list(blocks)
     base = {"warmup": warmup, "repeats": repeats, "clock": target.clock}
+    prepared = []
     for i, block in enumerate(blocks):
-        grid = lengths_of(block)
         runs, size, dynamic = _prepare(block, target, backend, work_dir / f"b{i}")
-        warm_runs: list[np.ndarray] = []
-        cold_runs: list[np.ndarray] = []
-        for _ in range(2):
-            warm_runs.append(_times(backend, runs, {**base, "flush_bytes": 0}))
-            if block.axis != "step":
-                cold_runs.append(_times(backend, runs, {**base, "flush_bytes": flush_bytes}))
-            warm = np.median(np.concatenate(warm_runs), axis=0)
-            cold = np.median(np.concatenate(cold_runs), axis=0) if cold_runs else warm
+        prepared.append((block, runs, size, dynamic))
+
+    def timed(block: Block, runs: Runs) -> tuple[np.ndarray, np.ndarray | None]:
+        """(repeats, lengths) ms warm, and cold (None for a decoding step)."""
+        warm = _times(backend, runs, {**base, "flush_bytes": 0})
+        if block.axis == "step":
+            return warm, None
+        return warm, _times(backend, runs, {**base, "flush_bytes": flush_bytes})
+
+    # per block: the runs of its best pass so far (least median summed over the grid)
+    best: list[tuple[np.ndarray, np.ndarray | None]] = []
+    for n in range(passes):
+        for i, (block, runs, _, _) in enumerate(prepared):
+            got = timed(block, runs)
+            if n == 0:
+                best.append(got)
+            else:
+                best[i] = (_least(best[i][0], got[0]), _least_or_none(best[i][1], got[1]))
+            if progress is not None:
+                progress(block)
+    fits: dict[str, BlockFit] = {}
+    for (block, runs, size, dynamic), (warm_runs, cold_runs) in zip(prepared, best, strict=True):
+        grid = lengths_of(block)
+        for again in (False, True):
+            if again:  # one more pass, its runs pooled with the best one's
+                more_warm, more_cold = timed(block, runs)
+                warm_runs = np.concatenate([warm_runs, more_warm])
+                if cold_runs is not None and more_cold is not None:
+                    cold_runs = np.concatenate([cold_runs, more_cold])
+            warm = np.median(warm_runs, axis=0)
+            cold = np.median(cold_runs, axis=0) if cold_runs is not None else warm
             coef, cold_error = fit_length_model(grid, cold)
             warm_coef, warm_error = fit_length_model(grid, warm)
             if max(cold_error, warm_error) <= REMEASURE_ERROR:
@@ -275,6 +318,15 @@ def measure_blocks(
             dynamic=dynamic,
             error=max(cold_error, warm_error),
         )
-        if progress is not None:
-            progress(block)
     return fits
+
+
+def _least(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Of two passes' (repeats, lengths) runs, each length's runs from the pass with the lower
+    median there."""
+    take_b = np.median(b, axis=0) < np.median(a, axis=0)
+    return np.where(take_b[None, :], b, a)
+
+
+def _least_or_none(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
+    return None if a is None or b is None else _least(a, b)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -15,7 +15,17 @@ from speechnas.space import Arch
 if TYPE_CHECKING:
     from speechnas.hardware.predictor import LatencyPredictor
 
-__all__ = ["accuracy", "measure_archs", "time_in_turn"]
+__all__ = ["ROUNDS", "accuracy", "measure_archs", "time_in_turn"]
+
+
+#: Rounds :func:`measure_archs` times every model in by default. One burst of contention on a
+#: shared machine slows a model for seconds; the least of medians taken minutes apart is the
+#: model's time without it. Measured on a 2-core cloud machine (50 models at 3 lengths, two
+#: sets of three timings minutes apart): within ±10% of each other for 41-83% of the
+#: model-lengths from one timing each, 71% as the median of three and 89% as the least of three.
+#: It does not help against contention that lasts minutes: in such an hour, 31-43% from one
+#: timing and 48% from the least of three.
+ROUNDS = 3
 
 
 def measure_archs(
@@ -27,40 +37,29 @@ def measure_archs(
     warmup: int | None = None,
     repeats: int | None = None,
     seed: int = 0,
+    rounds: int = ROUNDS,
     progress: bool = False,
 ) -> list[dict[str, Any]]:
     """Measured latency of whole models (random weights, seeded): one row per arch and length
-    with ``key``, ``arch`` (JSON), ``seconds`` and ``measured_ms``."""
-    from speechnas.hardware.profiler import profile
+    with ``key``, ``arch`` (JSON), ``seconds``, ``measured_ms`` and ``rounds_ms``.
 
-    archs = list(archs)
+    Every model is built and exported once and timed in ``rounds`` rounds that take the models
+    in turn, so a model's rounds lie minutes apart on a long list; ``measured_ms`` is the least
+    of its per-round medians (see :data:`ROUNDS`) and ``rounds_ms`` all of them."""
+    archs = [Arch(a) for a in archs]
+    if rounds < 1:
+        raise ValueError(f"rounds: {rounds} must be at least 1")
+    times = _timed_rounds(
+        archs, target, seconds, vocab_size=vocab_size, rounds=rounds, warmup=warmup,
+        repeats=repeats, model_seed=lambda i: seed + i, input_seed=lambda i, r: seed + i + r,
+        progress=progress,
+    )  # fmt: skip
     rows: list[dict[str, Any]] = []
-    iterator: Iterable[Mapping[str, Any]] = archs
-    if progress:
-        from tqdm import tqdm
-
-        iterator = tqdm(archs, desc="measuring whole models", leave=False)
-    for i, arch in enumerate(iterator):
-        arch = Arch(arch)
-        model = _random_model(arch, vocab_size, seed + i)
-        prof = profile(
-            model,
-            target,
-            memory=False,
-            seconds=seconds,
-            warmup=warmup,
-            repeats=repeats,
-            seed=seed + i,
-        )
-        for r in prof.lengths:
-            rows.append(
-                {
-                    "key": arch.hash(),
-                    "arch": arch.to_json(),
-                    "seconds": r.seconds,
-                    "measured_ms": r.median_ms,
-                }
-            )
+    for arch, per_round in zip(archs, times, strict=True):
+        for j, s in enumerate(seconds):
+            ms = [r[j] for r in per_round]
+            rows.append({"key": arch.hash(), "arch": arch.to_json(), "seconds": float(s),
+                         "measured_ms": min(ms), "rounds_ms": ms})  # fmt: skip
     return rows
 
 
@@ -71,6 +70,57 @@ def _random_model(arch: Arch, vocab_size: int, seed: int) -> torch.nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return build(arch, vocab_size=vocab_size).eval()
+
+
+def _timed_rounds(
+    archs: Sequence[Arch],
+    target: Target | str,
+    seconds: Sequence[float],
+    *,
+    vocab_size: int,
+    rounds: int,
+    model_seed: Callable[[int], int],
+    input_seed: Callable[[int, int], int],
+    warmup: int | None = None,
+    repeats: int | None = None,
+    progress: bool = False,
+) -> list[list[list[float]]]:
+    """Median milliseconds ``out[i][r][j]`` of model ``i`` in round ``r`` at ``seconds[j]``.
+    Each model is built (``model_seed(i)``) and, for ONNX Runtime, exported once; every round
+    times every model in turn, in a new runtime session with inputs from ``input_seed(i, r)``."""
+    import tempfile
+    from pathlib import Path
+
+    from speechnas.hardware.profiler import profile
+
+    target = load_target(target)
+    out: list[list[list[float]]] = [[] for _ in archs]
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(archs) * rounds, desc="measuring whole models", leave=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        models: list[Any] = []
+        for i, a in enumerate(archs):
+            m = _random_model(a, vocab_size, model_seed(i))
+            if target.runtime == "onnxruntime":  # exported once, not once per round
+                from speechnas.export.onnx import export_model
+
+                m = export_model(m, Path(tmp) / f"{i}", check=False,
+                                 int8=target.precision == "int8")  # fmt: skip
+            models.append(m)
+        for r in range(rounds):
+            for i, m in enumerate(models):
+                prof = profile(m, target, memory=False, seconds=seconds, warmup=warmup,
+                               repeats=repeats, seed=input_seed(i, r),
+                               work_dir=Path(tmp) / f"{i}-{r}")  # fmt: skip
+                out[i].append([x.median_ms for x in prof.lengths])
+                if bar is not None:
+                    bar.update()
+    if bar is not None:
+        bar.close()
+    return out
 
 
 def time_in_turn(
@@ -85,27 +135,11 @@ def time_in_turn(
     ``rounds`` rounds: ``out[i][r]``. Each model is built (random weights: they do not change a
     float model's time) and exported once; every round times it in a new runtime session with
     other random inputs, so a drift of the machine from round to round hits every model alike."""
-    import tempfile
-    from pathlib import Path
-
-    from speechnas.hardware.profiler import profile
-
-    target = load_target(target)
-    models: list[Any] = [_random_model(Arch(a), vocab_size, i) for i, a in enumerate(archs)]
-    out: list[list[float]] = [[] for _ in models]
-    with tempfile.TemporaryDirectory() as tmp:
-        if target.runtime == "onnxruntime":  # exported once, not once per round
-            from speechnas.export.onnx import export_model
-
-            int8 = target.precision == "int8"
-            models = [export_model(m, Path(tmp) / f"{i}", check=False, int8=int8)
-                      for i, m in enumerate(models)]  # fmt: skip
-        for r in range(rounds):
-            for i, m in enumerate(models):
-                prof = profile(m, target, memory=False, seconds=[seconds], seed=r,
-                               work_dir=Path(tmp) / f"{i}-{r}")  # fmt: skip
-                out[i].append(prof.lengths[0].median_ms)
-    return out
+    times = _timed_rounds(
+        [Arch(a) for a in archs], target, [seconds], vocab_size=vocab_size, rounds=rounds,
+        model_seed=lambda i: i, input_seed=lambda i, r: r,
+    )  # fmt: skip
+    return [[r[0] for r in per_model] for per_model in times]
 
 
 def _stats(measured: np.ndarray, predicted: np.ndarray) -> dict[str, float]:

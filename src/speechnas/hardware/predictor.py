@@ -37,7 +37,7 @@ from scipy.optimize import nnls
 
 from speechnas.hardware.backends import Backend, backend_for_target
 from speechnas.hardware.blocks import RUN_BLOCK, Block, decompose
-from speechnas.hardware.calibration import FLUSH_BYTES, GRIDS, BlockFit, measure_blocks
+from speechnas.hardware.calibration import FLUSH_BYTES, GRIDS, PASSES, BlockFit, measure_blocks
 from speechnas.hardware.program import chunk_windows, decoding_calls, utterance_length
 from speechnas.hardware.stream_blocks import decompose_stream, io_block
 from speechnas.hardware.target import Target, load_target, target_from_dict
@@ -211,6 +211,7 @@ class LatencyPredictor:
         cache: str | Path | None = None,
         warmup: int | None = None,
         repeats: int | None = None,
+        passes: int = PASSES,
         backend: Backend | None = None,
         progress: bool = False,
     ) -> LatencyPredictor:
@@ -219,7 +220,8 @@ class LatencyPredictor:
         A space stands for ``samples`` architectures drawn from it (seeded by ``seed``); the
         blocks of later candidates that these missed are added by :meth:`extend`. With
         ``cache`` (a folder), blocks already in the target's table there are reused and the
-        new ones are written back. ``warmup``/``repeats`` default to the target's.
+        new ones are written back. ``warmup``/``repeats`` default to the target's; ``passes``:
+        see :func:`speechnas.hardware.calibration.measure_blocks`.
         """
         target = load_target(target)
         predictor = cls(target)
@@ -244,6 +246,7 @@ class LatencyPredictor:
             vocab_size=vocab_size,
             warmup=warmup,
             repeats=repeats,
+            passes=passes,
             backend=backend,
             progress=progress,
         )
@@ -274,6 +277,7 @@ class LatencyPredictor:
         vocab_size: int = 32,
         warmup: int | None = None,
         repeats: int | None = None,
+        passes: int = PASSES,
         backend: Backend | None = None,
         progress: bool = False,
         chunk: bool = False,
@@ -288,13 +292,14 @@ class LatencyPredictor:
         kwargs = {
             "warmup": t.warmup if warmup is None else warmup,
             "repeats": t.repeats if repeats is None else repeats,
+            "passes": passes,
         }
         with tempfile.TemporaryDirectory() as tmp:
             if progress:
                 from rich.progress import Progress
 
                 with Progress(transient=True) as bar:
-                    task = bar.add_task(f"calibrating {t.name}", total=len(todo))
+                    task = bar.add_task(f"calibrating {t.name}", total=len(todo) * passes)
                     fits = measure_blocks(
                         todo, t, backend, Path(tmp), **kwargs, progress=lambda b: bar.advance(task)
                     )
@@ -325,6 +330,13 @@ class LatencyPredictor:
 
     def raw_ms(self, arch: Mapping[str, Any], seconds: float = 5.0, vocab_size: int = 32) -> float:
         """The block sum before the whole-model correction."""
+        return sum(self.raw_parts(arch, seconds, vocab_size).values())
+
+    def raw_parts(
+        self, arch: Mapping[str, Any], seconds: float = 5.0, vocab_size: int = 32
+    ) -> dict[str, float]:
+        """The block sum by block kind (``run``: the runtime's fixed cost of a call), before
+        the whole-model correction; the values add up to :meth:`raw_ms`."""
         uses = decompose(arch, vocab_size=vocab_size)
         features = feature_config(arch)
         if self.target.streaming:
@@ -348,20 +360,21 @@ class LatencyPredictor:
         # without that cost (never below zero, so a block never lowers the sum) and the
         # utterance pays it once per chunk. Decoding steps are calls of their own anyway.
         run = self._fit(RUN_BLOCK)(0.0, cold)
-        total = 0.0
+        parts: dict[str, float] = {RUN_BLOCK.kind: 0.0}
         for i, lengths in enumerate(at):
             calls = {
                 "utterance": 1.0,
                 "prediction_steps": float(pred_calls[i]),
                 "joiner_calls": float(join_calls[i]),
             }
-            total += run
+            parts[RUN_BLOCK.kind] += run
             for use in uses:
                 ms = self._fit(use.block)(lengths[use.block.axis], cold)
                 if use.calls == "utterance":
                     ms = max(ms - run, 0.0)
-                total += use.times * calls[use.calls] * ms
-        return total
+                kind = use.block.kind
+                parts[kind] = parts.get(kind, 0.0) + use.times * calls[use.calls] * ms
+        return parts
 
     def _ensure(self, arch: Mapping[str, Any], vocab_size: int, chunk: bool = False) -> None:
         """With ``auto_extend``, measures the blocks of ``arch`` the table lacks and saves."""
