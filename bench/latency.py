@@ -130,8 +130,22 @@ def noise_floor(
     lengths = sorted({r["seconds"] for r in rows})
     return {
         **stats(rows),
+        "by_statistic": rounds_floor(first, second),
         "per_encoder": {f: stats([r for r in rows if r["encoder"] == f]) for f in families},
         "per_length": {f"{s:g}": stats([r for r in rows if r["seconds"] == s]) for s in lengths},
+    }
+
+
+def rounds_floor(first: list[dict[str, Any]], second: list[dict[str, Any]]) -> dict[str, Any]:
+    """The floor as each statistic of the rounds would give it: round k of the first
+    measurement against round k of the second (one timing each), the medians of the rounds,
+    and their least (what ``measured_ms`` is)."""
+    a = np.array([r["rounds_ms"] for r in first])
+    b = np.array([r["rounds_ms"] for r in second])
+    return {
+        "single_rounds": [_within(a[:, k], b[:, k]) for k in range(min(a.shape[1], b.shape[1]))],
+        "median_of_rounds": _within(np.median(a, axis=1), np.median(b, axis=1)),
+        "least_of_rounds": _within(a.min(axis=1), b.min(axis=1)),
     }
 
 
