@@ -280,7 +280,7 @@ def measure_blocks(
             return warm, None
         return warm, _times(backend, runs, {**base, "flush_bytes": flush_bytes})
 
-    # per block: the runs of its best pass so far (least median summed over the grid)
+    # per block: for each length, the runs of the pass with the least median there so far
     best: list[tuple[np.ndarray, np.ndarray | None]] = []
     for n in range(passes):
         for i, (block, runs, _, _) in enumerate(prepared):

@@ -21,7 +21,7 @@ __all__ = ["ROUNDS", "accuracy", "measure_archs", "time_in_turn"]
 #: Rounds :func:`measure_archs` times every model in by default. One burst of contention on a
 #: shared machine slows a model for seconds; the least of medians taken minutes apart is the
 #: model's time without it. Measured on a 2-core cloud machine (50 models at 3 lengths, two
-#: sets of three timings minutes apart): within ±10% of each other for 41-83% of the
+#: sets of three timings minutes apart): within ±10% of each other for 37-83% of the
 #: model-lengths from one timing each, 70% as the median of three and 91% as the least of three.
 #: It helps less against contention that lasts minutes: in such an hour, 31-44% from one
 #: timing and 47% from the least of three.
