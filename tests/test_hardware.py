@@ -314,15 +314,21 @@ def test_cli_profile_and_latency(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "p.json").read_text())[0]["lengths"][0]["seconds"] == 1.0
     arch = json.dumps({"arch": tiny().to_json()})
     common = ["--arch", arch, "--cache", str(tmp_path / "cache"), "--vocab-size", str(VOCAB)]
-    out = runner.invoke(app, ["latency", "calibrate", *common, "--repeats", "1", "--warmup", "0"])
+    out = runner.invoke(
+        app, ["latency", "calibrate", *common, "--repeats", "1", "--warmup", "0", "--passes", "1"]
+    )
     assert out.exit_code == 0, out.output
     out = runner.invoke(app, ["latency", "predict", *common, "--seconds", "2", "--seconds", "4"])
     assert out.exit_code == 0, out.output
     assert tiny().hash() in out.output and "4 s" in out.output
     # A whole-model correction, saved with the table: later predictions apply it.
-    out = runner.invoke(app, ["latency", "correct", *common, "--seconds", "2", "--repeats", "2"])
+    out = runner.invoke(
+        app, ["latency", "correct", *common, "--seconds", "2", "--repeats", "2", "--rounds", "2"]
+    )
     assert out.exit_code == 0, out.output
     assert "correction from 1 timings of 1 models" in out.output
+    out = runner.invoke(app, ["latency", "correct", *common, "--rounds", "0"])
+    assert out.exit_code == 2 and "rounds" in out.output
     kept = LatencyPredictor.for_target("cpu-ort-1t", cache_dir=tmp_path / "cache")
     scale, _ = kept.correction
     assert scale > 0 and kept.correction_archs == [tiny().hash()]

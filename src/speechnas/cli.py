@@ -999,6 +999,12 @@ def latency_calibrate(
     seed: int = 0,
     repeats: Annotated[int | None, typer.Option(help="timed runs per length")] = None,
     warmup: Annotated[int | None, typer.Option(help="untimed runs per length")] = None,
+    passes: Annotated[
+        int | None,
+        typer.Option(
+            help="passes over all blocks, each keeping its least median (default 2)", min=1
+        ),
+    ] = None,
     table: TableOption = None,
     cache: CacheOption = None,
 ) -> None:
@@ -1010,8 +1016,9 @@ def latency_calibrate(
     try:
         predictor, path = _predictor_for(target, table, cache)
         archs = _archs_for(arch, space, samples, seed, per_family=False)
+        more = {"passes": passes} if passes else {}
         added = predictor.extend(archs, vocab_size=vocab_size, repeats=repeats, warmup=warmup,
-                                 progress=True)  # fmt: skip
+                                 progress=True, **more)  # fmt: skip
     except ValueError as e:
         raise _fail(str(e)) from None
     predictor.save(path)
@@ -1032,6 +1039,14 @@ def latency_correct(
     vocab_size: int = 32,
     seed: int = 1,
     repeats: Annotated[int | None, typer.Option(help="timed runs per length")] = None,
+    rounds: Annotated[
+        int | None,
+        typer.Option(
+            help="rounds every model is timed in, the models in turn; its latency is "
+            "the least of its round medians (default 3)",
+            min=1,
+        ),
+    ] = None,
     table: TableOption = None,
     cache: CacheOption = None,
 ) -> None:
@@ -1051,7 +1066,8 @@ def latency_correct(
         if predictor.extend(fitting, vocab_size=vocab_size, repeats=repeats, progress=True):
             predictor.save(path)
         rows = measure_archs(fitting, predictor.target, lengths, vocab_size=vocab_size,
-                             repeats=repeats, seed=seed, progress=True)  # fmt: skip
+                             repeats=repeats, seed=seed, progress=True,
+                             **({"rounds": rounds} if rounds else {}))  # fmt: skip
         predictor.fit_correction(rows, vocab_size=vocab_size)
     except ValueError as e:
         raise _fail(str(e)) from None
