@@ -46,9 +46,9 @@ def measure_archs(
     Every model is built and exported once and timed in ``rounds`` rounds that take the models
     in turn, so a model's rounds lie minutes apart on a long list; ``measured_ms`` is the least
     of its per-round medians (see :data:`ROUNDS`) and ``rounds_ms`` all of them."""
-    archs = [Arch(a) for a in archs]
     if rounds < 1:
         raise ValueError(f"rounds: {rounds} must be at least 1")
+    archs = [Arch(a) for a in archs]
     times = _timed_rounds(
         archs, target, seconds, vocab_size=vocab_size, rounds=rounds, warmup=warmup,
         repeats=repeats, model_seed=lambda i: seed + i, input_seed=lambda i, r: seed + i + r,
@@ -100,13 +100,13 @@ def _timed_rounds(
         from tqdm import tqdm
 
         bar = tqdm(total=len(archs) * rounds, desc="measuring whole models", leave=False)
+    from speechnas.export.onnx import export_model
+
     with tempfile.TemporaryDirectory() as tmp:
         models: list[Any] = []
         for i, a in enumerate(archs):
             m = _random_model(a, vocab_size, model_seed(i))
             if target.runtime == "onnxruntime":  # exported once, not once per round
-                from speechnas.export.onnx import export_model
-
                 m = export_model(m, Path(tmp) / f"{i}", check=False,
                                  int8=target.precision == "int8")  # fmt: skip
             models.append(m)
