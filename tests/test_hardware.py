@@ -132,6 +132,20 @@ def test_profile_onnx_file(tmp_path: Path) -> None:
     assert prof.table().row_count == 2
 
 
+def test_profile_keeps_the_fastest_round(tmp_path: Path) -> None:
+    files = export_model(tiny_model(tiny()), tmp_path / "export", check=False).files
+    prof = profile(files["model"], "cpu-ort-1t", seconds=(1.0, 2.0), warmup=1, repeats=3,
+                   memory=False, rounds=3)  # fmt: skip
+    for r in prof.lengths:
+        assert len(r.rounds_ms) == 3 and r.median_ms == min(r.rounds_ms)
+        assert r.median_ms <= r.p90_ms  # the same round's figures
+        assert r.rtf == pytest.approx(r.median_ms / (1000 * r.seconds))
+    once = profile(files["model"], "cpu-ort-1t", seconds=(1.0,), repeats=2, memory=False)
+    assert once.lengths[0].rounds_ms == ()
+    with pytest.raises(ValueError, match="rounds: 0 must be at least 1"):
+        profile(files["model"], "cpu-ort-1t", rounds=0)
+
+
 def test_profile_rnnt_int8_and_streaming(tmp_path: Path) -> None:
     model = tiny_model(tiny(decoder="rnnt", pred_dim=128))
     result = export_model(model, tmp_path / "export", check=False)
@@ -308,10 +322,14 @@ def test_cli_profile_and_latency(tmp_path: Path) -> None:
     out = runner.invoke(
         app,
         ["profile", str(files["model"]), "--seconds", "1", "--repeats", "2", "--no-memory",
-         "--json", str(tmp_path / "p.json")],
+         "--rounds", "2", "--json", str(tmp_path / "p.json")],
     )  # fmt: skip
     assert out.exit_code == 0, out.output
-    assert json.loads((tmp_path / "p.json").read_text())[0]["lengths"][0]["seconds"] == 1.0
+    (length,) = json.loads((tmp_path / "p.json").read_text())[0]["lengths"]
+    assert length["seconds"] == 1.0 and length["median_ms"] == min(length["rounds_ms"])
+    assert "the fastest of 2 rounds" in " ".join(out.output.split())  # the caption wraps
+    out = runner.invoke(app, ["profile", str(files["model"]), "--rounds", "0"])
+    assert out.exit_code == 2 and "rounds" in out.output
     arch = json.dumps({"arch": tiny().to_json()})
     common = ["--arch", arch, "--cache", str(tmp_path / "cache"), "--vocab-size", str(VOCAB)]
     out = runner.invoke(

@@ -17,6 +17,7 @@ from search_helpers import search_config
 
 from speechnas.data.synth.corpus import CorpusInfo
 from speechnas.hardware import LatencyPredictor, load_target
+from speechnas.hardware.evaluation import ROUNDS
 from speechnas.nn.cost import analytic_macs
 from speechnas.search.config import default_search_path, load_search_config
 from speechnas.search.drivers.pool import observations
@@ -310,6 +311,8 @@ def test_search_completes_and_the_same_seed_proposes_the_same(
     target = cfg.replace(target="cpu-ort-1t", latency_seconds=1.0)
     beside = measure_on_target(a.retrained["checkpoint"], target, "small")
     assert beside["latency_measured"] > 0 and beside["latency_predicted"] > 0
+    assert beside["latency_measured"] == min(beside["latency_measured_rounds_ms"])
+    assert len(beside["latency_measured_rounds_ms"]) == ROUNDS
     assert beside["model_bytes"] > 4 * loaded.model.num_parameters()
     assert beside["memory_measured_mb"] > 0
     model, limit = beside["latency_rounds_ms"], beside["latency_limit_rounds_ms"]

@@ -926,6 +926,12 @@ def profile_model(
     seconds: SecondsOption = [],  # noqa: B006
     repeats: Annotated[int | None, typer.Option(help="timed runs per input")] = None,
     warmup: Annotated[int | None, typer.Option(help="untimed runs per input")] = None,
+    rounds: Annotated[
+        int,
+        typer.Option(
+            min=1, help="time every length this many times over and keep the fastest round"
+        ),
+    ] = 1,
     memory: Annotated[bool, typer.Option(help="measure peak memory in a child process")] = True,
     vocab_size: Annotated[int, typer.Option(help="for --arch")] = 32,
     json_out: Annotated[Path | None, typer.Option("--json", help="also write JSON here")] = None,
@@ -948,7 +954,7 @@ def profile_model(
             models = [model]
         results = [
             profile(m, target, seconds=seconds or None, repeats=repeats, warmup=warmup,
-                    memory=memory)
+                    memory=memory, rounds=rounds)
             for m in models
         ]  # fmt: skip
     except ValueError as e:

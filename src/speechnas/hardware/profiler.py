@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -77,7 +77,9 @@ class LengthResult:
     """One utterance length: latency statistics over the repeats (ms) and the RTF.
 
     ``rtf`` = median latency / audio duration. Streaming targets add the number of chunks and
-    the per-chunk median and 90th percentile over every chunk of every repeat.
+    the per-chunk median and 90th percentile over every chunk of every repeat. Profiled in
+    several rounds, ``rounds_ms`` holds every round's median and the rest is the round with the
+    least one (see :func:`profile`).
     """
 
     seconds: float
@@ -89,6 +91,7 @@ class LengthResult:
     chunks: int | None = None
     chunk_median_ms: float | None = None
     chunk_p90_ms: float | None = None
+    rounds_ms: tuple[float, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -161,6 +164,8 @@ class Profile:
         table.caption = (
             f"{self.decoding}; size {self.model_bytes / 2**20:.2f} MiB; peak memory {mem} MiB"
         )
+        if rounds := max((len(r.rounds_ms) for r in self.lengths), default=0):
+            table.caption += f"; the fastest of {rounds} rounds"
         if self.cpu:
             table.caption += f"; CPU {self.cpu.get('cpu_features', '?')}"
         return table
@@ -267,6 +272,15 @@ def _sizes(program: Program, backend: Backend) -> dict[str, int]:
     return {name: Path(prepared(part)).stat().st_size for name, part in program.parts.items()}
 
 
+def _least(rounds: Sequence[LengthResult]) -> LengthResult:
+    """One length's round with the least median, with every round's median in ``rounds_ms``
+    (left empty for a single round)."""
+    best = min(rounds, key=lambda r: r.median_ms)
+    if len(rounds) == 1:
+        return best
+    return replace(best, rounds_ms=tuple(r.median_ms for r in rounds))
+
+
 def profile(
     model: Any,
     target: Target | str | Path = "cpu-ort-1t",
@@ -278,6 +292,7 @@ def profile(
     repeats: int | None = None,
     work_dir: str | Path | None = None,
     seed: int = 0,
+    rounds: int = 1,
 ) -> Profile:
     """Measures ``model`` on ``target`` (see the module docstring for what latency means).
 
@@ -287,7 +302,15 @@ def profile(
     the target's runtime and precision (a ValueError if this CPU lacks the instructions the
     precision needs: ``speechnas.hardware.cpu``). Inputs are random (seeded by ``seed``);
     ``memory`` adds the peak memory, measured in a child process (a second or two).
+
+    ``rounds`` times every length that many times over, each round with other random inputs;
+    a length's figures are those of its round with the least median and ``rounds_ms`` keeps
+    every round's median. A burst of contention on a shared machine slows a model for seconds
+    (:data:`speechnas.hardware.evaluation.ROUNDS`); the least of several rounds is the model's
+    time without it.
     """
+    if rounds < 1:
+        raise ValueError(f"rounds: {rounds} must be at least 1")
     target = load_target(target)
     overrides = {
         "seconds": tuple(seconds) if seconds is not None else None,
@@ -299,7 +322,9 @@ def profile(
     with tempfile.TemporaryDirectory() as tmp:
         program = load_program(model, target, Path(work_dir) if work_dir else Path(tmp))
         rng = np.random.default_rng(seed)
-        lengths, largest = _measure(program, backend, target, rng)
+        measured = [_measure(program, backend, target, rng) for _ in range(rounds)]
+        largest = measured[0][1]
+        lengths = [_least([m[0][j] for m in measured]) for j in range(len(target.seconds))]
         peak = None
         if memory:
             parts = [(program.parts[program.first], largest)]

@@ -17,18 +17,20 @@ from speechnas.space import Arch
 
 def measure_on_target(
     checkpoint: str | Path, cfg: SearchConfig, preset_name: str | None = None
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """The model in ``checkpoint`` profiled on the search's target (exported, timed, peak
-    memory), next to the predictor's figure for its architecture: ``latency_measured``,
-    ``latency_p90_measured``, ``latency_predicted``, ``model_bytes`` and, where the target
-    measures it, ``memory_measured_mb``; with ``preset_name``, also the model against that
-    preset (see :func:`_against_preset`)."""
+    memory), next to the predictor's figure for its architecture: ``latency_measured`` (the
+    least of :data:`~speechnas.hardware.evaluation.ROUNDS` rounds' medians, every round in
+    ``latency_measured_rounds_ms``), ``latency_p90_measured``, ``latency_predicted``,
+    ``model_bytes`` and, where the target measures it, ``memory_measured_mb``; with
+    ``preset_name``, also the model against that preset (see :func:`_against_preset`)."""
     from speechnas.hardware import profile
+    from speechnas.hardware.evaluation import ROUNDS
     from speechnas.train.checkpoint import load_model
 
     loaded = load_model(checkpoint)
     seconds = cfg.latency_seconds
-    prof = profile(checkpoint, cfg.target, seconds=[seconds])
+    prof = profile(checkpoint, cfg.target, seconds=[seconds], rounds=ROUNDS)
     predicted = latency_model(cfg.target).predict(
         loaded.model.arch, seconds, loaded.tokenizer.vocab_size
     )
@@ -36,6 +38,7 @@ def measure_on_target(
     out = {
         "latency_measured": length.median_ms,
         "latency_p90_measured": length.p90_ms,
+        "latency_measured_rounds_ms": list(length.rounds_ms),
         "latency_predicted": predicted,
         "model_bytes": float(prof.model_bytes),
     }

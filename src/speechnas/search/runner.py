@@ -542,7 +542,8 @@ def finish(
             preset_limit = (given_presets or {}).get("max_latency_ms")
             retrained.update(measure_on_target(retrained["checkpoint"], cfg, preset_limit))
             console.print(
-                f"  latency on {cfg.target}: {retrained['latency_measured']:.2f} ms measured, "
+                f"  latency on {cfg.target}: {retrained['latency_measured']:.2f} ms measured "
+                f"(the fastest of {len(retrained['latency_measured_rounds_ms']) or 1} rounds), "
                 f"{retrained['latency_predicted']:.2f} ms predicted"
             )
             if "chunk_latency_measured" in retrained:
