@@ -16,8 +16,13 @@ minutes say what each cost here (more paths per step cost more per step).
 Reported: Kendall tau and Spearman of each variant's inherited dev WER against the
 reference, and the **ceiling**: the same between the two seeds' stand-alone WERs (a predictor
 of the stand-alone ranking cannot be judged beyond what stand-alone training agrees with itself
-on). ``--lr`` sets the peak learning rate of every training (stand-alone and supernet alike;
-the search's recipe otherwise); ``--lr-scale on`` lowers it for bigger encoders
+on). And the search cost on these paths as a small table (:func:`search_cost`): the optimizer
+steps and CPU minutes that random search and each one-shot variant (its supernet, then its
+finalists in the order it hands them over) spend to reach 95% and 99% of the best
+hypervolume of (stand-alone dev WER, parameters).
+
+``--lr`` sets the peak learning rate of every training (stand-alone and supernet alike; the
+search's recipe otherwise); ``--lr-scale on`` lowers it for bigger encoders
 (``optim.lr_scale``; a supernet trains at its largest path's rate). Prints JSON and a table.
 Everything is kept under ``--out``; a rerun reuses the finished trainings and resumes the
 others.
@@ -46,12 +51,19 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 from rich.console import Console
 from rich.table import Table
 
 from speechnas.nn.cost import count_parameters
-from speechnas.search.drivers.oneshot import OneShotOptions, PathScorer, train_supernet
+from speechnas.search.drivers.oneshot import (
+    OneShotOptions,
+    PathScorer,
+    pick_finalists,
+    train_supernet,
+)
+from speechnas.search.pareto import hypervolume, normalize
 from speechnas.search.runner import prepare_base, trial_base, vocab_size
 from speechnas.search.trial import Fidelity, run_trial
 from speechnas.space import Arch
@@ -108,6 +120,77 @@ def rate_tag(optim: OptimConfig, explicit: bool) -> str:
     if (s := optim.lr_scale) is not None:
         parts.append(f"scaled{s.d_model}x{s.layers}p{s.power:g}")
     return "-".join(parts)
+
+
+#: normalised objectives' reference point, as bench/table_search.py
+REFERENCE = 1.1
+
+
+def trainings_to_share(order: list[int], points: np.ndarray, share: float) -> int:
+    """How many stand-alone trainings, taken in ``order``, until the hypervolume of what they
+    trained reaches ``share`` of every path's (objectives min-max normalised over the paths)."""
+    norm = normalize(points, points.min(axis=0), points.max(axis=0))
+    ref = [REFERENCE] * points.shape[1]
+    best = hypervolume(norm, ref)
+    for k in range(1, len(order) + 1):
+        if hypervolume(norm[order[:k]], ref) >= share * best - 1e-12:
+            return k
+    raise AssertionError("every path trained reaches the best hypervolume")
+
+
+def search_cost(
+    reference: list[float],
+    params: list[int],
+    minutes: list[float],
+    steps: int,
+    rankings: dict[str, dict[str, Any]],
+    shares: tuple[float, ...] = (0.95, 0.99),
+    draws: int = 2_000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The cost of reaching ``shares`` of the best hypervolume of (stand-alone dev WER,
+    parameters) over these paths, in optimizer steps and in CPU minutes.
+
+    Random search trains paths in a random order (``draws`` orders, mean ± sd). A one-shot
+    search (``rankings[name]``: ``inherited`` dev WERs, supernet ``path_steps`` and
+    ``cpu_minutes``) first pays for its supernet, then trains the paths in the order it would
+    hand them over (:func:`pick_finalists` on inherited WER and parameters: its front first,
+    spread by crowding distance) until the stand-alone results reach the share. A path's
+    training costs ``steps`` and its stand-alone minutes (``minutes``, one thread). The
+    one-shot search fine-tunes its finalists from inherited weights rather than training them
+    from scratch; counting a whole training for each is the conservative side."""
+    points = np.column_stack([reference, params]).astype(float)
+    rng = np.random.default_rng(seed)
+    out: dict[str, Any] = {}
+    for share in shares:
+        key = f"{share:g}"
+        counts, cost_min = [], []
+        for _ in range(draws):  # minutes depend on which paths a random order trains first
+            order = list(rng.permutation(len(points)))
+            counts.append(k := trainings_to_share(order, points, share))
+            cost_min.append(sum(minutes[i] for i in order[:k]))
+        rows = {"random": {
+            "trainings": _ms(counts), "steps": _ms([steps * c for c in counts]),
+            "cpu_minutes": _ms(cost_min),
+        }}  # fmt: skip
+        for name, r in rankings.items():
+            recs = [
+                {"key": str(i), "values": (w, p)}
+                for i, (w, p) in enumerate(zip(r["inherited"], params, strict=True))
+            ]
+            order = [int(x["key"]) for x in pick_finalists(recs, len(recs))]
+            k = trainings_to_share(order, points, share)
+            rows[name] = {
+                "order": order, "trainings": k,
+                "steps": r["path_steps"] + steps * k,
+                "cpu_minutes": r["cpu_minutes"] + sum(minutes[i] for i in order[:k]),
+            }  # fmt: skip
+        out[key] = rows
+    return out
+
+
+def _ms(xs: list[float]) -> dict[str, float]:
+    return {"mean": float(np.mean(xs)), "sd": float(np.std(xs, ddof=1))}
 
 
 def show(v: float | None) -> str:
@@ -197,18 +280,31 @@ def main(argv: list[str] | None = None) -> int:
             "variant": name, "options": options, "steps": trained["steps"],
             "train_minutes": trained["train_seconds"] / 60,
             "wall_minutes_this_run": (time.perf_counter() - t0) / 60,
+            "paths_per_step": 2 + opts.random_subnets,  # the sandwich rule
+            "cpu_minutes": trained["train_seconds"] / 60 * args.threads,
             "inherited_dev_wer": inherited, **tau(inherited, reference),
             "per_seed": {str(s): tau(inherited, per_seed[s]) for s in args.seeds},
         })  # fmt: skip
 
     params = [count_parameters(a, vocab_size=vocab) for a in paths]
     size = tau([-p for p in params], reference)
+    minutes = [
+        statistics.fmean(alone[i * len(args.seeds) + k]["minutes"] for k in range(len(args.seeds)))
+        for i in range(len(paths))
+    ]
+    cost = search_cost(
+        reference, params, minutes, args.standalone_steps,
+        {r["variant"]: {"inherited": r["inherited_dev_wer"],
+                        "path_steps": r["steps"] * r["paths_per_step"],
+                        "cpu_minutes": r["cpu_minutes"]} for r in rows},
+    )  # fmt: skip
     report = {
         "versions": versions(), "args": vars(args), "subspace_paths": sub.count(),
         "paths": [{"arch": a.to_json(), "params": params[i],
                    "standalone_dev_wer": {str(s): per_seed[s][i] for s in args.seeds},
                    "reference": reference[i]} for i, a in enumerate(paths)],
         "ceiling": ceiling, "variants": rows, "parameters_alone": size,
+        "search_cost": cost,
     }  # fmt: skip
     (out / f"report-{tag}.json").write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))
@@ -225,6 +321,30 @@ def main(argv: list[str] | None = None) -> int:
                       show(r["kendall_tau"]), show(r["spearman"]))  # fmt: skip
     table.add_row("parameters alone (bigger is better)", "", "", show(size["kendall_tau"]),
                   show(size["spearman"]))  # fmt: skip
+    CONSOLE.print(table)
+    table = Table(title=f"cost to a share of the best hypervolume of (stand-alone dev WER, "
+                        f"parameters) over these {len(paths)} paths")  # fmt: skip
+    for col in ("search", "share", "trainings", "steps", "CPU minutes", "ratio to random"):
+        table.add_column(col)
+    for share, by in cost.items():
+        rand = by["random"]
+        for name, c in by.items():
+            if name == "random":
+                cells = [
+                    f"{c['trainings']['mean']:.1f} ± {c['trainings']['sd']:.1f}",
+                    f"{c['steps']['mean']:,.0f} ± {c['steps']['sd']:,.0f}",
+                    f"{c['cpu_minutes']['mean']:.1f} ± {c['cpu_minutes']['sd']:.1f}",
+                    "1",
+                ]
+            else:
+                cells = [
+                    str(c["trainings"]),
+                    f"{c['steps']:,}",
+                    f"{c['cpu_minutes']:.1f}",
+                    f"{c['steps'] / rand['steps']['mean']:.2f} (steps), "
+                    f"{c['cpu_minutes'] / rand['cpu_minutes']['mean']:.2f} (minutes)",
+                ]
+            table.add_row("random" if name == "random" else f"one-shot {name}", share, *cells)
     CONSOLE.print(table)
     return 0
 
