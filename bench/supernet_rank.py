@@ -46,8 +46,6 @@ import json
 import statistics
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +69,7 @@ from speechnas.train.config import LrScaleConfig, OptimConfig
 from speechnas.versions import versions
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _jobs import map_jobs
 from oneshot import spread, write_subspace  # the paths bench/oneshot.py ranks
 
 CONSOLE = Console(stderr=True, width=160)
@@ -248,8 +247,7 @@ def main(argv: list[str] | None = None) -> int:
              str(out / "standalone" / f"{a.hash()[:8]}-s{s}-{tag}"), s)
             for a in paths for s in args.seeds]  # fmt: skip
     CONSOLE.print(f"{len(jobs)} stand-alone trainings of {args.standalone_steps} steps")
-    with ProcessPoolExecutor(max_workers=args.workers, mp_context=get_context("spawn")) as pool:
-        alone = list(pool.map(_standalone, jobs))
+    alone = map_jobs(_standalone, jobs, args.workers)  # a killed worker's job runs again
     per_seed = {s: [alone[i * len(args.seeds) + k]["dev_wer"] for i in range(len(paths))]
                 for k, s in enumerate(args.seeds)}  # fmt: skip
     reference = [statistics.fmean(per_seed[s][i] for s in args.seeds) for i in range(len(paths))]
