@@ -28,8 +28,10 @@ The best attainable hypervolume is that of every tabulated architecture (objecti
 by the table's own minimum and maximum, reference 1.1). A search runs until every row is tried,
 so each one reaches it; the cost is the steps spent when its hypervolume first reaches
 ``--share`` (0.95) of it. With min-max normalisation a handful of good rows already give most
-of the hypervolume, so a higher share (0.99) separates the strategies more. Prints JSON and a
-table; writes a PNG of hypervolume against steps (mean over seeds).
+of the hypervolume, so a higher share (0.99) separates the strategies more. The last row is
+the fewest trainings any search needs to reach the share (:func:`fewest_to_share`): no
+strategy's cost ratio to random search can be lower than that row's. Prints JSON and a table;
+writes a PNG of hypervolume against steps (mean over seeds).
 
     .venv/bin/python bench/table_search.py --seeds 10
     .venv/bin/python bench/table_search.py --objectives dev_wer,params --strategies random,predictor
@@ -40,6 +42,7 @@ table; writes a PNG of hypervolume against steps (mean over seeds).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import multiprocessing
@@ -55,7 +58,7 @@ from rich.table import Table
 
 from speechnas.search.config import ScreenConfig
 from speechnas.search.fidelity import rung_sizes
-from speechnas.search.pareto import hypervolume, normalize
+from speechnas.search.pareto import hypervolume, normalize, pareto_front
 from speechnas.search.promote import fit_top_predictor
 from speechnas.search.screen import Screen, Trained
 from speechnas.search.strategies import STRATEGIES, Observation, make_strategy
@@ -289,6 +292,34 @@ def search(
             "total_steps": spent}  # fmt: skip
 
 
+#: subsets :func:`fewest_to_share` tries per size before it settles for a greedy choice
+EXACT_LIMIT = 300_000
+
+
+def fewest_to_share(tab: Tabulated, share: float) -> dict[str, Any]:
+    """The fewest rows any search must train to the top fidelity for its hypervolume to reach
+    ``share`` of the best: a bound on every strategy's cost (no search does with fewer), hence
+    on the cost ratio to random search any strategy can reach on this table. The subsets of the
+    Pareto front are tried size by size (only front rows can be in the smallest subset: a
+    dominated row adds nothing its dominator does not); past :data:`EXACT_LIMIT` subsets of
+    a size, rows are added greedily by hypervolume gain instead, which can only overstate
+    the count (``exact`` says which)."""
+    front = pareto_front(tab.values)
+    target = share * tab.best - 1e-12
+    for k in range(1, len(front) + 1):
+        if math.comb(len(front), k) > EXACT_LIMIT:
+            break
+        best = max(itertools.combinations(front, k), key=tab.hv)
+        if tab.hv(best) >= target:
+            return {"rows": list(best), "trainings": k, "steps": k * tab.steps, "exact": True}
+    chosen: list[int] = []
+    while tab.hv(chosen) < target:
+        chosen.append(max((i for i in front if i not in chosen),
+                          key=lambda i: tab.hv([*chosen, i])))  # fmt: skip
+    return {"rows": chosen, "trainings": len(chosen), "steps": len(chosen) * tab.steps,
+            "exact": False}  # fmt: skip
+
+
 def _promote(tab: Tabulated, rows: list[int], rung: int, at: list[list[int]], halving: Halving,
              seed: int) -> list[int]:  # fmt: skip
     """``rows`` (trained to ``rung - 1``) best first, by their dev WER there or, predicted,
@@ -466,6 +497,8 @@ def main() -> None:
             "final_hv_mean": statistics.mean(r["hv"][-1] if r["hv"] else 0.0 for r in rs),
             "ratio_to_random": None if random_cost is None or mean is None else mean / random_cost,
         }
+    fewest = fewest_to_share(tab, args.share)
+    fewest["ratio_to_random"] = None if random_cost is None else fewest["steps"] / random_cost
     report = {
         "table": args.table,
         "tabulated": len(tab.archs),
@@ -484,6 +517,7 @@ def main() -> None:
             "fidelities": tab.fidelities,
         },
         "strategies": summary,
+        "fewest_possible": fewest,
     }
     title = f"{' vs '.join(objectives)}: {len(tab.archs)} tabulated archs, {args.seeds} seeds"
     plot(Path(args.plot), runs, tab.best, title, args.share)
@@ -501,6 +535,10 @@ def main() -> None:
                   "-" if cost is None else f"{v['trained_to_top_mean']:.1f}",
                   f"{v['screened_mean']:.1f}", f"{v['final_hv_mean'] / tab.best:.3f}",
                   "-" if ratio is None else f"{ratio:.2f}")  # fmt: skip
+    ratio = fewest["ratio_to_random"]
+    t.add_row("fewest possible (any search)" + ("" if fewest["exact"] else ", greedy"), "",
+              f"{fewest['steps']:,}", str(fewest["trainings"]), "", f"{args.share:.3f}",
+              "-" if ratio is None else f"{ratio:.2f}")  # fmt: skip
     Console(stderr=True, width=150).print(t)
 
 
