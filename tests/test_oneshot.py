@@ -121,6 +121,9 @@ def test_oneshot_options_are_checked_before_any_work(
     draw = cfg.replace(strategy=cfg.strategy.__class__("oneshot", {"path_draw": "deepest"}))
     with pytest.raises(ValueError, match=r"strategy.options.path_draw: 'deepest' is not one of"):
         run_search(draw)
+    shrink = cfg.replace(strategy=cfg.strategy.__class__("oneshot", {"shrink": 1.5}))
+    with pytest.raises(ValueError, match=r"strategy.options.shrink: 1.5 is not in \[0, 1\)"):
+        run_search(shrink)
     lstm = cfg.replace(
         space="speech-all",
         strategy=cfg.strategy.__class__("oneshot", {"fixed": {"encoder": "lstm"}}),

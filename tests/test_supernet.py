@@ -3,6 +3,7 @@ checked, sandwich training runs through the trainer, resumes, and its checkpoint
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from pathlib import Path
 
@@ -181,3 +182,61 @@ def test_random_paths_drawn_by_choice_train_every_depth() -> None:
         depths[draw] = [drawn.count(n) / len(drawn) for n in (1, 2, 3)]
     assert min(depths["choice"]) > 0.25  # a third each
     assert depths["architecture"][2] > 0.85 and depths["architecture"][0] < 0.05
+
+
+def test_progressive_shrinking_opens_the_students_paths_with_the_budget() -> None:
+    space = elastic_space()  # d_model, layers, ffn_dim, conv_kernel: 3 values each; heads 2
+    net = Supernet(space, vocab_size=11, random_subnets=3, shrink=0.5)
+
+    def students(used: float) -> list:
+        net.set_progress(used)
+        torch.manual_seed(1)
+        return [a for _ in range(40) for a in net.sandwich()]
+
+    assert students(0.0) == []  # only the largest path's values: nothing besides the teacher
+    early = students(0.2)  # 1 + floor(3 * 0.4) = 2 values each: the two largest
+    assert early and all(a != net.largest for a in early)
+    assert {a["d_model"] for a in early} <= {24, 32} and {a["layers"] for a in early} <= {2, 3}
+    assert all(set(a["ffn_dim"]) <= {48, 64} for a in early)
+    assert net.students["heads"].values == (4,)  # the largest of two values
+    assert smallest(net.students) in early  # the opened subspace's smallest path
+    late = students(0.5)  # every value from `shrink` on, the subspace's smallest path first
+    assert net.students is net.space and late[0] == net.smallest
+    assert {a["d_model"] for a in late} == {16, 24, 32}
+    plain = Supernet(space, vocab_size=11, random_subnets=3)
+    assert plain.set_progress(0.0) is plain.space  # without shrinking: all from the start
+    with pytest.raises(ValueError, match=r"supernet\.shrink: 1\.0 is not in \[0, 1\)"):
+        SupernetConfig(shrink=1.0)
+
+
+def test_a_shrinking_supernet_trains_resumes_and_records_it(
+    tiny_corpus: CorpusInfo, tmp_path: Path
+) -> None:
+    space = _space_file(tmp_path)
+    c = tiny_config(tiny_corpus, tmp_path, max_steps=6, max_epochs=100)
+    c = c.replace(arch=None, space=str(space),
+                  supernet=SupernetConfig(random_subnets=1, shrink=0.5),
+                  budget=dataclasses.replace(c.budget, checkpoint_every_minutes=0.0))  # fmt: skip
+    whole = Trainer.from_config(c.replace(output_dir=str(tmp_path / "whole")), show_progress=False)
+    whole.fit()
+    assert whole.model.students is whole.model.space  # opened fully by the end
+    # The same budget killed after 3 steps (a checkpoint after every step), then resumed: the
+    # paths follow the share of the budget spent, so they are drawn as in one go.
+    split = c.replace(output_dir=str(tmp_path / "split"))
+    killed = Trainer.from_config(split, show_progress=False)
+    step = killed._train_step
+
+    def dies_at_three(indices: list[int]) -> float:
+        if killed.step == 3:
+            raise KeyboardInterrupt
+        return step(indices)
+
+    killed._train_step = dies_at_three  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt):
+        killed.fit()
+    assert Trainer.from_config(split, show_progress=False).fit().steps == 6
+    a = load_supernet(tmp_path / "whole" / "last")
+    b = load_supernet(tmp_path / "split" / "last").model
+    for (k, va), vb in zip(a.model.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(va, vb), k
+    assert a.meta["supernet"]["shrink"] == a.model.shrink == 0.5

@@ -21,6 +21,7 @@ Every block uses LayerNorm, so no normalisation statistics need recalibrating af
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Mapping
 from typing import Any
@@ -144,7 +145,9 @@ class Supernet(SpeechModel):
     plain model. In training mode ``loss`` follows the sandwich rule: the largest path on the
     labels, then the smallest and ``random_subnets`` random paths on the labels mixed with
     in-place distillation from the largest path's frame posteriors (weight ``distill``); one
-    backward pass covers them all. In eval mode it is the active path's CTC loss.
+    backward pass covers them all. In eval mode it is the active path's CTC loss. With
+    ``shrink`` > 0 the students come from a subspace that opens up as training goes on
+    (:meth:`set_progress`; :class:`~speechnas.train.config.SupernetConfig` says how).
     """
 
     def __init__(
@@ -156,6 +159,7 @@ class Supernet(SpeechModel):
         random_subnets: int = 2,
         distill: float = 0.5,
         path_draw: str = "choice",
+        shrink: float = 0.0,
     ) -> None:
         self.space = supernet_space(space)  # idempotent on an already fixed subspace
         super().__init__(largest(self.space), vocab_size=vocab_size, dropout=dropout)
@@ -165,14 +169,50 @@ class Supernet(SpeechModel):
             raise ValueError(f"supernet distill: {distill} is not in [0, 1]")
         if path_draw not in SAMPLE_BY:
             raise ValueError(f"supernet path_draw: {path_draw!r} is not one of {list(SAMPLE_BY)}")
+        if not 0.0 <= shrink < 1.0:
+            raise ValueError(f"supernet shrink: {shrink} is not in [0, 1)")
         self.largest = self.arch
         self.smallest = smallest(self.space)
         self.random_subnets = random_subnets
         self.distill = distill
         self.path_draw = path_draw
+        self.shrink = shrink
         self.dropout_p = dropout
         self.active = self.largest
         self._skeletons: dict[Arch, _Head] = {}  # not submodules: no weights of their own
+        self.students = self.space  # the subspace the students come from (see set_progress)
+        self._opened: dict[tuple[int, ...], SearchSpace] = {}
+
+    # ------------------------------------------------------------------ progressive shrinking
+    def set_progress(self, used: float) -> SearchSpace:
+        """Opens the students' subspace for a training that has spent ``used`` (0-1) of its
+        budget: every elastic choice keeps its largest ``1 + floor(n * used / shrink)`` of its
+        ``n`` values (all of them once ``used`` reaches ``shrink``, and always without
+        ``shrink``). Returns that subspace, also in :attr:`students`."""
+        stage = 1.0 if self.shrink <= 0 else min(1.0, used / self.shrink)
+        sizes = tuple(
+            min(n, 1 + math.floor(n * stage + 1e-9))
+            for n in (len(self.space[c].values) for c in self._elastic())
+        )
+        if stage >= 1.0:
+            self.students = self.space
+        else:
+            if sizes not in self._opened:
+                self._opened[sizes] = self._opening(sizes)
+            self.students = self._opened[sizes]
+        return self.students
+
+    def _elastic(self) -> list[str]:
+        return [c for c in ELASTIC if c in self.space.names]
+
+    def _opening(self, sizes: tuple[int, ...]) -> SearchSpace:
+        """The subspace whose elastic choices keep their ``sizes`` largest values."""
+        keep = dict(zip(self._elastic(), sizes, strict=True))
+        d = self.space.to_dict()
+        for c in d["choices"]:
+            if c["name"] in keep and keep[c["name"]] < len(c["values"]):
+                c["values"] = sorted(c["values"])[-keep[c["name"]] :]
+        return SearchSpace.from_dict(d)
 
     # ------------------------------------------------------------------ the active path
     def set_active(self, arch: Mapping[str, Any]) -> Arch:
@@ -277,11 +317,16 @@ class Supernet(SpeechModel):
     def sandwich(self) -> list[Arch]:
         """The students of one step: the smallest path and ``random_subnets`` random ones
         (drawn as ``path_draw`` says), from torch's generator (which the trainer seeds per step,
-        so resumable)."""
+        so resumable). Under progressive shrinking they come from :attr:`students` (its
+        smallest path, not the subspace's), the largest path itself left out."""
         seed = int(torch.randint(0, 2**62, (1,)).item())
         rng = random.Random(seed)
-        draws = [self.space.sample(rng, by=self.path_draw) for _ in range(self.random_subnets)]
-        return [self.smallest, *draws]
+        space = self.students
+        draws = [space.sample(rng, by=self.path_draw) for _ in range(self.random_subnets)]
+        if space is self.space:
+            return [self.smallest, *draws]
+        paths = [self.space.validate(a) for a in (smallest(space), *draws)]
+        return [a for a in paths if a != self.largest]
 
     @torch.no_grad()
     def decode(

@@ -113,6 +113,7 @@ def load_supernet(folder: str | Path) -> LoadedModel:
         random_subnets=int(spec["random_subnets"]),
         distill=float(spec["distill"]),
         path_draw=str(spec.get("path_draw", "architecture")),  # older supernets: architecture
+        shrink=float(spec.get("shrink", 0.0)),
     )
     net.load_state_dict(plain.model.state_dict())
     net.eval()

@@ -126,6 +126,17 @@ class BudgetConfig:
     eval_at_minutes: tuple[float, ...] = ()  # extra test-set evaluations at these marks
     checkpoint_every_minutes: float = 2.0
 
+    def used(self, step: int, seconds: float, steps_per_epoch: int) -> float:
+        """The share of the budget spent after ``step`` steps and ``seconds`` of training: of
+        ``max_steps`` when set, else of ``max_minutes``, else of ``max_epochs``; at most 1."""
+        if self.max_steps is not None:
+            share = step / max(1, self.max_steps)
+        elif self.max_minutes is not None:
+            share = seconds / max(1e-9, 60 * self.max_minutes)
+        else:
+            share = step / max(1, self.max_epochs * steps_per_epoch)
+        return min(1.0, share)
+
 
 @dataclass(frozen=True, slots=True)
 class SupernetConfig:
@@ -138,12 +149,20 @@ class SupernetConfig:
     each elastic choice uniform over its values, so every depth is trained about as often, or
     "architecture", uniform over the paths, which in a space with per-layer widths is almost
     always the deepest (83% of them at 6 layers in the default space).
+
+    ``shrink`` > 0 trains by progressive shrinking (after Once-for-All): over that share of the
+    budget the students' paths open up from the largest path's values to every value, each
+    elastic choice keeping its largest ``1 + floor(n * progress / shrink)`` of its ``n``
+    values (every choice at once, not one dimension after another as Once-for-All does);
+    students that would be the largest path itself are skipped. 0: the whole subspace from the
+    first step.
     """
 
     random_subnets: int = 2
     distill: float = 0.5
     fixed: dict[str, Any] = field(default_factory=dict)
     path_draw: str = "choice"
+    shrink: float = 0.0
 
     def __post_init__(self) -> None:
         if isinstance(self.random_subnets, bool) or self.random_subnets < 0:
@@ -153,6 +172,11 @@ class SupernetConfig:
         if self.path_draw not in SAMPLE_BY:
             raise ValueError(
                 f"supernet.path_draw: {self.path_draw!r} is not one of {list(SAMPLE_BY)}"
+            )
+        if isinstance(self.shrink, bool) or not 0.0 <= self.shrink < 1.0:
+            raise ValueError(
+                f"supernet.shrink: {self.shrink!r} is not in [0, 1) (the share of the budget "
+                "over which the paths open up; 0 for none)"
             )
 
 

@@ -230,6 +230,7 @@ class Trainer:
                 random_subnets=cfg.supernet.random_subnets,
                 distill=cfg.supernet.distill,
                 path_draw=cfg.supernet.path_draw,
+                shrink=cfg.supernet.shrink,
             )
         else:
             model = build(arch, vocab_size=vocab, dropout=cfg.model.dropout)
@@ -244,6 +245,7 @@ class Trainer:
                 "random_subnets": self.model.random_subnets,
                 "distill": self.model.distill,
                 "path_draw": self.model.path_draw,
+                "shrink": self.model.shrink,
             }
         return {
             **extra,
@@ -336,6 +338,10 @@ class Trainer:
         batch = self.train_set.batch(indices)
         if self.cfg.dynamic_chunk is not None:
             self._draw_chunk(self.cfg.dynamic_chunk)
+        if isinstance(self.model, Supernet):  # progressive shrinking follows the budget
+            self.model.set_progress(
+                self.cfg.budget.used(self.step, self.train_seconds, len(self.sampler))
+            )
         loss = self.model.loss(batch.feats, batch.feat_lens, batch.tokens, batch.token_lens)
         if self.cfg.dynamic_chunk is not None:  # evaluation sees the architecture's own
             self.model.configure_streaming(chunk=self.model.spec.chunk_size)

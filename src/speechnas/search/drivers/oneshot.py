@@ -76,6 +76,7 @@ class OneShotOptions:
     threads: int = 2  # torch threads for the supernet, the scoring and the fine-tuning
     random_subnets: int = 2  # sandwich rule: random paths per step besides largest/smallest
     path_draw: str = "choice"  # how those are drawn: per choice, or uniform over the paths
+    shrink: float = 0.0  # progressive shrinking over this share of the supernet's budget
     distill: float = 0.5  # weight of in-place distillation for the smaller paths
     fixed: dict[str, Any] = field(default_factory=dict)  # values of the non-elastic choices
     inner: str = "nsga2"  # the strategy proposing paths
@@ -109,6 +110,11 @@ class OneShotOptions:
             raise ValueError(
                 f"strategy.options.path_draw: {self.path_draw!r} is not one of {list(SAMPLE_BY)}"
             )
+        if isinstance(self.shrink, bool) or not 0.0 <= self.shrink < 1.0:
+            raise ValueError(
+                f"strategy.options.shrink: {self.shrink!r} is not in [0, 1) (the share of the "
+                "supernet's budget over which its paths open up; 0 for none)"
+            )
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> OneShotOptions:
@@ -120,6 +126,7 @@ class OneShotOptions:
             distill=self.distill,
             fixed=dict(self.fixed),
             path_draw=self.path_draw,
+            shrink=self.shrink,
         )
 
 
