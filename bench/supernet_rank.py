@@ -9,9 +9,10 @@ by parameters (as in ``bench/oneshot.py``) are:
 * scored by **inherited weights** from each supernet variant on the whole dev set.
 
 Every variant (``--variants``: ``name:option=value,...`` with the one-shot options
-``random_subnets`` and ``distill``) trains its supernet for ``--supernet-steps`` steps on
-``--threads`` threads. Step budgets make the figures the same on any machine; the training
-minutes say what each cost here (more paths per step cost more per step).
+``random_subnets``, ``distill``, ``path_draw`` and ``shrink``) trains its supernet for
+``--supernet-steps`` steps on ``--threads`` threads. Step budgets make the figures the same on
+any machine; the training minutes say what each cost here (more paths per step cost more per
+step).
 
 Reported: Kendall tau and Spearman of each variant's inherited dev WER against the
 reference, and the **ceiling**: the same between the two seeds' stand-alone WERs (a predictor
@@ -34,6 +35,8 @@ others.
         "sandwich4:random_subnets=4" --paths 10 --standalone-steps 800 --supernet-steps 1000
     .venv/bin/python bench/supernet_rank.py --variants "by-choice:random_subnets=2" \
         "by-arch:random_subnets=2,path_draw=architecture"    # how the random paths are drawn
+    .venv/bin/python bench/supernet_rank.py --variants "by-choice:random_subnets=2" \
+        "shrink:random_subnets=2,shrink=0.5"                  # progressive shrinking
 """
 
 from __future__ import annotations
