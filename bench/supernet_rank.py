@@ -49,6 +49,7 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -131,13 +132,23 @@ REFERENCE = 1.1
 def trainings_to_share(order: list[int], points: np.ndarray, share: float) -> int:
     """How many stand-alone trainings, taken in ``order``, until the hypervolume of what they
     trained reaches ``share`` of every path's (objectives min-max normalised over the paths)."""
+    return _counter(points, share)(order)
+
+
+def _counter(points: np.ndarray, share: float) -> Callable[[list[int]], int]:
+    """:func:`trainings_to_share` for many orders of the same paths: the normalisation and
+    the target hypervolume computed once."""
     norm = normalize(points, points.min(axis=0), points.max(axis=0))
     ref = [REFERENCE] * points.shape[1]
-    best = hypervolume(norm, ref)
-    for k in range(1, len(order) + 1):
-        if hypervolume(norm[order[:k]], ref) >= share * best - 1e-12:
-            return k
-    raise AssertionError("every path trained reaches the best hypervolume")
+    target = share * hypervolume(norm, ref) - 1e-12
+
+    def count(order: list[int]) -> int:
+        for k in range(1, len(order) + 1):
+            if hypervolume(norm[order[:k]], ref) >= target:
+                return k
+        raise AssertionError("every path trained reaches the best hypervolume")
+
+    return count
 
 
 def search_cost(
@@ -166,10 +177,11 @@ def search_cost(
     out: dict[str, Any] = {}
     for share in shares:
         key = f"{share:g}"
+        count = _counter(points, share)
         counts, cost_min = [], []
         for _ in range(draws):  # minutes depend on which paths a random order trains first
             order = list(rng.permutation(len(points)))
-            counts.append(k := trainings_to_share(order, points, share))
+            counts.append(k := count(order))
             cost_min.append(sum(minutes[i] for i in order[:k]))
         rows = {"random": {
             "trainings": _ms(counts), "steps": _ms([steps * c for c in counts]),
@@ -181,7 +193,7 @@ def search_cost(
                 for i, (w, p) in enumerate(zip(r["inherited"], params, strict=True))
             ]
             order = [int(x["key"]) for x in pick_finalists(recs, len(recs))]
-            k = trainings_to_share(order, points, share)
+            k = count(order)
             rows[name] = {
                 "order": order, "trainings": k,
                 "steps": r["path_steps"] + steps * k,
