@@ -173,3 +173,37 @@ def test_depthwise_subsampling_share_is_much_smaller() -> None:
     assert shares["conv2d", 32] == pytest.approx(0.0164, abs=5e-4)
     assert shares["dwconv2d", 32] == pytest.approx(0.0095, abs=5e-4)
     assert shares["dwconv2d", 32] < shares["conv2d", 32]
+
+
+@pytest.mark.parametrize("space_name", ["conformer-ctc", "speech-all", "streaming"])
+def test_count_parameters_with_shared_layers_equals_building_every_layer(space_name: str) -> None:
+    """The memo of layers built once per configuration changes no count: random architectures
+    of each built-in speech space (their layers partly in the memo from earlier ones, some with
+    repeated layers) counted shared and built afresh, at two vocabularies."""
+    import random
+
+    space = load_space(space_name)
+    rng = random.Random(3)
+    archs = [space.sample(rng) for _ in range(30)]
+    archs += archs[:5]  # counted again: every part now from the memo
+    for i, arch in enumerate(archs):
+        vocab = VOCAB if i % 2 else 500
+        assert count_parameters(arch, vocab_size=vocab) == count_parameters(
+            arch, vocab_size=vocab, shared=False
+        ), arch
+
+
+def test_shared_layers_are_handed_out_once_per_configuration_and_counted_per_slot() -> None:
+    from torch import nn
+
+    from speechnas.nn.blocks._shared import make_layer, parameter_count, shared_layers
+
+    memo: dict[str, nn.Module] = {}
+    with shared_layers(memo) as uses:
+        a = make_layer(nn.Linear, 4, 3)
+        b = make_layer(nn.Linear, 4, 3)
+        c = make_layer(nn.Linear, 4, 3, bias=False)
+        model = nn.Sequential(a, b, c, nn.LayerNorm(3))
+    assert a is b and a is not c and len(memo) == 2 and len(uses) == 3
+    assert parameter_count(model, uses) == 15 + 15 + 12 + 6
+    assert make_layer(nn.Linear, 4, 3) is not a  # outside: a fresh layer every time

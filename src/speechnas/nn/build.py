@@ -31,6 +31,7 @@ from speechnas.nn.blocks import (
     TransformerLayerConfig,
     TransformerStack,
 )
+from speechnas.nn.blocks._shared import make_layer
 from speechnas.nn.blocks.lookahead import Lookahead
 from speechnas.nn.blocks.norm import use_mad_prenorm
 from speechnas.nn.decoders import make_decoder
@@ -104,12 +105,14 @@ def _encoder(spec: ArchSpec, dropout: float) -> nn.Module:
 def _decoder(spec: ArchSpec, vocab_size: int, dropout: float) -> nn.Module:
     d = spec.d_model
     if spec.decoder == "ctc":
-        return make_decoder("ctc", d_model=d, vocab_size=vocab_size)
+        return make_layer(make_decoder, "ctc", d_model=d, vocab_size=vocab_size)
     if spec.decoder == "rnnt":
         p = spec.pred_dim
-        return make_decoder("rnnt", d_model=d, vocab_size=vocab_size, pred_dim=p, joint_dim=p)
-    return make_decoder(
-        "attention", d_model=d, vocab_size=vocab_size, layers=spec.decoder_layers,
+        return make_layer(
+            make_decoder, "rnnt", d_model=d, vocab_size=vocab_size, pred_dim=p, joint_dim=p
+        )
+    return make_layer(
+        make_decoder, "attention", d_model=d, vocab_size=vocab_size, layers=spec.decoder_layers,
         heads=spec.heads, ffn_dim=4 * d, dropout=dropout, ctc_weight=spec.ctc_weight,
     )  # fmt: skip
 
@@ -134,7 +137,8 @@ class SpeechModel(nn.Module):
             stages.append(frontend)
             in_dim = frontend.out_dim
         stages.append(
-            Conv2dSubsampling(
+            make_layer(
+                Conv2dSubsampling,
                 in_dim,
                 d,
                 factor=spec.subsampling_factor,

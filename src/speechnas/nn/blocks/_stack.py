@@ -16,6 +16,7 @@ from speechnas.nn.blocks._common import (
     stream_layers,
     zero_padding,
 )
+from speechnas.nn.blocks._shared import make_layer as shared_layer
 from speechnas.nn.blocks.attention import PositionalInput, attention_mask
 from speechnas.nn.blocks.attention_impl import additive_mask
 from speechnas.nn.blocks.masks import padding_mask, stream_mask
@@ -63,7 +64,7 @@ class AttentionStack(nn.Module):
             additive = bool(impls) and "sdpa" not in impls
         self.additive = additive
         fields = [{f.name: getattr(c, f.name) for f in dataclasses.fields(c)} for c in cfgs]
-        self.layers = nn.ModuleList(make_layer(d_model, **f) for f in fields)
+        self.layers = nn.ModuleList(shared_layer(make_layer, d_model, **f) for f in fields)
         self.norm = nn.LayerNorm(d_model) if final_norm else nn.Identity()
         self.layer_cfgs = tuple(cfgs)
 

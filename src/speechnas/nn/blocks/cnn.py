@@ -20,6 +20,7 @@ from speechnas.nn.blocks._common import (
     stream_layers,
     zero_padding,
 )
+from speechnas.nn.blocks._shared import make_layer
 from speechnas.nn.blocks.masks import padding_mask
 
 
@@ -149,7 +150,8 @@ class SeparableConvStack(nn.Module):
         self.causal = causal
         self.layer_cfgs = tuple(cfgs)
         self.layers = nn.ModuleList(
-            SeparableConvLayer(
+            make_layer(
+                SeparableConvLayer,
                 d_model,
                 kernel=c.kernel,
                 dilation=c.dilation,

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from speechnas.nn.blocks._shared import make_layer
 from speechnas.nn.blocks.masks import padding_mask, sinusoidal_positions
 from speechnas.nn.decoders.base import BLANK, DecoderModule, check_beam, check_common
 from speechnas.nn.decoders.ctc import CTCDecoder, CTCPrefixScorer
@@ -146,7 +147,9 @@ class AttentionDecoder(DecoderModule):
         self.label_smoothing = label_smoothing
         self.d_model = d_model
         self.embed = nn.Embedding(vocab_size + 1, d_model)
-        self.blocks = nn.ModuleList(_Block(d_model, heads, ffn_dim, dropout) for _ in range(layers))
+        self.blocks = nn.ModuleList(
+            make_layer(_Block, d_model, heads, ffn_dim, dropout) for _ in range(layers)
+        )
         self.norm = nn.LayerNorm(d_model)
         self.out = nn.Linear(d_model, vocab_size + 1)
         self.ctc = CTCDecoder(d_model, vocab_size)
