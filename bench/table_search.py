@@ -27,8 +27,9 @@ of the target.
 The best attainable hypervolume is that of every tabulated architecture (objectives normalised
 by the table's own minimum and maximum, reference 1.1). A search runs until every row is tried,
 so each one reaches it; the cost is the steps spent when its hypervolume first reaches
-``--share`` (0.95) of it. With min-max normalisation a handful of good rows already give most
-of the hypervolume, so a higher share (0.99) separates the strategies more. The last row is
+``--share`` (0.95; several shares give a table each from the same searches) of it. With
+min-max normalisation a handful of good rows already give most of the hypervolume, so a higher
+share (0.99) separates the strategies more. The last row is
 the fewest trainings any search needs to reach the share (:func:`fewest_to_share`): no
 strategy's cost ratio to random search can be lower than that row's. Prints JSON and a table;
 writes a PNG of hypervolume against steps (mean over seeds).
@@ -37,6 +38,8 @@ writes a PNG of hypervolume against steps (mean over seeds).
     .venv/bin/python bench/table_search.py --objectives dev_wer,params --strategies random,predictor
     .venv/bin/python bench/table_search.py --objectives dev_wer,latency_ratio   # once timed
     .venv/bin/python bench/table_search.py --halving 9,3 --rank-by both --share 0.99
+    .venv/bin/python bench/table_search.py --strategies random,predictor --screen off \
+        --share 0.95 0.99
 """
 
 from __future__ import annotations
@@ -240,7 +243,7 @@ def search(
     objectives: list[str],
     screen_cfg: ScreenConfig | None,
     halving: Halving | None = None,
-    share: float = 0.95,
+    share: float | tuple[float, ...] = 0.95,
     draw: str = "architecture",
 ) -> dict[str, Any]:
     """One search until every row is tried: steps spent and hypervolume (of the rows trained
@@ -285,10 +288,18 @@ def search(
                     prop.tell(i, tab.at(i, r), r)
                     if r == top:
                         reached(i)
-    target = share * tab.best
-    reach = next((s for s, h in zip(steps, curve, strict=True) if h >= target), None)
-    return {"steps": steps, "hv": curve, "screened": prop.screened, "cost": reach,
+    shares = (share,) if isinstance(share, float | int) else tuple(share)
+    by_share = {}
+    for sh in shares:
+        target = sh * tab.best
+        reach = next((s for s, h in zip(steps, curve, strict=True) if h >= target), None)
+        by_share[sh] = {
+            "cost": reach,
             "trained": None if reach is None else sum(1 for s in steps if s <= reach),
+        }
+    first = by_share[shares[0]]
+    return {"steps": steps, "hv": curve, "screened": prop.screened, "cost": first["cost"],
+            "trained": first["trained"], "by_share": by_share,
             "total_steps": spent}  # fmt: skip
 
 
@@ -349,7 +360,7 @@ _TABLES: dict[tuple[str, tuple[str, ...]], Tabulated] = {}
 
 def _one(path: str, latency: str, objectives: list[str], name: str, seed: int,
          screen_cfg: ScreenConfig | None, halving: Halving | None,
-         share: float, draw: str) -> dict[str, Any]:  # fmt: skip
+         share: tuple[float, ...], draw: str) -> dict[str, Any]:  # fmt: skip
     """One search in a worker process (the table loaded once per process)."""
     key = (path, tuple(objectives))
     if key not in _TABLES:
@@ -411,8 +422,9 @@ def main() -> None:
         default="both",
         help="--halving: promotion by observed or predicted dev WER",
     )
-    ap.add_argument("--share", type=float, default=0.95,
-                    help="the share of the best hypervolume whose cost is reported")  # fmt: skip
+    ap.add_argument("--share", type=float, nargs="+", default=[0.95],
+                    help="the shares of the best hypervolume whose cost is reported (one "
+                    "table each, from the same searches; the plot marks the first)")  # fmt: skip
     ap.add_argument("--draw", choices=("architecture", "choice", "both"), default="architecture",
                     help="how the strategies with a draw option (evolution, predictor) draw "
                     "fresh proposals: uniform over architectures or per choice")  # fmt: skip
@@ -428,8 +440,8 @@ def main() -> None:
         )
     if args.seeds < 1:
         sys.exit("--seeds: expected >= 1")
-    if not 0.0 < args.share <= 1.0:
-        sys.exit(f"--share: expected in (0, 1], got {args.share}")
+    if bad_share := [s for s in args.share if not 0.0 < s <= 1.0]:
+        sys.exit(f"--share: expected in (0, 1], got {bad_share[0]}")
     try:
         tab = Tabulated(Path(args.table), objectives, Path(args.latency))
         screen_cfg = ScreenConfig(confidence=args.confidence, min_history=args.min_history)
@@ -463,7 +475,7 @@ def main() -> None:
     work = [
         (args.table, args.latency, objectives, n, sd, screen_cfg if on else None,
          None if halving is None else Halving(halving.candidates, halving.eta, rb or "observed"),
-         args.share, dr)
+         tuple(args.share), dr)
         for n, on, rb, dr, sd in jobs
     ]  # fmt: skip
     with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
@@ -474,31 +486,8 @@ def main() -> None:
         label += "+draw-choice" if dr == "choice" and drawn(name) else ""
         runs.setdefault(label, []).append(r)
 
-    def mean_cost(rs: list[dict[str, Any]]) -> float | None:
-        costs = [r["cost"] for r in rs if r["cost"] is not None]
-        return statistics.mean(costs) if costs else None
-
-    random_cost = mean_cost(runs["random"]) if "random" in runs else None
-    summary: dict[str, Any] = {}
-    for label, rs in runs.items():
-        costs = [r["cost"] for r in rs if r["cost"] is not None]
-        mean = mean_cost(rs)
-        summary[label] = {
-            "reached": f"{len(costs)}/{len(rs)}",
-            "cost_steps_mean": mean,
-            "cost_steps_sd": statistics.stdev(costs) if len(costs) > 1 else 0.0,
-            "trained_to_top_mean": statistics.mean(
-                r["trained"] for r in rs if r["trained"] is not None
-            )
-            if costs
-            else None,
-            "screened_mean": statistics.mean(r["screened"] for r in rs),
-            "total_steps_mean": statistics.mean(r["total_steps"] for r in rs),
-            "final_hv_mean": statistics.mean(r["hv"][-1] if r["hv"] else 0.0 for r in rs),
-            "ratio_to_random": None if random_cost is None or mean is None else mean / random_cost,
-        }
-    fewest = fewest_to_share(tab, args.share)
-    fewest["ratio_to_random"] = None if random_cost is None else fewest["steps"] / random_cost
+    per_share = {sh: summarise(tab, runs, sh) for sh in args.share}
+    first = per_share[args.share[0]]
     report = {
         "table": args.table,
         "tabulated": len(tab.archs),
@@ -506,7 +495,7 @@ def main() -> None:
         "steps_per_training": tab.steps,
         "objectives": objectives,
         "best_hv": tab.best,
-        "share": args.share,
+        "share": args.share[0],
         "seeds": args.seeds,
         "screen": {"confidence": args.confidence, "min_history": args.min_history},
         "halving": None
@@ -516,28 +505,74 @@ def main() -> None:
             "eta": halving.eta,
             "fidelities": tab.fidelities,
         },
-        "strategies": summary,
-        "fewest_possible": fewest,
+        "strategies": first["strategies"],
+        "fewest_possible": first["fewest_possible"],
+        "by_share": {f"{sh:g}": v for sh, v in per_share.items()},
     }
     title = f"{' vs '.join(objectives)}: {len(tab.archs)} tabulated archs, {args.seeds} seeds"
-    plot(Path(args.plot), runs, tab.best, title, args.share)
+    plot(Path(args.plot), runs, tab.best, title, args.share[0])
     report["plot"] = args.plot
     print(json.dumps(report, indent=1))
-    pct = f"{100 * args.share:g}%"
+    for sh, v in per_share.items():
+        show_share(tab, sh, v)
+
+
+def summarise(
+    tab: Tabulated, runs: dict[str, list[dict[str, Any]]], share: float
+) -> dict[str, Any]:
+    """Each strategy's cost to ``share`` of the best hypervolume over its searches, its ratio to
+    random search's, and the fewest trainings any search needs."""
+
+    def costs_of(rs: list[dict[str, Any]]) -> list[int]:
+        return [
+            r["by_share"][share]["cost"] for r in rs if r["by_share"][share]["cost"] is not None
+        ]
+
+    def mean_cost(rs: list[dict[str, Any]]) -> float | None:
+        costs = costs_of(rs)
+        return statistics.mean(costs) if costs else None
+
+    random_cost = mean_cost(runs["random"]) if "random" in runs else None
+    summary: dict[str, Any] = {}
+    for label, rs in runs.items():
+        costs = costs_of(rs)
+        mean = mean_cost(rs)
+        trained = [r["by_share"][share]["trained"] for r in rs]
+        summary[label] = {
+            "reached": f"{len(costs)}/{len(rs)}",
+            "cost_steps_mean": mean,
+            "cost_steps_sd": statistics.stdev(costs) if len(costs) > 1 else 0.0,
+            "trained_to_top_mean": statistics.mean(t for t in trained if t is not None)
+            if costs
+            else None,
+            "screened_mean": statistics.mean(r["screened"] for r in rs),
+            "total_steps_mean": statistics.mean(r["total_steps"] for r in rs),
+            "final_hv_mean": statistics.mean(r["hv"][-1] if r["hv"] else 0.0 for r in rs),
+            "ratio_to_random": None if random_cost is None or mean is None else mean / random_cost,
+        }
+    fewest = fewest_to_share(tab, share)
+    fewest["ratio_to_random"] = None if random_cost is None else fewest["steps"] / random_cost
+    return {"strategies": summary, "fewest_possible": fewest}
+
+
+def show_share(tab: Tabulated, share: float, v: dict[str, Any]) -> None:
+    """The table of :func:`summarise`'s figures for one share."""
+    summary, fewest = v["strategies"], v["fewest_possible"]
+    pct = f"{100 * share:g}%"
     t = Table(title=f"steps to {pct} of the best hypervolume ({len(tab.archs)} architectures)")
     for c in ("search", "reached", f"steps to {pct} (mean ± sd)", "top trainings", "screened",
               "final HV", "/ random"):  # fmt: skip
         t.add_column(c, justify="right")
-    for label, v in summary.items():
-        ratio, cost = v["ratio_to_random"], v["cost_steps_mean"]
-        t.add_row(label, v["reached"],
-                  "-" if cost is None else f"{cost:,.0f} ± {v['cost_steps_sd']:,.0f}",
-                  "-" if cost is None else f"{v['trained_to_top_mean']:.1f}",
-                  f"{v['screened_mean']:.1f}", f"{v['final_hv_mean'] / tab.best:.3f}",
+    for label, s in summary.items():
+        ratio, cost = s["ratio_to_random"], s["cost_steps_mean"]
+        t.add_row(label, s["reached"],
+                  "-" if cost is None else f"{cost:,.0f} ± {s['cost_steps_sd']:,.0f}",
+                  "-" if cost is None else f"{s['trained_to_top_mean']:.1f}",
+                  f"{s['screened_mean']:.1f}", f"{s['final_hv_mean'] / tab.best:.3f}",
                   "-" if ratio is None else f"{ratio:.2f}")  # fmt: skip
     ratio = fewest["ratio_to_random"]
     t.add_row("fewest possible (any search)" + ("" if fewest["exact"] else ", greedy"), "",
-              f"{fewest['steps']:,}", str(fewest["trainings"]), "", f"{args.share:.3f}",
+              f"{fewest['steps']:,}", str(fewest["trainings"]), "", f"{share:.3f}",
               "-" if ratio is None else f"{ratio:.2f}")  # fmt: skip
     Console(stderr=True, width=150).print(t)
 

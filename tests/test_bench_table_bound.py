@@ -44,3 +44,18 @@ def test_the_whole_front_for_the_whole_hypervolume_and_greedy_never_fewer(
     greedy = fewest_to_share(tab, 0.99)
     assert not greedy["exact"] and greedy["trainings"] >= exact["trainings"]
     assert tab.hv(greedy["rows"]) >= 0.99 * tab.best
+
+
+def test_one_search_reports_its_cost_to_every_share_and_no_fewer_than_the_bound(
+    tab: Tabulated,
+) -> None:
+    from table_search import search
+
+    r = search(tab, "random", 0, ["dev_wer", "params"], None, share=(0.95, 0.99))
+    low, high = r["by_share"][0.95], r["by_share"][0.99]
+    assert (r["cost"], r["trained"]) == (low["cost"], low["trained"])
+    assert low["cost"] <= high["cost"] and low["cost"] == low["trained"] * tab.steps
+    for share, got in r["by_share"].items():
+        k = got["trained"]  # the hypervolume first reaches the share at the k-th training
+        assert r["hv"][k - 1] >= share * tab.best and (k == 1 or r["hv"][k - 2] < share * tab.best)
+        assert k >= fewest_to_share(tab, share)["trainings"]
