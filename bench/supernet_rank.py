@@ -203,8 +203,60 @@ def search_cost(
     return out
 
 
-def _ms(xs: list[float]) -> dict[str, float]:
-    return {"mean": float(np.mean(xs)), "sd": float(np.std(xs, ddof=1))}
+def across_seeds(
+    rows: list[dict[str, Any]], reference: list[float], cost: dict[str, Any]
+) -> dict[str, Any]:
+    """Each variant over its supernet seeds: tau (mean ± sd), the tau of its seeds' mean
+    inherited WER, the mean inherited WER over the paths per seed, and its cost ratio to random
+    search per share (mean ± sd). And every other variant against the first, paired by supernet
+    seed: the differences of tau and of the paths' mean inherited WER (mean ± sd, and how many
+    seeds favour the other variant)."""
+    by: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by.setdefault(r["variant"], []).append(r)
+    out: dict[str, Any] = {"variants": {}, "against_first": {}}
+    for name, runs in by.items():
+        taus = [r["kendall_tau"] for r in runs if r["kendall_tau"] is not None]
+        mean_wer = np.mean([r["inherited_dev_wer"] for r in runs], axis=0)
+        ratios = {
+            share: {unit: [c[r["run"]][unit] / c["random"][unit]["mean"] for r in runs]
+                    for unit in ("steps", "cpu_minutes")}
+            for share, c in cost.items()
+        }  # fmt: skip
+        out["variants"][name] = {
+            "seeds": len(runs),
+            "kendall_tau": _ms(taus),
+            "of_mean": tau([float(w) for w in mean_wer], reference),
+            "path_mean_wer": [float(np.mean(r["inherited_dev_wer"])) for r in runs],
+            "train_minutes": _ms([r["train_minutes"] for r in runs]),
+            "ratio_to_random": {
+                share: {unit: _ms(v) for unit, v in units.items()}
+                for share, units in ratios.items()
+            },
+        }
+    names = list(by)
+    first = {r["seed"]: r for r in by[names[0]]}
+    for name in names[1:]:
+        pairs = [(first[r["seed"]], r) for r in by[name] if r["seed"] in first]
+        d_tau = [b["kendall_tau"] - a["kendall_tau"] for a, b in pairs
+                 if a["kendall_tau"] is not None and b["kendall_tau"] is not None]  # fmt: skip
+        d_wer = [float(np.mean(b["inherited_dev_wer"]) - np.mean(a["inherited_dev_wer"]))
+                 for a, b in pairs]  # fmt: skip
+        out["against_first"][name] = {
+            "first": names[0], "seeds": [b["seed"] for _, b in pairs],
+            "tau_difference": d_tau, "path_mean_wer_difference": d_wer,
+            "tau_higher_in": sum(d > 0 for d in d_tau),
+            "wer_lower_in": sum(d < 0 for d in d_wer),
+        }  # fmt: skip
+    return out
+
+
+def _ms(xs: list[float]) -> dict[str, float | None]:
+    """Mean and sample sd (sd 0 for a single value, None for none)."""
+    if not xs:
+        return {"mean": None, "sd": None}
+    sd = float(np.std(xs, ddof=1)) if len(xs) > 1 else 0.0
+    return {"mean": float(np.mean(xs)), "sd": sd}
 
 
 def show(v: float | None) -> str:
@@ -218,6 +270,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--standalone-steps", type=int, default=800)
     ap.add_argument("--supernet-steps", type=int, default=1000)
+    ap.add_argument(
+        "--supernet-seeds",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="train every variant's supernet once per seed (supernet-seed noise)",
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument(
@@ -241,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)  # fmt: skip
     if len(args.seeds) < 1 or args.paths < 4:
         ap.error("--paths: at least 4; --seeds: at least one")
+    if len(set(args.supernet_seeds)) != len(args.supernet_seeds):
+        ap.error(f"--supernet-seeds {args.supernet_seeds}: a seed given twice")
     variants = dict(parse_variant(v) for v in args.variants)
     out = Path(args.out)
     default, sub, space_file = write_subspace(out)
@@ -282,22 +343,26 @@ def main(argv: list[str] | None = None) -> int:
         # trained otherwise under the same variant name (as when a default changes).
         spec = json.dumps(dataclasses.asdict(opts.supernet_config()), sort_keys=True)
         digest = hashlib.sha256(spec.encode()).hexdigest()[:8]
-        folder = out / f"supernet-{name}-{args.supernet_steps}-{digest}" / rate
-        CONSOLE.print(f"supernet {name}: {options}, {args.supernet_steps} steps")
-        t0 = time.perf_counter()
-        trained = train_supernet(tbase, str(space_file), opts, folder, seed=0,
-                                 show_progress=True)  # fmt: skip
-        scorer = PathScorer(folder / "last", tbase.data.dev, utterances=0, seed=0)
-        inherited = [scorer(a)["dev_wer"] for a in paths]
-        rows.append({
-            "variant": name, "options": options, "steps": trained["steps"],
-            "train_minutes": trained["train_seconds"] / 60,
-            "wall_minutes_this_run": (time.perf_counter() - t0) / 60,
-            "paths_per_step": 2 + opts.random_subnets,  # the sandwich rule
-            "cpu_minutes": trained["train_seconds"] / 60 * args.threads,
-            "inherited_dev_wer": inherited, **tau(inherited, reference),
-            "per_seed": {str(s): tau(inherited, per_seed[s]) for s in args.seeds},
-        })  # fmt: skip
+        for seed in args.supernet_seeds:
+            # seed 0 keeps the folder of the runs made before supernet seeds were an option
+            leaf = rate if seed == 0 else "-".join(filter(None, [rate, f"s{seed}"]))
+            folder = out / f"supernet-{name}-{args.supernet_steps}-{digest}" / leaf
+            CONSOLE.print(f"supernet {name}, seed {seed}: {options}, {args.supernet_steps} steps")
+            t0 = time.perf_counter()
+            trained = train_supernet(tbase, str(space_file), opts, folder, seed=seed,
+                                     show_progress=True)  # fmt: skip
+            scorer = PathScorer(folder / "last", tbase.data.dev, utterances=0, seed=0)
+            inherited = [scorer(a)["dev_wer"] for a in paths]
+            rows.append({
+                "variant": name, "seed": seed, "options": options, "steps": trained["steps"],
+                "run": name if len(args.supernet_seeds) == 1 else f"{name}/s{seed}",
+                "train_minutes": trained["train_seconds"] / 60,
+                "wall_minutes_this_run": (time.perf_counter() - t0) / 60,
+                "paths_per_step": 2 + opts.random_subnets,  # the sandwich rule
+                "cpu_minutes": trained["train_seconds"] / 60 * args.threads,
+                "inherited_dev_wer": inherited, **tau(inherited, reference),
+                "per_seed": {str(s): tau(inherited, per_seed[s]) for s in args.seeds},
+            })  # fmt: skip
 
     params = [count_parameters(a, vocab_size=vocab) for a in paths]
     size = tau([-p for p in params], reference)
@@ -307,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     cost = search_cost(
         reference, params, minutes, args.standalone_steps,
-        {r["variant"]: {"inherited": r["inherited_dev_wer"],
+        {r["run"]: {"inherited": r["inherited_dev_wer"],
                         "path_steps": r["steps"] * r["paths_per_step"],
                         "cpu_minutes": r["cpu_minutes"]} for r in rows},
     )  # fmt: skip
@@ -317,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
                    "standalone_dev_wer": {str(s): per_seed[s][i] for s in args.seeds},
                    "reference": reference[i]} for i, a in enumerate(paths)],
         "ceiling": ceiling, "variants": rows, "parameters_alone": size,
-        "search_cost": cost,
+        "search_cost": cost, "across_seeds": across_seeds(rows, reference, cost),
     }  # fmt: skip
     (out / f"report-{tag}.json").write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))
@@ -330,8 +395,17 @@ def main(argv: list[str] | None = None) -> int:
                       str(args.standalone_steps), "", show(c["kendall_tau"]),
                       show(c["spearman"]))  # fmt: skip
     for r in rows:
-        table.add_row(f"supernet {r['variant']}", str(r["steps"]), f"{r['train_minutes']:.1f}",
+        table.add_row(f"supernet {r['run']}", str(r["steps"]), f"{r['train_minutes']:.1f}",
                       show(r["kendall_tau"]), show(r["spearman"]))  # fmt: skip
+    if len(args.supernet_seeds) > 1:
+        for name, a in report["across_seeds"]["variants"].items():
+            t = a["kendall_tau"]
+            table.add_row(f"supernet {name}, {a['seeds']} seeds: mean ± sd", "",
+                          f"{a['train_minutes']['mean']:.1f}",
+                          f"{t['mean']:.2f} ± {t['sd']:.2f}", "")  # fmt: skip
+            table.add_row(f"supernet {name}, mean inherited WER of its seeds", "", "",
+                          show(a["of_mean"]["kendall_tau"]),
+                          show(a["of_mean"]["spearman"]))  # fmt: skip
     table.add_row("parameters alone (bigger is better)", "", "", show(size["kendall_tau"]),
                   show(size["spearman"]))  # fmt: skip
     CONSOLE.print(table)

@@ -44,3 +44,29 @@ def test_one_shot_pays_its_supernet_then_trains_in_its_own_order() -> None:
     # Random orders: both front paths must be among those trained, 2 to 4 trainings.
     assert 2 < rand["trainings"]["mean"] < 4 and rand["trainings"]["sd"] > 0
     assert rand["steps"]["mean"] == pytest.approx(100 * rand["trainings"]["mean"])
+
+
+def test_across_seeds_summarises_each_variant_and_pairs_the_others_with_the_first_by_seed() -> None:
+    from supernet_rank import across_seeds, tau
+
+    good = [0.5, 0.45, 0.42, 0.40]  # ranks the paths as WER does: tau 1
+    rows = []
+    for seed, (a, b) in enumerate([(good, [0.40, 0.42, 0.45, 0.5]), (good, good)]):
+        for name, inherited in (("base", a), ("other", [w - 0.05 for w in b])):
+            rows.append({"variant": name, "seed": seed, "run": f"{name}/s{seed}",
+                         "inherited_dev_wer": inherited, "train_minutes": 1.0 + seed,
+                         **tau(inherited, WER)})  # fmt: skip
+    cost = {"1": {"random": {"steps": {"mean": 400.0}, "cpu_minutes": {"mean": 8.0}},
+                  **{r["run"]: {"steps": 200 * (1 + r["seed"]), "cpu_minutes": 4.0}
+                     for r in rows}}}  # fmt: skip
+    got = across_seeds(rows, WER, cost)
+    base, other = got["variants"]["base"], got["variants"]["other"]
+    assert base["seeds"] == 2 and base["kendall_tau"] == {"mean": 1.0, "sd": 0.0}
+    assert other["kendall_tau"]["mean"] == pytest.approx(0.0) and other["kendall_tau"]["sd"] > 1
+    assert base["ratio_to_random"]["1"]["steps"]["mean"] == pytest.approx(0.75)
+    assert base["train_minutes"]["mean"] == pytest.approx(1.5)
+    pair = got["against_first"]["other"]
+    assert pair["first"] == "base" and pair["seeds"] == [0, 1]
+    assert pair["tau_difference"] == pytest.approx([-2.0, 0.0])
+    assert pair["tau_higher_in"] == 0 and pair["wer_lower_in"] == 2
+    assert pair["path_mean_wer_difference"][1] == pytest.approx(-0.05)
