@@ -95,16 +95,18 @@ def _fixed_frontend_of_width(width: int) -> str:
 
 
 def count_parameters(arch: Mapping[str, Any], *, vocab_size: int, shared: bool = True) -> int:
-    """Exact number of parameters of ``SpeechModel(arch, ...)``, in about a millisecond.
+    """Exact number of parameters of ``SpeechModel(arch, ...)``, in milliseconds.
 
     (The first call in a process that builds an ``nn.Embedding`` — RNN-T and attention
     decoders — pays a one-time import of PyTorch's Python meta kernels, about a second.)
 
     The model is built on the ``meta`` device, which records shapes but allocates and
     initialises nothing. Its layers, subsampling and decoder come from a memo of those already
-    built for the same configuration (:mod:`speechnas.nn.blocks._shared`): a count then takes
-    about 1 ms instead of 0.1 s, which matters where a search counts thousands of candidates.
-    ``shared=False`` builds every part afresh (what the memo is tested against).
+    built for the same configuration (:mod:`speechnas.nn.blocks._shared`), which matters where a
+    search counts thousands of candidates. On one core, 300 random architectures of
+    ``conformer-ctc`` took 2.3 ms each (0.8 ms counted again) against 21 ms built afresh; of
+    ``speech-all``, whose layers are mostly new to the memo, 54 ms at first (0.9 ms again)
+    against 52 ms. ``shared=False`` builds every part afresh (what the memo is tested against).
 
     Every block builds on meta except :class:`LearnableFrontend`, whose constructor computes
     its Gabor filter initialisation with ``.item()`` (impossible on meta tensors). For that

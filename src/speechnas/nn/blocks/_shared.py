@@ -1,8 +1,8 @@
 """Model parts built once per configuration, for builds that only count (:func:`shared_layers`).
 
 Counting an architecture's parameters builds it on the ``meta`` device, and even there PyTorch
-spends most of the time constructing and "initialising" every module (about 0.1 s per
-architecture of ``speech-all``). The searches count many thousands (feasibility tests, the WER
+spends most of the time constructing and "initialising" every module (20-50 ms per
+architecture). The searches count many thousands (feasibility tests, the WER
 predictor's encoding of every candidate). Inside :func:`shared_layers`, the builder takes each
 encoder layer, the subsampling and the decoder from a memo keyed by the factory and the
 arguments' ``repr`` (numbers, strings and tuples of them), so a build hands the same module to
