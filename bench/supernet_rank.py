@@ -9,8 +9,9 @@ by parameters (as in ``bench/oneshot.py``) are:
 * scored by **inherited weights** from each supernet variant on the whole dev set.
 
 Every variant (``--variants``: ``name:option=value,...`` with the one-shot options
-``random_subnets``, ``distill``, ``path_draw`` and ``shrink``) trains its supernet for
-``--supernet-steps`` steps on ``--threads`` threads. Step budgets make the figures the same on
+``random_subnets``, ``distill``, ``path_draw``, ``shrink`` and ``shrink_order``) trains its
+supernet for ``--supernet-steps`` steps on ``--threads`` threads, once per
+``--supernet-seeds``. Step budgets make the figures the same on
 any machine; the training minutes say what each cost here (more paths per step cost more per
 step).
 
@@ -37,6 +38,8 @@ others.
         "by-arch:random_subnets=2,path_draw=architecture"    # how the random paths are drawn
     .venv/bin/python bench/supernet_rank.py --variants "by-choice:random_subnets=2" \
         "shrink:random_subnets=2,shrink=0.5"                  # progressive shrinking
+    .venv/bin/python bench/supernet_rank.py --variants "by-choice:random_subnets=2" \
+        "shrink:random_subnets=2,shrink=0.5" --supernet-seeds 0 1 2   # supernet-seed noise
 """
 
 from __future__ import annotations
@@ -124,6 +127,9 @@ def rate_tag(optim: OptimConfig, explicit: bool) -> str:
         parts.append(f"scaled{s.d_model}x{s.layers}p{s.power:g}")
     return "-".join(parts)
 
+
+#: supernet settings added after the first runs, left out of a folder's name at these values
+ADDED_LATER = {"shrink_order": "together"}
 
 #: normalised objectives' reference point, as bench/table_search.py
 REFERENCE = 1.1
@@ -341,7 +347,11 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
         # The folder names the supernet's settings too, so a rerun never reuses a supernet
         # trained otherwise under the same variant name (as when a default changes).
-        spec = json.dumps(dataclasses.asdict(opts.supernet_config()), sort_keys=True)
+        settings = dataclasses.asdict(opts.supernet_config())
+        for key, default in ADDED_LATER.items():  # so the supernets trained before are reused
+            if settings.get(key) == default:
+                del settings[key]
+        spec = json.dumps(settings, sort_keys=True)
         digest = hashlib.sha256(spec.encode()).hexdigest()[:8]
         for seed in args.supernet_seeds:
             # seed 0 keeps the folder of the runs made before supernet seeds were an option

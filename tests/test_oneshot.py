@@ -124,6 +124,9 @@ def test_oneshot_options_are_checked_before_any_work(
     shrink = cfg.replace(strategy=cfg.strategy.__class__("oneshot", {"shrink": 1.5}))
     with pytest.raises(ValueError, match=r"strategy.options.shrink: 1.5 is not in \[0, 1\)"):
         run_search(shrink)
+    order = cfg.replace(strategy=cfg.strategy.__class__("oneshot", {"shrink_order": "ofa"}))
+    with pytest.raises(ValueError, match=r"strategy.options.shrink_order: 'ofa' is not one of"):
+        run_search(order)
     lstm = cfg.replace(
         space="speech-all",
         strategy=cfg.strategy.__class__("oneshot", {"fixed": {"encoder": "lstm"}}),

@@ -209,13 +209,35 @@ def test_progressive_shrinking_opens_the_students_paths_with_the_budget() -> Non
         SupernetConfig(shrink=1.0)
 
 
+def test_staged_shrinking_opens_kernel_then_depth_then_width() -> None:
+    net = Supernet(elastic_space(), vocab_size=11, shrink=0.6, shrink_order="staged")
+
+    def values(used: float) -> dict[str, tuple]:
+        sub = net.set_progress(used)
+        return {c: sub[c].values for c in ("conv_kernel", "layers", "d_model", "ffn_dim", "heads")}
+
+    # three stages of 0.2 each; within a stage its choices keep 1 + floor(3 * progress) values
+    assert values(0.0) == {"conv_kernel": (7,), "layers": (3,), "d_model": (32,),
+                           "ffn_dim": (64,), "heads": (4,)}  # fmt: skip
+    assert values(0.1) == {**values(0.0), "conv_kernel": (5, 7)}
+    mid = values(0.3)  # kernels all open, depth half-way, widths still the largest
+    assert mid["conv_kernel"] == (3, 5, 7) and mid["layers"] == (2, 3) and mid["d_model"] == (32,)
+    late = values(0.5)
+    assert late["layers"] == (1, 2, 3) and late["d_model"] == (24, 32) and late["heads"] == (2, 4)
+    assert net.set_progress(0.6) is net.space
+    together = Supernet(elastic_space(), vocab_size=11, shrink=0.6)
+    assert together.set_progress(0.25)["layers"].values == (2, 3)  # every choice at once
+    with pytest.raises(ValueError, match=r"supernet\.shrink_order: 'ofa' is not one of"):
+        SupernetConfig(shrink=0.5, shrink_order="ofa")
+
+
 def test_a_shrinking_supernet_trains_resumes_and_records_it(
     tiny_corpus: CorpusInfo, tmp_path: Path
 ) -> None:
     space = _space_file(tmp_path)
     c = tiny_config(tiny_corpus, tmp_path, max_steps=6, max_epochs=100)
     c = c.replace(arch=None, space=str(space),
-                  supernet=SupernetConfig(random_subnets=1, shrink=0.5),
+                  supernet=SupernetConfig(random_subnets=1, shrink=0.5, shrink_order="staged"),
                   budget=dataclasses.replace(c.budget, checkpoint_every_minutes=0.0))  # fmt: skip
     whole = Trainer.from_config(c.replace(output_dir=str(tmp_path / "whole")), show_progress=False)
     whole.fit()
@@ -240,3 +262,4 @@ def test_a_shrinking_supernet_trains_resumes_and_records_it(
     for (k, va), vb in zip(a.model.state_dict().items(), b.state_dict().values(), strict=True):
         assert torch.equal(va, vb), k
     assert a.meta["supernet"]["shrink"] == a.model.shrink == 0.5
+    assert a.meta["supernet"]["shrink_order"] == a.model.shrink_order == "staged"

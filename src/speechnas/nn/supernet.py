@@ -37,6 +37,12 @@ from speechnas.space import SAMPLE_BY, Arch, SearchSpace
 
 #: Choices a supernet path may vary; every other choice of its space has one value.
 ELASTIC = ("d_model", "layers", "heads", "ffn_dim", "conv_kernel")
+#: How progressive shrinking opens the elastic choices: all at once, or one stage after another
+#: in Once-for-All's order (kernel, then depth, then width).
+SHRINK_STAGES = {
+    "together": (ELASTIC,),
+    "staged": (("conv_kernel",), ("layers",), ("ffn_dim", "heads", "d_model")),
+}
 ENCODERS = ("conformer", "transformer")
 
 # Tensors whose first axis packs several d_model-wide sections (q|k|v, GLU value|gate).
@@ -160,6 +166,7 @@ class Supernet(SpeechModel):
         distill: float = 0.5,
         path_draw: str = "choice",
         shrink: float = 0.0,
+        shrink_order: str = "together",
     ) -> None:
         self.space = supernet_space(space)  # idempotent on an already fixed subspace
         super().__init__(largest(self.space), vocab_size=vocab_size, dropout=dropout)
@@ -171,12 +178,17 @@ class Supernet(SpeechModel):
             raise ValueError(f"supernet path_draw: {path_draw!r} is not one of {list(SAMPLE_BY)}")
         if not 0.0 <= shrink < 1.0:
             raise ValueError(f"supernet shrink: {shrink} is not in [0, 1)")
+        if shrink_order not in SHRINK_STAGES:
+            raise ValueError(
+                f"supernet shrink_order: {shrink_order!r} is not one of {list(SHRINK_STAGES)}"
+            )
         self.largest = self.arch
         self.smallest = smallest(self.space)
         self.random_subnets = random_subnets
         self.distill = distill
         self.path_draw = path_draw
         self.shrink = shrink
+        self.shrink_order = shrink_order
         self.dropout_p = dropout
         self.active = self.largest
         self._skeletons: dict[Arch, _Head] = {}  # not submodules: no weights of their own
@@ -186,13 +198,23 @@ class Supernet(SpeechModel):
     # ------------------------------------------------------------------ progressive shrinking
     def set_progress(self, used: float) -> SearchSpace:
         """Opens the students' subspace for a training that has spent ``used`` (0-1) of its
-        budget: every elastic choice keeps its largest ``1 + floor(n * used / shrink)`` of its
-        ``n`` values (all of them once ``used`` reaches ``shrink``, and always without
-        ``shrink``). Returns that subspace, also in :attr:`students`."""
+        budget: every elastic choice keeps its largest ``1 + floor(n * p)`` of its ``n``
+        values, where p is its progress: ``used / shrink`` for every choice when
+        ``shrink_order`` is "together"; when "staged", the stages of :data:`SHRINK_STAGES` that
+        vary here split ``shrink`` evenly and open one after another. All values once ``used``
+        reaches ``shrink``, and always without ``shrink``. Returns that subspace, also in
+        :attr:`students`."""
         stage = 1.0 if self.shrink <= 0 else min(1.0, used / self.shrink)
+        elastic = self._elastic()
+        counts = {c: len(self.space[c].values) for c in elastic}
+        groups = [
+            g for g in SHRINK_STAGES[self.shrink_order] if any(counts.get(c, 1) > 1 for c in g)
+        ]
+        progress = {
+            c: min(1.0, max(0.0, stage * len(groups) - k)) for k, g in enumerate(groups) for c in g
+        }
         sizes = tuple(
-            min(n, 1 + math.floor(n * stage + 1e-9))
-            for n in (len(self.space[c].values) for c in self._elastic())
+            min(counts[c], 1 + math.floor(counts[c] * progress.get(c, 1.0) + 1e-9)) for c in elastic
         )
         if stage >= 1.0:
             self.students = self.space
@@ -339,4 +361,4 @@ class Supernet(SpeechModel):
         return ctc_greedy_search(lp, lens)
 
 
-__all__ = ["ELASTIC", "Supernet", "largest", "smallest", "supernet_space"]
+__all__ = ["ELASTIC", "SHRINK_STAGES", "Supernet", "largest", "smallest", "supernet_space"]

@@ -114,6 +114,7 @@ def load_supernet(folder: str | Path) -> LoadedModel:
         distill=float(spec["distill"]),
         path_draw=str(spec.get("path_draw", "architecture")),  # older supernets: architecture
         shrink=float(spec.get("shrink", 0.0)),
+        shrink_order=str(spec.get("shrink_order", "together")),
     )
     net.load_state_dict(plain.model.state_dict())
     net.eval()

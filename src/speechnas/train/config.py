@@ -138,6 +138,10 @@ class BudgetConfig:
         return min(1.0, share)
 
 
+#: how progressive shrinking opens the supernet's choices (speechnas.nn.supernet.SHRINK_STAGES)
+SHRINK_ORDERS = ("together", "staged")
+
+
 @dataclass(frozen=True, slots=True)
 class SupernetConfig:
     """Train a weight-sharing supernet over ``space`` instead of one architecture.
@@ -153,9 +157,10 @@ class SupernetConfig:
     ``shrink`` > 0 trains by progressive shrinking (after Once-for-All): over that share of the
     budget the students' paths open up from the largest path's values to every value, each
     elastic choice keeping its largest ``1 + floor(n * progress / shrink)`` of its ``n``
-    values (every choice at once, not one dimension after another as Once-for-All does);
-    students that would be the largest path itself are skipped. 0: the whole subspace from the
-    first step.
+    values; students that would be the largest path itself are skipped. 0: the whole subspace
+    from the first step. ``shrink_order``: "together" opens every choice at once; "staged"
+    opens them one stage after another in Once-for-All's order (kernel, then depth, then
+    width), each stage over an equal part of that share.
     """
 
     random_subnets: int = 2
@@ -163,6 +168,7 @@ class SupernetConfig:
     fixed: dict[str, Any] = field(default_factory=dict)
     path_draw: str = "choice"
     shrink: float = 0.0
+    shrink_order: str = "together"
 
     def __post_init__(self) -> None:
         if isinstance(self.random_subnets, bool) or self.random_subnets < 0:
@@ -177,6 +183,10 @@ class SupernetConfig:
             raise ValueError(
                 f"supernet.shrink: {self.shrink!r} is not in [0, 1) (the share of the budget "
                 "over which the paths open up; 0 for none)"
+            )
+        if self.shrink_order not in SHRINK_ORDERS:
+            raise ValueError(
+                f"supernet.shrink_order: {self.shrink_order!r} is not one of {list(SHRINK_ORDERS)}"
             )
 
 

@@ -231,6 +231,7 @@ class Trainer:
                 distill=cfg.supernet.distill,
                 path_draw=cfg.supernet.path_draw,
                 shrink=cfg.supernet.shrink,
+                shrink_order=cfg.supernet.shrink_order,
             )
         else:
             model = build(arch, vocab_size=vocab, dropout=cfg.model.dropout)
@@ -246,6 +247,7 @@ class Trainer:
                 "distill": self.model.distill,
                 "path_draw": self.model.path_draw,
                 "shrink": self.model.shrink,
+                "shrink_order": self.model.shrink_order,
             }
         return {
             **extra,

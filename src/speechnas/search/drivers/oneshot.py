@@ -58,7 +58,7 @@ from speechnas.search.strategies import (
 from speechnas.search.study import INTERRUPTED, SearchStudy, set_attrs
 from speechnas.search.trial import Fidelity, run_trial
 from speechnas.space import SAMPLE_BY, Arch, SearchSpace, load_space
-from speechnas.train.config import SupernetConfig, TrainConfig
+from speechnas.train.config import SHRINK_ORDERS, SupernetConfig, TrainConfig
 
 if TYPE_CHECKING:
     from speechnas.search.progress import Progress
@@ -77,6 +77,7 @@ class OneShotOptions:
     random_subnets: int = 2  # sandwich rule: random paths per step besides largest/smallest
     path_draw: str = "choice"  # how those are drawn: per choice, or uniform over the paths
     shrink: float = 0.0  # progressive shrinking over this share of the supernet's budget
+    shrink_order: str = "together"  # every choice at once, or staged: kernel, depth, width
     distill: float = 0.5  # weight of in-place distillation for the smaller paths
     fixed: dict[str, Any] = field(default_factory=dict)  # values of the non-elastic choices
     inner: str = "nsga2"  # the strategy proposing paths
@@ -115,6 +116,11 @@ class OneShotOptions:
                 f"strategy.options.shrink: {self.shrink!r} is not in [0, 1) (the share of the "
                 "supernet's budget over which its paths open up; 0 for none)"
             )
+        if self.shrink_order not in SHRINK_ORDERS:
+            raise ValueError(
+                f"strategy.options.shrink_order: {self.shrink_order!r} is not one of "
+                f"{list(SHRINK_ORDERS)}"
+            )
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> OneShotOptions:
@@ -127,6 +133,7 @@ class OneShotOptions:
             fixed=dict(self.fixed),
             path_draw=self.path_draw,
             shrink=self.shrink,
+            shrink_order=self.shrink_order,
         )
 
 
