@@ -13,10 +13,10 @@ from conftest import tiny_config
 
 from speechnas.data.synth.corpus import CorpusInfo
 from speechnas.nn.build import SpeechModel
-from speechnas.nn.supernet import Supernet, largest, smallest, supernet_space
+from speechnas.nn.supernet import SHRINK_STAGES, Supernet, largest, smallest, supernet_space
 from speechnas.space import SearchSpace, load_space, space_from_yaml
 from speechnas.train.checkpoint import load_model, load_supernet
-from speechnas.train.config import SupernetConfig
+from speechnas.train.config import SHRINK_ORDERS, SupernetConfig
 from speechnas.train.trainer import Trainer
 
 ELASTIC_SPACE = """\
@@ -229,6 +229,7 @@ def test_staged_shrinking_opens_kernel_then_depth_then_width() -> None:
     assert together.set_progress(0.25)["layers"].values == (2, 3)  # every choice at once
     with pytest.raises(ValueError, match=r"supernet\.shrink_order: 'ofa' is not one of"):
         SupernetConfig(shrink=0.5, shrink_order="ofa")
+    assert tuple(SHRINK_STAGES) == SHRINK_ORDERS  # the config checks the orders the net knows
 
 
 def test_a_shrinking_supernet_trains_resumes_and_records_it(
