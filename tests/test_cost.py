@@ -193,9 +193,12 @@ def test_count_parameters_with_shared_layers_equals_building_every_layer(space_n
         ), arch
 
 
-def test_shared_layers_are_handed_out_once_per_configuration_and_counted_per_slot() -> None:
+def test_shared_layers_are_handed_out_once_per_configuration_and_counted_per_slot(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from torch import nn
 
+    from speechnas.nn.blocks import _shared
     from speechnas.nn.blocks._shared import make_layer, parameter_count, shared_layers
 
     memo: dict[str, nn.Module] = {}
@@ -207,3 +210,9 @@ def test_shared_layers_are_handed_out_once_per_configuration_and_counted_per_slo
     assert a is b and a is not c and len(memo) == 2 and len(uses) == 3
     assert parameter_count(model, uses) == 15 + 15 + 12 + 6
     assert make_layer(nn.Linear, 4, 3) is not a  # outside: a fresh layer every time
+    monkeypatch.setattr(_shared, "LIMIT", 2)  # full: the least recently used part goes
+    with shared_layers(memo):
+        assert make_layer(nn.Linear, 4, 3) is a  # now the most recent; c the least
+        d = make_layer(nn.Linear, 5, 3)
+        assert make_layer(nn.Linear, 4, 3) is a and make_layer(nn.Linear, 5, 3) is d
+        assert make_layer(nn.Linear, 4, 3, bias=False) is not c and len(memo) == 2

@@ -19,8 +19,8 @@ from typing import Any
 
 from torch import nn
 
-#: layers per memo before it is emptied (each is a small meta module)
-LIMIT = 20_000
+#: parts a memo keeps, the least recently used dropped first (about 80 kB each, on meta)
+LIMIT = 2_000
 
 _MEMO: ContextVar[dict[str, nn.Module] | None] = ContextVar("shared_layers", default=None)
 _COUNTS: weakref.WeakKeyDictionary[nn.Module, int] = weakref.WeakKeyDictionary()  # own params
@@ -41,10 +41,13 @@ def make_layer(factory: Callable[..., nn.Module], *args: Any, **kwargs: Any) -> 
     if memo is None:
         return factory(*args, **kwargs)
     key = _key(factory, args, kwargs)
-    layer = memo.get(key)
+    layer = memo.pop(key, None)  # put back below as the most recently used
     if layer is None:
-        if len(memo) >= LIMIT:
-            memo.clear()
+        while len(memo) >= LIMIT:  # dicts keep insertion order: the least recent first
+            try:
+                del memo[next(iter(memo))]
+            except (KeyError, RuntimeError, StopIteration):  # another thread got there first
+                break
         # Built with the memo off, so the parts inside it are its own, not shared (a shared
         # part counts its parameters once however many slots inside it hold them).
         t1, t2 = _MEMO.set(None), _USES.set(None)
@@ -53,7 +56,7 @@ def make_layer(factory: Callable[..., nn.Module], *args: Any, **kwargs: Any) -> 
         finally:
             _MEMO.reset(t1)
             _USES.reset(t2)
-        memo[key] = layer
+    memo[key] = layer
     uses = _USES.get()
     if uses is not None:
         uses.append(layer)
