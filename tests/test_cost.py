@@ -216,3 +216,6 @@ def test_shared_layers_are_handed_out_once_per_configuration_and_counted_per_slo
         d = make_layer(nn.Linear, 5, 3)
         assert make_layer(nn.Linear, 4, 3) is a and make_layer(nn.Linear, 5, 3) is d
         assert make_layer(nn.Linear, 4, 3, bias=False) is not c and len(memo) == 2
+        # an argument whose repr is an address is never a key: built afresh, not remembered
+        assert make_layer(nn.Sequential, a) is not make_layer(nn.Sequential, a)
+    assert len(memo) == 2

@@ -83,7 +83,7 @@ def _learnable_frontend() -> LearnableFrontend:
     return LearnableFrontend(LEARNABLE_FILTERS, sample_rate=FRONTENDS["learnable"].sample_rate)
 
 
-#: encoder layers built on meta for counting, by factory and configuration (see count_parameters)
+#: layers, subsamplings and decoders built on meta for counting, by configuration (see below)
 _LAYERS: dict[str, torch.nn.Module] = {}
 
 

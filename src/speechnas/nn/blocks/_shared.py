@@ -27,20 +27,34 @@ _COUNTS: weakref.WeakKeyDictionary[nn.Module, int] = weakref.WeakKeyDictionary()
 _USES: ContextVar[list[nn.Module] | None] = ContextVar("shared_layer_uses", default=None)
 
 
-def _key(factory: Callable[..., nn.Module], args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+def _plain(value: Any) -> bool:
+    """Whether ``value``'s repr says all of it: numbers, strings, None and tuples of them (an
+    object's default repr holds its address, which a later object may reuse)."""
+    if isinstance(value, tuple | list):
+        return all(_plain(v) for v in value)
+    return value is None or isinstance(value, bool | int | float | str)
+
+
+def _key(
+    factory: Callable[..., nn.Module], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> str | None:
+    """The memo key of a call, or None when an argument is not :func:`_plain`."""
     func = getattr(factory, "func", factory)  # functools.partial: its function and bound keywords
     bound = sorted(getattr(factory, "keywords", {}).items())
+    if not _plain([*args, *kwargs.values(), *(v for _, v in bound)]):
+        return None
     name = f"{func.__module__}.{func.__qualname__}"
     return repr((name, bound, args, sorted(kwargs.items())))
 
 
 def make_layer(factory: Callable[..., nn.Module], *args: Any, **kwargs: Any) -> nn.Module:
     """``factory(*args, **kwargs)``, or inside :func:`shared_layers` the memo's module for that
-    call (built on first use)."""
+    call (built on first use); a call with other than plain arguments (see :func:`_plain`) is
+    built afresh."""
     memo = _MEMO.get()
-    if memo is None:
+    key = None if memo is None else _key(factory, args, kwargs)
+    if memo is None or key is None:
         return factory(*args, **kwargs)
-    key = _key(factory, args, kwargs)
     layer = memo.pop(key, None)  # put back below as the most recently used
     if layer is None:
         while len(memo) >= LIMIT:  # dicts keep insertion order: the least recent first
