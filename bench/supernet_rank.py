@@ -215,8 +215,8 @@ def across_seeds(
     """Each variant over its supernet seeds: tau (mean ± sd), the tau of its seeds' mean
     inherited WER, the mean inherited WER over the paths per seed, and its cost ratio to random
     search per share (mean ± sd). And every other variant against the first, paired by supernet
-    seed: the differences of tau and of the paths' mean inherited WER (mean ± sd, and how many
-    seeds favour the other variant)."""
+    seed: the differences of tau and of the paths' mean inherited WER, seed by seed, and in how
+    many seeds the other variant ranks better and scores lower."""
     by: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         by.setdefault(r["variant"], []).append(r)
