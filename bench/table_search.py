@@ -27,7 +27,10 @@ of the target.
 The best attainable hypervolume is that of every tabulated architecture (objectives normalised
 by the table's own minimum and maximum, reference 1.1). A search runs until every row is tried,
 so each one reaches it; the cost is the steps spent when its hypervolume first reaches
-``--share`` (0.95; several shares give a table each from the same searches) of it. With
+``--share`` (0.95; several shares give a table each from the same searches) of it. The JSON
+keeps each seed's cost, and each strategy is tested against random search (Mann-Whitney U over
+the seeds) and, with the screen, against itself without it (Wilcoxon signed-rank, paired by
+seed: :func:`against`). With
 min-max normalisation a handful of good rows already give most of the hypervolume, so a higher
 share (0.99) separates the strategies more. The last row is
 the fewest trainings any search needs to reach the share (:func:`fewest_to_share`): no
@@ -365,7 +368,9 @@ def _one(path: str, latency: str, objectives: list[str], name: str, seed: int,
     key = (path, tuple(objectives))
     if key not in _TABLES:
         _TABLES[key] = Tabulated(Path(path), objectives, Path(latency))
-    return search(_TABLES[key], name, seed, objectives, screen_cfg, halving, share, draw)
+    return search(_TABLES[key], name, seed, objectives, screen_cfg, halving, share, draw) | {
+        "seed": seed
+    }
 
 
 def plot(path: Path, runs: dict[str, list[dict[str, Any]]], best: float, title: str,
@@ -542,6 +547,7 @@ def summarise(
             "reached": f"{len(costs)}/{len(rs)}",
             "cost_steps_mean": mean,
             "cost_steps_sd": statistics.stdev(costs) if len(costs) > 1 else 0.0,
+            "cost_steps_by_seed": {r["seed"]: r["by_share"][share]["cost"] for r in rs},
             "trained_to_top_mean": statistics.mean(t for t in trained if t is not None)
             if costs
             else None,
@@ -550,9 +556,56 @@ def summarise(
             "final_hv_mean": statistics.mean(r["hv"][-1] if r["hv"] else 0.0 for r in rs),
             "ratio_to_random": None if random_cost is None or mean is None else mean / random_cost,
         }
+    for label, s in summary.items():
+        s["vs_random"] = (
+            None if label == "random" or "random" not in summary
+            else against(s["cost_steps_by_seed"], summary["random"]["cost_steps_by_seed"], False)
+        )  # fmt: skip
+        base = label.replace("+screen", "")
+        s["vs_unscreened"] = (
+            against(s["cost_steps_by_seed"], summary[base]["cost_steps_by_seed"], True)
+            if base != label and base in summary
+            else None
+        )
     fewest = fewest_to_share(tab, share)
     fewest["ratio_to_random"] = None if random_cost is None else fewest["steps"] / random_cost
     return {"strategies": summary, "fewest_possible": fewest}
+
+
+def against(a: dict[int, int | None], b: dict[int, int | None], paired: bool) -> dict[str, Any]:
+    """Is search A's cost different from search B's? Two-sided tests on the seeds' costs.
+
+    Paired (the same strategy and seed with and without the screen, which share their first
+    proposals): the Wilcoxon signed-rank test over the seeds both reached the share with, and
+    how many of them A made cheaper, dearer or the same. A seed the screen leaves unchanged
+    counts as no difference (Pratt's treatment of zeros), and if none changed, p is 1.
+    Unpaired (two strategies: seed k of one shares nothing with seed k of the other): the
+    Mann-Whitney U test. Both as exact permutation tests (scipy's, over every sign flip or
+    every split of the seeds), since costs are whole trainings and tie often, which the
+    normal approximation handles poorly at 10 seeds; p >= 0.05 means the seeds cannot tell the
+    two apart."""
+    from scipy.stats import PermutationMethod, mannwhitneyu, wilcoxon
+
+    if paired:
+        pairs = [(a[k], b[k]) for k in sorted(a) if a[k] is not None and b.get(k) is not None]
+        d = [x - y for x, y in pairs]
+        out: dict[str, Any] = {
+            "test": "wilcoxon", "seeds": len(d), "cheaper": sum(v < 0 for v in d),
+            "dearer": sum(v > 0 for v in d), "same": sum(v == 0 for v in d),
+            "median_difference": float(np.median(d)) if d else None,
+        }  # fmt: skip
+        if not any(d):
+            return out | {"p_value": 1.0 if d else None}
+        exact = PermutationMethod(n_resamples=2 ** len(d))
+        return out | {"p_value": float(wilcoxon(d, zero_method="pratt", method=exact).pvalue)}
+    xa = [v for v in a.values() if v is not None]
+    xb = [v for v in b.values() if v is not None]
+    if not xa or not xb:
+        return {"test": "mannwhitneyu", "p_value": None}
+    exact = PermutationMethod(n_resamples=math.comb(len(xa) + len(xb), len(xa)))
+    res = mannwhitneyu(xa, xb, alternative="two-sided", method=exact)
+    return {"test": "mannwhitneyu", "p_value": float(res.pvalue),
+            "median_difference": float(np.median(xa) - np.median(xb))}  # fmt: skip
 
 
 def show_share(tab: Tabulated, share: float, v: dict[str, Any]) -> None:
@@ -561,19 +614,28 @@ def show_share(tab: Tabulated, share: float, v: dict[str, Any]) -> None:
     pct = f"{100 * share:g}%"
     t = Table(title=f"steps to {pct} of the best hypervolume ({len(tab.archs)} architectures)")
     for c in ("search", "reached", f"steps to {pct} (mean ± sd)", "top trainings", "screened",
-              "final HV", "/ random"):  # fmt: skip
+              "final HV", "/ random", "p vs random",
+              "p vs no screen (cheaper/dearer)"):  # fmt: skip
         t.add_column(c, justify="right")
+
+    def p(v: dict[str, Any] | None) -> str:
+        if v is None or v["p_value"] is None:
+            return "-"
+        tally = f" ({v['cheaper']}/{v['dearer']})" if "cheaper" in v else ""
+        return f"{v['p_value']:.3f}{tally}"
+
     for label, s in summary.items():
         ratio, cost = s["ratio_to_random"], s["cost_steps_mean"]
         t.add_row(label, s["reached"],
                   "-" if cost is None else f"{cost:,.0f} ± {s['cost_steps_sd']:,.0f}",
                   "-" if cost is None else f"{s['trained_to_top_mean']:.1f}",
                   f"{s['screened_mean']:.1f}", f"{s['final_hv_mean'] / tab.best:.3f}",
-                  "-" if ratio is None else f"{ratio:.2f}")  # fmt: skip
+                  "-" if ratio is None else f"{ratio:.2f}", p(s["vs_random"]),
+                  p(s["vs_unscreened"]))  # fmt: skip
     ratio = fewest["ratio_to_random"]
     t.add_row("fewest possible (any search)" + ("" if fewest["exact"] else ", greedy"), "",
               f"{fewest['steps']:,}", str(fewest["trainings"]), "", f"{share:.3f}",
-              "-" if ratio is None else f"{ratio:.2f}")  # fmt: skip
+              "-" if ratio is None else f"{ratio:.2f}", "", "")  # fmt: skip
     Console(stderr=True, width=150).print(t)
 
 

@@ -59,3 +59,36 @@ def test_one_search_reports_its_cost_to_every_share_and_no_fewer_than_the_bound(
         k = got["trained"]  # the hypervolume first reaches the share at the k-th training
         assert r["hv"][k - 1] >= share * tab.best and (k == 1 or r["hv"][k - 2] < share * tab.best)
         assert k >= fewest_to_share(tab, share)["trainings"]
+
+
+def test_each_seed_cost_is_kept_and_tested_against_random_and_the_unscreened_search(
+    tab: Tabulated,
+) -> None:
+    from table_search import against, summarise
+
+    runs = {
+        "random": [{"seed": k, **search_row(c)} for k, c in enumerate([9, 8, 10, 7, 9, 11])],
+        "tpe": [{"seed": k, **search_row(c)} for k, c in enumerate([2, 3, 1, 2, 3, 2])],
+        "tpe+screen": [{"seed": k, **search_row(c)} for k, c in enumerate([2, 2, 1, 1, 3, None])],
+    }
+    got = summarise(tab, runs, 0.95)["strategies"]
+    costs = [2, 3, 1, 2, 3, 2]
+    assert got["tpe"]["cost_steps_by_seed"] == {k: 1000 * c for k, c in enumerate(costs)}
+    assert got["random"]["vs_random"] is None and got["tpe"]["vs_unscreened"] is None
+    # every tpe seed is cheaper than every random seed: the least p of a 6-against-6 split
+    assert got["tpe"]["vs_random"]["p_value"] == pytest.approx(2 / 924)
+    paired = got["tpe+screen"]["vs_unscreened"]
+    assert (paired["seeds"], paired["cheaper"], paired["dearer"], paired["same"]) == (5, 2, 0, 3)
+    assert 0.05 < paired["p_value"] < 1  # two of five seeds cheaper: not a difference
+    same = against({0: 5, 1: 6}, {0: 5, 1: 6}, paired=True)
+    assert same["p_value"] == 1.0 and same["same"] == 2
+    # ten seeds, all cheaper by distinct amounts: the exact sign-flip p is 2 / 2**10
+    ten = against({k: k for k in range(10)}, {k: 2 * k + 1 for k in range(10)}, paired=True)
+    assert ten["p_value"] == pytest.approx(2 / 1024)
+
+
+def search_row(cost: int | None) -> dict:
+    """The part of a search's result that :func:`summarise` reads, for a cost in trainings."""
+    steps = None if cost is None else cost * 1000
+    return {"by_share": {0.95: {"cost": steps, "trained": cost}}, "screened": 0,
+            "total_steps": 150_000, "hv": [1.0]}  # fmt: skip
