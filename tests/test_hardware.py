@@ -260,6 +260,43 @@ def test_blocks_hold_every_parameter(changes: dict) -> None:
     assert got == expected
 
 
+def transformer(impl: str, **changes: object) -> Arch:
+    """A tiny 2-layer Transformer of speech-all with the attention implementation ``impl``."""
+    space = load_space("speech-all")
+    drop = ("macaron", "conv_kernel", "module_order")
+    values = {k: v for k, v in tiny().items() if k not in drop}
+    arch = space.validate(Arch({**values, "encoder": "transformer", "attention": "abs", **changes}))
+    return Arch({**arch, "attention_impl": impl})
+
+
+@pytest.mark.parametrize("impl", ["sdpa", "split_heads"])
+def test_a_streaming_attention_block_is_timed_under_the_mask_its_stack_passes(impl: str) -> None:
+    """What attention masks changes its time (the softmax slows on masked scores), so the
+    block of a streaming encoder gets the chunk mask its layers get in the model, named by
+    chunk and left context, and the open mask otherwise."""
+    from speechnas.nn.blocks import MultiHeadSelfAttention
+    from speechnas.nn.blocks._stack import AttentionStack
+
+    arch = transformer(impl, streaming=True, chunk_size=8, left_chunks=2)
+    (block,) = {u.block for u in decompose(arch, vocab_size=VOCAB) if u.block.kind == "mhsa"}
+    assert (block.get("chunk"), block.get("left")) == (8, 2)
+    stack = next(m for m in tiny_model(arch).modules() if isinstance(m, AttentionStack))
+    seen: list[torch.Tensor] = []
+    attn = next(m for m in stack.modules() if isinstance(m, MultiHeadSelfAttention))
+    attn.register_forward_pre_hook(lambda _m, args: seen.append(args[1]))
+    t = 37
+    with torch.no_grad():
+        stack(torch.randn(1, t, 96), torch.tensor([t]))
+    mask = block_module(block)[1](t, torch.Generator().manual_seed(0))["mask"]
+    assert mask.dtype == seen[0].dtype and torch.equal(mask, seen[0])
+    assert (mask == 0).any() if impl == "sdpa" else torch.isinf(mask).any()  # some masked
+    open_arch = transformer(impl)
+    (plain,) = {u.block for u in decompose(open_arch, vocab_size=VOCAB) if u.block.kind == "mhsa"}
+    assert "chunk=" not in plain.key
+    plain_mask = block_module(plain)[1](t, torch.Generator().manual_seed(0))["mask"]
+    assert not ((plain_mask == 0).any() if impl == "sdpa" else torch.isinf(plain_mask).any())
+
+
 def test_length_fit_is_non_negative_and_exact_on_a_parabola() -> None:
     lengths = [16, 40, 100, 200, 400]
     (a, b, c), err = fit_length_model(lengths, [0.1 + 0.002 * t + 1e-5 * t * t for t in lengths])

@@ -27,6 +27,8 @@ from speechnas.nn.blocks import (
 )
 from speechnas.nn.blocks._common import DepthwiseConv1d
 from speechnas.nn.blocks._stack import AttentionStack
+from speechnas.nn.blocks.attention import attention_mask
+from speechnas.nn.blocks.attention_impl import additive_mask
 from speechnas.nn.blocks.cnn import SeparableConvLayer
 from speechnas.nn.blocks.conformer import ConvModule
 from speechnas.nn.blocks.ebranchformer import ConvGatedMLP
@@ -147,6 +149,20 @@ def _seq(d: int, *names: str, additive: bool = False) -> Inputs:
     return make
 
 
+def _chunked(inputs: Inputs, chunk: int, left: int, additive: bool) -> Inputs:
+    """``inputs`` with the mask a streaming attention stack builds for one utterance of the
+    length (:func:`speechnas.nn.blocks.attention.attention_mask`): what is masked changes the
+    softmax's time, not only the mask's shape."""
+
+    def make(t: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+        out = inputs(t, gen)
+        mask = attention_mask(torch.tensor([t]), t, chunk=chunk, left_chunks=left)
+        out["mask"] = additive_mask(mask) if additive else mask
+        return out
+
+    return make
+
+
 def block_module(block: Block) -> tuple[nn.Module, Inputs]:
     """The block as an eval-mode module with random weights, and a maker of its inputs at a
     length (the block's axis) from a seeded generator. Every input's axis 1 is the length
@@ -187,6 +203,8 @@ def block_module(block: Block) -> tuple[nn.Module, Inputs]:
         )  # fmt: skip
         # a stack whose layers are not sdpa passes them an additive float mask
         inputs = _seq(d, "x", "mask", additive="impl" in p)
+        if "chunk" in p:  # a streaming stack's chunk mask, as its layers get it at batch 1
+            inputs = _chunked(inputs, p["chunk"], p["left"], additive="impl" in p)
         return _Residual(attn, nn.LayerNorm(d)).eval(), inputs
     if k == "norm":
         return nn.LayerNorm(d).eval(), _seq(d, "x")
