@@ -84,11 +84,12 @@ def _mhsa(spec: ArchSpec, heads: int) -> Block:
     the key only when the heads do not span d_model (a layer with more or fewer heads).
 
     A streaming encoder's attention runs under its chunk mask (``chunk``, ``left`` in the key),
-    which costs more than an open mask of the same shape: without flush-to-zero, ONNX Runtime's
-    softmax slows down on the masked scores (measured on a 2-core Intel Xeon, d 144, 4 heads,
-    250 frames: 1.75x the open mask's time under a 16-frame chunk mask with 4 left chunks, 2.0x
-    with every score but the diagonal masked). Timed with an open mask, a 12-layer streaming
-    Transformer at 10 s was under-predicted by 31%."""
+    which costs more than an open mask of the same shape: ONNX Runtime, which does not flush
+    denormals to zero by default, slows down on the masked scores (``bench/attention_masks.py``
+    on a 2-core Intel Xeon, d 144, 4 heads, a 16-frame chunk mask with 4 left chunks: 1.34x the
+    open mask's time at 125 frames, 1.64x at 250, 1.94x at 500; with flush-to-zero, 1.00).
+    Timed under an open mask, a 12-layer streaming Transformer at 10 s was under-predicted by
+    about 30%."""
     wide = {} if heads == spec.heads else {"head_dim": spec.head_dim}
     chunked = {"chunk": spec.chunk_size, "left": spec.left_chunks} if spec.streaming else {}
     return _block(
