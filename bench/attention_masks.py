@@ -62,17 +62,13 @@ def _worker(flush: bool, jobs: Any, results: Any, spec: dict[str, Any]) -> None:
     import onnxruntime as ort
     import torch
 
+    from speechnas.export.transcribe import session_options
     from speechnas.hardware.block_modules import block_module
     from speechnas.hardware.blocks import Block
     from speechnas.hardware.calibration import _export
 
     torch.set_num_threads(1)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
+    opts = session_options(1)  # as speechnas runs a model
     if flush:
         opts.add_session_config_entry("session.set_denormal_as_zero", "1")
     work = Path(tempfile.mkdtemp(prefix="attention-masks-"))
